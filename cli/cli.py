@@ -1,0 +1,106 @@
+"""The `recipe` command line. It wires the compiler (and, lazily, the runtime) together.
+
+Exit codes: 0 success, 1 invalid recipe, 2 bad usage, 3 nothing fits the budget.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .compiler.errors import RecipeError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Declarative LoRA / QLoRA / DoRA fine-tuning: validate, plan and run recipes.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+SET_HELP = "Override a recipe key, e.g. --set method.rank=32 (repeatable; null removes a key)."
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"recipe {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+@app.command()
+def validate(
+    paths: List[str] = typer.Argument(..., help="Recipe files, directories or glob patterns."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems."),
+) -> None:
+    """Check recipes; print every problem as file:line:col: key: message."""
+    from .compiler.discover import expand
+    from .compiler.pipeline import check_file
+
+    files = expand(paths)
+    invalid = errors = warnings = 0
+    for file in files:
+        result = check_file(file, set_)
+        for problem in result.problems:
+            print(problem)
+        errors += len(result.errors)
+        warnings += len(result.warnings)
+        if not result.ok:
+            invalid += 1
+        elif not quiet:
+            print(f"{file}: ok")
+    if not quiet or invalid:
+        noun = "recipe" if len(files) == 1 else "recipes"
+        print(f"{len(files)} {noun} checked: {len(files) - invalid} valid, {invalid} invalid "
+              f"({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})",
+              file=sys.stderr)
+    raise typer.Exit(1 if invalid else 0)
+
+
+@app.command()
+def schema(
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file instead of stdout."),
+) -> None:
+    """Print the JSON Schema of a recipe (for editors and other tools)."""
+    from .schemas.json_schema import recipe_schema_text
+
+    text = recipe_schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def run(argv: Optional[list[str]] = None) -> int:
+    """Run the CLI and return its exit code; user errors print without a traceback."""
+    try:
+        app(args=argv, prog_name="recipe", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except RecipeError as exc:
+        _report(exc)
+        return exc.exit_code
+    return 0
+
+
+def _report(exc: RecipeError) -> None:
+    if exc.problems:
+        for problem in exc.problems:
+            print(problem)
+        if not isinstance(exc, UsageError):
+            return
+    print(f"error: {exc.message}", file=sys.stderr)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,140 @@
+"""Checks beyond the schema: catalog names, data files, templates.
+
+They run on the raw document so that they report alongside schema errors, all at once; each check
+looks only at values of the right type and leaves type errors to the schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import Problem, RecipeError
+from .load import Document
+from .suggest import close
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def semantic_problems(doc: Document, base_dir: Optional[Path]) -> list[Problem]:
+    from .validate import located  # local: validate imports this module
+
+    out: list[Problem] = []
+
+    def err(path: tuple, message: str, value: bool = True, severity: str = "error") -> None:
+        out.append(located(doc, path, message, value=value, severity=severity))
+
+    data = doc.data
+    _check_gpus(_get(data, "budget"), err)
+    _check_data(_get(data, "data"), base_dir, err)
+    _check_model(_get(data, "model"), base_dir, err)
+    _check_economics(_get(data, "economics"), err)
+    return out
+
+
+def _get(data: Any, key: str) -> dict:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _gpu_problem(name: str, custom: set[str]) -> Optional[str]:
+    from .catalogs import find_gpu, gpu_names
+
+    if name in custom or find_gpu(name) is not None:
+        return None
+    names = gpu_names()
+    found = close(name, names + sorted(custom), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
+    return (f"unknown GPU '{name}'{hint} (known: {', '.join(names)}; "
+            f"or describe it under budget.custom_gpus)")
+
+
+def _check_gpus(budget: dict, err) -> None:
+    custom = {g.get("name") for g in budget.get("custom_gpus") or [] if isinstance(g, dict)}
+    custom = {c for c in custom if isinstance(c, str)}
+    gpus = budget.get("gpus")
+    if isinstance(gpus, list):
+        for i, name in enumerate(gpus):
+            if isinstance(name, str) and name and (msg := _gpu_problem(name, custom)):
+                err(("budget", "gpus", i), msg)
+    gpu = budget.get("gpu")
+    if isinstance(gpu, str) and gpu and (msg := _gpu_problem(gpu, custom)):
+        err(("budget", "gpu"), msg)
+    prices = budget.get("prices")
+    if isinstance(prices, dict):
+        for name in prices:
+            if isinstance(name, str) and (msg := _gpu_problem(name, custom)):
+                err(("budget", "prices", name), msg, value=False)
+    provider = budget.get("provider")
+    if isinstance(provider, str) and provider:
+        from .catalogs import prices
+
+        known = sorted({p.provider.lower() for p in prices()})
+        if provider.lower() not in known:
+            found = close(provider, known, n=1)
+            hint = f"; did you mean '{found[0]}'?" if found else ""
+            err(("budget", "provider"), f"no prices for provider '{provider}'{hint} "
+                                        f"(known: {', '.join(known)}; or give budget.prices)")
+
+
+def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
+    for key in ("train", "eval"):
+        value = data.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value)
+        if path.suffix.lower() not in DATA_SUFFIXES:
+            err(("data", key), f"'{value}' is not a data file this tool reads "
+                               f"(expected {', '.join(DATA_SUFFIXES)})")
+            continue
+        if base_dir is not None and not (base_dir / path).is_file():
+            declared = "data.examples and data.tokens_per_example" if key == "train" else "eval_fraction"
+            err(("data", key), f"file not found: {value} (relative to the recipe's folder); plans fall "
+                               f"back to {declared}, `recipe run` needs it", severity="warning")
+    template = data.get("template")
+    if isinstance(template, dict):
+        for key in ("prompt", "completion"):
+            source = template.get(key)
+            if isinstance(source, str):
+                message = template_syntax_error(source)
+                if message:
+                    err(("data", "template", key), message)
+
+
+def template_syntax_error(source: str) -> Optional[str]:
+    """The syntax error of a Jinja2 template, parsed in a sandbox; None when it parses."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        ImmutableSandboxedEnvironment().parse(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax error on template line {exc.lineno}: {exc.message}"
+    return None
+
+
+def _check_model(model: dict, base_dir: Optional[Path], err) -> None:
+    base = model.get("base")
+    if not isinstance(base, str) or not base:
+        return
+    from .models import resolve_model
+
+    try:
+        resolve_model(base, base_dir or Path.cwd())
+    except RecipeError as exc:
+        err(("model", "base"), exc.message.replace("\n", " "), severity="warning")
+
+
+def _check_economics(economics: dict, err) -> None:
+    name = economics.get("api_model")
+    if not isinstance(name, str) or not name:
+        return
+    if economics.get("input_usd_per_mtok") is not None and economics.get("output_usd_per_mtok") is not None:
+        return
+    from .catalogs import api_prices, find_api_model
+
+    if find_api_model(name) is None:
+        found = close(name, list(api_prices()), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
+        err(("economics", "api_model"), f"no price for API model '{name}'{hint} (give "
+                                        f"economics.input_usd_per_mtok and output_usd_per_mtok)")

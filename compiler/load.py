@@ -1,0 +1,202 @@
+"""Load a YAML or TOML recipe into plain data plus the position of every key and value."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Problem, RecipeError, UsageError
+from .toml_positions import toml_positions
+
+Path_ = tuple  # a key path: ("method", "rank") or ("budget", "gpus", 1)
+
+SUFFIXES = (".yaml", ".yml", ".toml")
+
+
+@dataclass(frozen=True)
+class Pos:
+    """1-based positions of a key and of its value, and the file they are in."""
+
+    line: int
+    col: int
+    vline: int
+    vcol: int
+    file: str
+
+
+@dataclass
+class Document:
+    file: str  # the path as the user gave it, used in messages
+    data: dict
+    positions: dict[Path_, Pos] = field(default_factory=dict)
+    text: str = ""
+
+    def where(self, path: Path_, value: bool = False) -> tuple[str, int, int]:
+        """The closest known position of `path`: its value's, or its key's."""
+        p = tuple(path)
+        while p:
+            pos = self.positions.get(p)
+            if pos is not None:
+                return (pos.file, pos.vline, pos.vcol) if value else (pos.file, pos.line, pos.col)
+            p = p[:-1]
+            value = False  # for an ancestor, point at its key
+        return (self.file, 1, 1)
+
+
+def read(path: Path, display: str | None = None) -> Document:
+    """Read a recipe file. Syntax errors raise RecipeError with located problems."""
+    display = display or str(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"{display}: not a recipe file (expected .yaml, .yml or .toml)")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{display}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{display}: is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"{display}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError("invalid recipe", [Problem(display, line, 1, "", "file is not valid UTF-8")]) from None
+    if path.suffix.lower() == ".toml":
+        return loads_toml(text, display)
+    return loads_yaml(text, display)
+
+
+def _not_a_mapping(file: str, data: Any) -> RecipeError:
+    what = "empty" if data is None else f"a {type_name(data)}"
+    return RecipeError("invalid recipe", [Problem(
+        file, 1, 1, "", f"a recipe is a mapping of keys (task, model, data, ...); this document is {what}")])
+
+
+# --- YAML ---------------------------------------------------------------------------------------
+
+def loads_yaml(text: str, file: str) -> Document:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        node = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = _yaml_message(exc)
+        raise RecipeError("invalid recipe", [Problem(file, line, col, "", message)]) from None
+    except YAMLError as exc:  # errors without a mark
+        raise RecipeError("invalid recipe", [Problem(file, 1, 1, "", f"YAML error: {exc}")]) from None
+    doc = Document(file=file, data={}, text=text)
+    if not _is_map(node):
+        raise _not_a_mapping(file, _plain(node, (), doc))
+    doc.data = _plain(node, (), doc)
+    return doc
+
+
+def _yaml_message(exc) -> str:
+    problem = (exc.problem or "").strip()
+    context = (exc.context or "").strip()
+    if "found duplicate key" in problem or "duplicate key" in context:
+        key = re.search(r'duplicate key "?([^"]*)"?', problem + " " + context)
+        name = key.group(1) if key else ""
+        return f"YAML syntax error: duplicate key '{name}'".replace(" ''", "")
+    if problem and context:
+        return f"YAML syntax error: {problem} ({context})"
+    return f"YAML syntax error: {problem or context or 'malformed document'}"
+
+
+def _is_map(node: Any) -> bool:
+    from ruamel.yaml.comments import CommentedMap
+
+    return isinstance(node, CommentedMap)
+
+
+def _plain(node: Any, path: Path_, doc: Document) -> Any:
+    """Convert ruamel's round-trip nodes to plain Python, recording positions."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out = {}
+        for key in node:
+            name = key if isinstance(key, str) else _key_text(key)
+            kl, kc = node.lc.key(key)
+            vl, vc = node.lc.value(key)
+            doc.positions[path + (name,)] = Pos(kl + 1, kc + 1, vl + 1, vc + 1, doc.file)
+            out[name] = _plain(node[key], path + (name,), doc)
+        return out
+    if isinstance(node, CommentedSeq):
+        out = []
+        for i, item in enumerate(node):
+            il, ic = node.lc.item(i)
+            doc.positions[path + (i,)] = Pos(il + 1, ic + 1, il + 1, ic + 1, doc.file)
+            out.append(_plain(item, path + (i,), doc))
+        return out
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node  # dates and other YAML types: the schema reports them
+
+
+def _key_text(key: Any) -> str:
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+# --- TOML ---------------------------------------------------------------------------------------
+
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def loads_toml(text: str, file: str) -> Document:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        found = _TOML_AT.search(message)
+        if found:
+            line, col = line or int(found.group(1)), col or int(found.group(2))
+            message = message[: found.start()]
+        elif line is None:
+            line, col = _end_of(text)
+        message = _TOML_HINTS.get(message, message)
+        raise RecipeError("invalid recipe", [Problem(
+            file, line, col or 1, "", f"TOML syntax error: {message}")]) from None
+    doc = Document(file=file, data=data, text=text)
+    for key_path, (kl, kc, vl, vc) in toml_positions(text).items():
+        doc.positions[key_path] = Pos(kl, kc, vl, vc, file)
+    return doc
+
+
+_TOML_HINTS = {
+    "Cannot overwrite a value": "a key or table is defined twice",
+    "Invalid value": "invalid or missing value after '='",
+}
+
+
+def _end_of(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def type_name(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", int: "integer", float: "number",
+            bool: "boolean", type(None): "null"}.get(type(value), type(value).__name__)

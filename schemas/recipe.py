@@ -1,0 +1,287 @@
+"""The recipe: what to train, on what data, with which method, within what budget.
+
+Pydantic and stdlib only. Every model forbids unknown keys. Key names are a contract with users'
+files: add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+Task = Literal["classification", "extraction", "generation", "chat"]
+DataFormat = Literal["chat", "alpaca", "prompt_completion", "text", "template"]
+MethodName = Literal["auto", "lora", "qlora", "dora", "qdora", "full"]
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
+Precision = Literal["bf16", "fp16", "fp32"]
+Metric = Literal["exact_match", "accuracy", "macro_f1", "token_f1", "json_fields"]
+Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
+Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+
+QUANTIZED_METHODS = ("qlora", "qdora")
+
+
+def _auto_or_positive_int(value: Any) -> Union[str, int]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise PydanticCustomError("auto_or_int", "expected 'auto' or a positive integer, got {got}",
+                              {"got": repr(value)})
+
+
+def _auto_or_bool(value: Any) -> Union[str, bool]:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise PydanticCustomError("auto_or_bool", "expected 'auto', true or false, got {got}",
+                              {"got": repr(value)})
+
+
+AutoInt = Annotated[
+    Union[Literal["auto"], int],
+    PlainValidator(_auto_or_positive_int),
+    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}]}),
+]
+AutoBool = Annotated[
+    Union[Literal["auto"], bool],
+    PlainValidator(_auto_or_bool),
+    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "boolean"}]}),
+]
+
+
+def _targets(value: Any) -> Union[str, list[str]]:
+    if value == "all-linear":
+        return value
+    if (isinstance(value, list) and value
+            and all(isinstance(v, str) and v.strip() for v in value)):
+        return list(value)
+    if isinstance(value, str):
+        raise PydanticCustomError(
+            "targets", "expected 'all-linear' or a list of module names such as [q_proj, v_proj], "
+                       "got {got}", {"got": repr(value), "choices": ["all-linear"]})
+    raise PydanticCustomError(
+        "targets", "expected 'all-linear' or a non-empty list of module names, got {got}",
+        {"got": repr(value)})
+
+
+Targets = Annotated[
+    Union[Literal["all-linear"], list[str]],
+    PlainValidator(_targets),
+    WithJsonSchema({"anyOf": [{"const": "all-linear"},
+                              {"type": "array", "items": {"type": "string", "minLength": 1},
+                               "minItems": 1}]}),
+]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1)]
+
+
+def cross_field(problems: list[tuple[str, str]]) -> None:
+    """Raise the problems of one section at once; each names the key it is about."""
+    if problems:
+        raise PydanticCustomError(
+            "cross_field", "; ".join(message for _, message in problems), {"problems": problems}
+        )
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelSpec(Section):
+    """The base model: a catalog name or hub id, or a local directory holding config.json."""
+
+    base: Name = Field(description="Catalog name, hub id, or local directory with config.json")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit)")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model (off by default)")
+
+
+class TemplateSpec(Section):
+    """Jinja2 templates over the data's columns, rendered in a sandbox."""
+
+    prompt: Name
+    completion: Name
+
+
+class DataSpec(Section):
+    train: Name = Field(description="JSONL, CSV or Parquet file, relative to the recipe file")
+    eval: Optional[Name] = Field(None, description="Held-out file; or use eval_fraction")
+    eval_fraction: Optional[float] = Field(None, gt=0, lt=1, description="Held-out share of train")
+    format: DataFormat = "chat"
+    template: Optional[TemplateSpec] = None
+    on_error: Literal["fail", "skip"] = Field("fail", description="What to do with a malformed record")
+    examples: Optional[PositiveInt] = Field(
+        None, description="Declared number of training examples, used when the file is not present")
+    tokens_per_example: Optional[PositiveInt] = Field(
+        None, description="Declared mean tokens per example, used when the file is not present")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "DataSpec":
+        problems = []
+        if self.eval is not None and self.eval_fraction is not None:
+            problems.append(("eval_fraction", "give either data.eval or data.eval_fraction, not both"))
+        if self.format == "template" and self.template is None:
+            problems.append(("template", "format 'template' needs data.template with prompt and completion"))
+        if self.format != "template" and self.template is not None:
+            problems.append(("template", f"data.template is only used with format 'template' "
+                                         f"(format is '{self.format}')"))
+        cross_field(problems)
+        return self
+
+
+class QuantizationSpec(Section):
+    bits: Literal[4, 8] = 4
+    type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+
+
+class MethodSpec(Section):
+    name: MethodName = "auto"
+    rank: PositiveInt = 16
+    alpha: PositiveFloat = 32
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: Targets = "all-linear"
+    quantization: Optional[QuantizationSpec] = Field(
+        None, description="Base-model quantization for qlora / qdora (default 4-bit NF4, double quant)")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "MethodSpec":
+        problems = []
+        if self.quantization is not None and self.name not in (*QUANTIZED_METHODS, "auto"):
+            problems.append(("quantization", f"quantization is only used by qlora / qdora "
+                                             f"(method is '{self.name}'); remove it or pick qlora"))
+        cross_field(problems)
+        return self
+
+
+class TrainingSpec(Section):
+    epochs: PositiveFloat = 3
+    max_steps: Optional[PositiveInt] = Field(None, description="Stop after this many optimizer steps")
+    max_seq_len: PositiveInt = 2048
+    batch_size: PositiveInt = Field(32, description="Effective batch, in sequences")
+    micro_batch_size: AutoInt = "auto"
+    gradient_checkpointing: AutoBool = "auto"
+    learning_rate: PositiveFloat = 2.0e-4
+    lr_scheduler: Scheduler = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: NonNegativeFloat = 0.0
+    max_grad_norm: PositiveFloat = 1.0
+    optimizer: Optimizer = "adamw"
+    precision: Precision = "bf16"
+    attention: Attention = "auto"
+    packing: bool = False
+    seed: int = 42
+    save_steps: Optional[PositiveInt] = Field(None, description="Checkpoint every N steps (default: each epoch)")
+    logging_steps: PositiveInt = 10
+    report_to: list[Tracker] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rules(self) -> "TrainingSpec":
+        problems = []
+        mbs = self.micro_batch_size
+        if isinstance(mbs, int) and mbs > self.batch_size:
+            problems.append(("micro_batch_size", f"micro_batch_size {mbs} is larger than batch_size "
+                                                 f"{self.batch_size}"))
+        cross_field(problems)
+        return self
+
+
+class CustomGPU(Section):
+    """A GPU the catalog does not have ("the machine I have")."""
+
+    name: Name
+    memory_gb: PositiveFloat = Field(description="Memory in GiB, as torch.cuda reports it")
+    bf16_tflops: PositiveFloat = Field(description="Dense BF16 (or FP16) tensor TFLOPS")
+    usd_per_hour: NonNegativeFloat = 0.0
+    bf16_supported: bool = True
+
+
+class BudgetSpec(Section):
+    gpus: Optional[Annotated[list[Name], Field(min_length=1)]] = Field(
+        None, description="Candidate GPU types; omitted: the whole catalog")
+    gpu: Optional[Name] = Field(None, description="Pin one GPU type")
+    gpu_count: Optional[PositiveInt] = Field(None, description="Pin the GPU count")
+    max_gpus: PositiveInt = 8
+    max_cost_usd: Optional[PositiveFloat] = None
+    max_hours: Optional[PositiveFloat] = None
+    provider: Optional[Name] = Field(None, description="Price GPUs at this provider (aws, gcp, ...)")
+    spot: bool = False
+    prices: dict[str, NonNegativeFloat] = Field(
+        default_factory=dict, description="Your own USD per GPU-hour, by GPU name")
+    custom_gpus: list[CustomGPU] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rules(self) -> "BudgetSpec":
+        problems = []
+        if self.gpu is not None and self.gpus is not None and self.gpu not in self.gpus:
+            problems.append(("gpu", f"gpu '{self.gpu}' is not among the candidates in budget.gpus; "
+                                    f"pin one of them or drop budget.gpus"))
+        if self.gpu_count is not None and self.gpu_count > self.max_gpus:
+            problems.append(("gpu_count", f"gpu_count {self.gpu_count} exceeds max_gpus {self.max_gpus}"))
+        cross_field(problems)
+        return self
+
+
+class EvalSpec(Section):
+    metric: Optional[Metric] = Field(None, description="Default by task: exact_match, json_fields, token_f1")
+    min_score: Optional[float] = Field(None, ge=0, le=1, description="Quality gate")
+    max_new_tokens: AutoInt = "auto"
+    json_schema: Optional[Name] = Field(None, description="JSON Schema file outputs must satisfy")
+
+
+class EconomicsSpec(Section):
+    api_model: Name
+    requests_per_day: PositiveInt
+    input_tokens_per_request: PositiveInt
+    output_tokens_per_request: PositiveInt
+    input_usd_per_mtok: Optional[NonNegativeFloat] = Field(None, description="Override the API price")
+    output_usd_per_mtok: Optional[NonNegativeFloat] = Field(None, description="Override the API price")
+    serving_quantization: Literal["none", "8bit", "4bit"] = "none"
+    scale_to_zero: bool = False
+    engineering_hours: NonNegativeFloat = 0.0
+    hourly_rate: NonNegativeFloat = 0.0
+
+
+class OutputSpec(Section):
+    dir: Optional[Name] = Field(None, description="Run directory; default runs/<name>")
+
+
+class Recipe(Section):
+    name: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = Field(
+        None, description="Short name; default: the file name")
+    task: Task
+    model: ModelSpec
+    data: DataSpec
+    method: MethodSpec = MethodSpec()
+    training: TrainingSpec = TrainingSpec()
+    budget: BudgetSpec = BudgetSpec()
+    eval: EvalSpec = EvalSpec()
+    economics: Optional[EconomicsSpec] = None
+    output: OutputSpec = OutputSpec()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="recipe")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "Recipe":
+        problems = []
+        if self.task == "classification" and self.data.format == "text":
+            problems.append(("data.format", "a classification task needs labelled examples; "
+                                            "format 'text' has no completion to score"))
+        cross_field(problems)
+        return self
+
+
+def default_metric(task: str) -> str:
+    return {"classification": "exact_match", "extraction": "json_fields",
+            "generation": "token_f1", "chat": "token_f1"}[task]

@@ -1,0 +1,206 @@
+"""`recipe validate`, `--set` overrides, discovery, exit codes and the JSON Schema."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from recipe_ft.compiler.pipeline import check_file, load_recipe
+from recipe_ft.compiler.errors import RecipeError
+from recipe_ft.schemas.json_schema import SCHEMA_FILE, recipe_schema_text
+from recipe_ft.schemas.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (ROOT / "recipes").iterdir() if p.suffix in (".yaml", ".toml"))
+
+MINIMAL = """\
+task: chat
+model:
+  base: Qwen/Qwen2.5-0.5B-Instruct
+data:
+  train: train.jsonl
+"""
+
+
+@pytest.fixture
+def minimal(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"messages": []}\n')
+    path = tmp_path / "r.yaml"
+    path.write_text(MINIMAL)
+    return path
+
+
+def test_examples_are_many_and_varied():
+    assert len(RECIPES) >= 5
+    assert any(p.suffix == ".toml" for p in RECIPES)
+    tasks = {load_recipe(str(p))[0].task for p in RECIPES}
+    assert {"classification", "extraction", "generation"} <= tasks
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_example_recipe_validates_cleanly(path):
+    result = check_file(str(path))
+    assert result.ok, [str(p) for p in result.problems]
+    assert result.problems == []  # not even a warning: sample data ships beside them
+    first = path.read_text().splitlines()[0]
+    assert first == f"# recipe plan recipes/{path.name}"
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.suffix == ".yaml"], ids=lambda p: p.name)
+def test_yaml_examples_point_editors_at_the_schema(path):
+    assert "# yaml-language-server: $schema=../schemas/recipe.schema.json" in path.read_text()
+
+
+def test_minimal_recipe_is_valid_with_defaults(minimal):
+    recipe, result = load_recipe(str(minimal))
+    assert result.problems == []
+    assert recipe.method.name == "auto" and recipe.method.rank == 16
+    assert recipe.training.micro_batch_size == "auto" and recipe.data.format == "chat"
+    with pytest.raises(Exception):
+        recipe.task = "generation"  # frozen
+
+
+def test_exit_codes(cli, minimal, tmp_path):
+    assert cli("validate", minimal)[0] == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("chat", "chatt"))
+    code, out, err = cli("validate", bad)
+    assert code == 1 and "did you mean 'chat'?" in out
+    assert cli("validate", tmp_path / "missing.yaml")[0] == 2
+    assert cli("validate", minimal, "--set", "no-equals-sign")[0] == 2
+    assert cli("validate")[0] == 2
+    assert cli("frobnicate")[0] == 2
+
+
+def test_one_bad_file_among_good_ones(cli, minimal, tmp_path):
+    bad = tmp_path / "sub" / "bad.toml"
+    bad.parent.mkdir()
+    bad.write_text('task = "chat"\n')
+    code, out, err = cli("validate", tmp_path)
+    assert code == 1
+    assert f"{minimal}: ok" in out
+    assert f"{bad}:1:1: data: required key is missing" in out
+    assert "2 recipes checked: 1 valid, 1 invalid" in err
+
+
+def test_directories_and_globs(cli, tmp_path, minimal):
+    shutil.copy(minimal, tmp_path / "b.yml")
+    (tmp_path / "notes.txt").write_text("not a recipe")
+    code, out, _ = cli("validate", str(tmp_path / "*.y*ml"))
+    assert code == 0 and out.count(": ok") == 2
+    code, _, err = cli("validate", str(tmp_path / "*.toml"))
+    assert code == 2 and "matches no recipe files" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("validate", empty)[0] == 2
+
+
+def test_overrides_apply_and_validate(cli, minimal):
+    code, out, _ = cli("validate", minimal, "--set", "method.rank=64", "--set", "budget.gpus=[L4, A10G]")
+    assert code == 0, out
+    recipe, _ = load_recipe(str(minimal), ["method.rank=64", "method.targets=[q_proj, v_proj]",
+                                           "economics.api_model=gpt-4o-mini",
+                                           "economics.requests_per_day=100",
+                                           "economics.input_tokens_per_request=10",
+                                           "economics.output_tokens_per_request=5"])
+    assert recipe.method.rank == 64 and recipe.method.targets == ["q_proj", "v_proj"]
+    assert recipe.economics.api_model == "gpt-4o-mini"
+
+
+def test_override_errors_are_located_on_the_command_line(cli, minimal):
+    code, out, _ = cli("validate", minimal, "--set", "method.rank=32",
+                       "--set", "method.rank=abc", "--set", "metod.rank=3", "--set", "task.x=1")
+    assert code == 1
+    assert out.splitlines() == [
+        "--set:2:13: method.rank: should be a valid integer, got string 'abc'",
+        "--set:3:1: metod: unknown key 'metod'; did you mean 'method'?",
+        "--set:4:1: task.x: 'task' is a string, not a section",
+    ]
+
+
+def test_override_null_restores_the_default(minimal):
+    recipe, _ = load_recipe(str(minimal), ["method.rank=8", "method.rank=null"])
+    assert recipe.method.rank == 16
+
+
+def test_override_list_items(minimal):
+    recipe, _ = load_recipe(str(minimal), ["budget.gpus=[L4, T4]", "budget.gpus[1]=A10G",
+                                           "budget.gpus[2]=H100-80GB"])
+    assert recipe.budget.gpus == ["L4", "A10G", "H100-80GB"]
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(minimal), ["budget.gpus=[L4]", "budget.gpus[5]=T4"])
+    assert "no list item [5]" in str(info.value.problems[0])
+
+
+def test_yaml_and_toml_report_the_same_problems(tmp_path):
+    yaml_text = """\
+task: clasification
+model:
+  base: Qwen/Qwen2.5-7B-Instruct
+  trust_remote_code: 1
+data:
+  train: a.jsonl
+  fromat: chat
+method:
+  quantization: {bits: 3}
+budget:
+  gpus: [L4, A10]
+  gpu: T4
+"""
+    toml_text = """\
+task = "clasification"
+[model]
+base = "Qwen/Qwen2.5-7B-Instruct"
+trust_remote_code = 1
+[data]
+train = "a.jsonl"
+fromat = "chat"
+[method]
+quantization = {bits = 3}
+[budget]
+gpus = ["L4", "A10"]
+gpu = "T4"
+"""
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "r.yaml").write_text(yaml_text)
+    (tmp_path / "r.toml").write_text(toml_text)
+    y = check_file(str(tmp_path / "r.yaml")).problems
+    t = check_file(str(tmp_path / "r.toml")).problems
+    assert [(p.key, p.message) for p in y] == [(p.key, p.message) for p in t]
+    assert [(p.line) for p in y] == [1, 4, 7, 9, 12]
+    assert [(p.line) for p in t] == [1, 4, 7, 9, 12]
+
+
+def test_checked_in_schema_is_in_sync(cli):
+    assert SCHEMA_FILE.read_text() == recipe_schema_text(), "run: recipe schema -o schemas/recipe.schema.json"
+    code, out, _ = cli("schema")
+    assert code == 0 and json.loads(out)["title"] == "recipe"
+
+
+def test_json_schema_accepts_examples_and_rejects_typos():
+    jsonschema = pytest.importorskip("jsonschema")
+    from recipe_ft.compiler.pipeline import load
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    for path in RECIPES:
+        jsonschema.validate(load(str(path))[0].data, schema)
+    doc = load(str(RECIPES[0]))[0]
+    doc.data["method"]["rnak"] = 4
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc.data, schema)
+
+
+def test_precommit_hook_definition():
+    from ruamel.yaml import YAML
+
+    hooks = YAML(typ="safe").load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    hook = hooks[0]
+    assert hook["id"] == "recipe-validate" and hook["entry"].startswith("recipe validate")
+    assert hook["language"] == "python"
+
+
+def test_programmatic_model_rejects_unknown_keys():
+    with pytest.raises(Exception) as info:
+        Recipe.model_validate({"task": "chat", "model": {"base": "x", "bsae": 1}, "data": {"train": "a.jsonl"}})
+    assert "bsae" in str(info.value)
