@@ -1,0 +1,117 @@
+"""Resolve `model.base` to an architecture: a catalog name, or a local directory with config.json."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .architecture import Architecture, from_config
+from .errors import ModelNotFound
+
+CATALOG_PATH = Path(__file__).parent / "data" / "models.json"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # hub id for catalog models, the directory for local ones
+    source: str  # "catalog" | "local"
+    path: Path | None  # the local directory, None for catalog models
+    architecture: Architecture
+    published_params: int | None
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog() -> dict:
+    with CATALOG_PATH.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> dict[str, dict]:
+    """Lower-cased hub id and aliases -> catalog entry."""
+    index: dict[str, dict] = {}
+    for entry in _catalog()["models"]:
+        for key in (entry["name"], *entry.get("aliases", ())):
+            index[key.lower()] = entry
+    return index
+
+
+def catalog_names() -> list[str]:
+    """Hub ids of the catalog models, in catalog order."""
+    return [entry["name"] for entry in _catalog()["models"]]
+
+
+def catalog_version() -> str:
+    return _catalog()["catalog_version"]
+
+
+def catalog_entry(base: str) -> dict | None:
+    """The raw catalog entry for a hub id or alias (case-insensitive), or None."""
+    return _index().get(base.strip().lower())
+
+
+def resolve_model(base: str, recipe_dir: Path) -> ResolvedModel:
+    """Look `base` up in the catalog, else as a directory (absolute or relative to recipe_dir)."""
+    entry = catalog_entry(base)
+    if entry is not None:
+        arch = from_config(entry["config"], where=f"model catalog entry '{entry['name']}' ({CATALOG_PATH})")
+        return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"))
+
+    path = Path(base).expanduser()
+    if not path.is_absolute():
+        path = Path(recipe_dir) / path
+    if path.is_file() and path.name == "config.json":
+        path = path.parent
+    if path.is_dir():
+        return _resolve_local(path)
+    raise ModelNotFound(_not_found_message(base, path))
+
+
+def _resolve_local(directory: Path) -> ResolvedModel:
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelNotFound(
+            f"model.base points at the directory {directory}, but it holds no config.json. "
+            "Point model.base at the model's directory (the one with config.json and the weights), "
+            "or copy the model's config.json into it."
+        )
+    try:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelNotFound(
+            f"{config_path}: cannot read it as JSON ({exc}). "
+            "Replace it with the model's original config.json."
+        ) from None
+    if not isinstance(cfg, dict):
+        raise ModelNotFound(f"{config_path}: expected a JSON object; replace it with the model's original config.json.")
+    arch = from_config(cfg, where=str(config_path))
+    return ResolvedModel(str(directory.resolve()), "local", directory.resolve(), arch, None)
+
+
+def _suggestions(base: str) -> list[str]:
+    """Up to five catalog hub ids closest to `base` (by hub id, alias, or the part after 'org/')."""
+    query = base.strip().lower()
+    queries = {query, query.split("/")[-1]}
+    scores: dict[str, float] = {}
+    for key, entry in _index().items():
+        for candidate in (key, key.split("/")[-1]):
+            for q in queries:
+                ratio = difflib.SequenceMatcher(None, q, candidate).ratio()
+                ratio += 0.5 if candidate.startswith(q) else 0.0  # "mistral-7b" -> "mistral-7b-v0.1"
+                scores[entry["name"]] = max(scores.get(entry["name"], 0.0), ratio)
+    ranked = sorted((name for name, score in scores.items() if score >= 0.6), key=lambda n: -scores[n])
+    return ranked[:5]
+
+
+def _not_found_message(base: str, looked_at: Path) -> str:
+    close = _suggestions(base)[:3]
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    where = "" if Path(base).is_absolute() else " (relative to the recipe file)"
+    return (
+        f"'{base}' is not in the model catalog and is not a directory{where}{hint} "
+        "For another model, set model.base to a local directory that holds its config.json "
+        "(the planner reads the architecture from it; nothing is downloaded)."
+    )
