@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
-from .compiler.errors import RecipeError, UsageError
+from .schemas.errors import RecipeError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -65,6 +65,89 @@ def validate(
               f"({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})",
               file=sys.stderr)
     raise typer.Exit(1 if invalid else 0)
+
+
+@app.command()
+def plan(
+    recipe: str = typer.Argument(..., help="The recipe file (YAML or TOML)."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    format: str = typer.Option("text", "--format", "-f", help="text | json | markdown"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Write the plan as a lock file that `recipe run` executes."),
+    trace: bool = typer.Option(False, "--trace", help="Also measure the step on fake tensors "
+                                                      "(needs the [train] extra; no GPU, no weights)."),
+) -> None:
+    """Compile a recipe into a plan: memory, method, GPU, time and cost, with reasons."""
+    if format not in ("text", "json", "markdown"):
+        raise UsageError(f"--format {format!r}: expected text, json or markdown")
+    from .compiler import lock
+    from .compiler.pipeline import compile_file
+
+    compiled = compile_file(recipe, set_)
+    result = compiled.plan
+    traced = None
+    if trace:
+        from .runtime.trace import trace_plan
+
+        traced = trace_plan(result)
+    if format == "json":
+        import json
+
+        data = result.model_dump(mode="json")
+        data["suggestions"] = compiled.suggestions
+        if traced:
+            data["trace"] = traced
+        print(json.dumps(data, indent=2))
+    elif format == "markdown":
+        from .compiler.report import render_markdown
+
+        sys.stdout.write(render_markdown(result, compiled.suggestions, traced))
+    else:
+        from .compiler.report import render_text
+
+        render_text(result, compiled.suggestions, traced)
+    if output is not None:
+        if compiled.exit_code:
+            print(f"not written: {output} (nothing fits the budget, so there is no plan to run)", file=sys.stderr)
+        else:
+            lock.write(result, output)
+            print(f"wrote {output}", file=sys.stderr)
+    raise typer.Exit(compiled.exit_code)
+
+
+@app.command()
+def run(
+    target: str = typer.Argument(..., help="A recipe (YAML or TOML), or a plan lock file from `recipe plan -o`."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
+    replan: bool = typer.Option(False, "--replan", help="Re-plan a stale lock file instead of refusing it."),
+) -> None:
+    """Train: execute a plan on this machine and write the adapter and a run report."""
+    from .compiler.pipeline import plan_for_run
+    from .runtime.run import execute
+
+    plan, plan_dir = plan_for_run(target, set_, replan)
+    raise typer.Exit(execute(plan, plan_dir, resume))
+
+
+@app.command()
+def demo(
+    directory: Path = typer.Argument(Path("quickstart"), help="Where to write the demo."),
+    train_now: bool = typer.Option(False, "--run", help="Also train it (a few minutes on a CPU)."),
+) -> None:
+    """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
+    from .runtime.run import make_demo
+
+    recipe_path = make_demo(directory)
+    print(f"wrote {directory}/: tiny-llama/ (model and tokenizer), data/ (support tickets), recipe.yaml")
+    if not train_now:
+        print(f"next:\n  recipe plan {recipe_path}\n  recipe run {recipe_path}")
+        return
+    from .compiler.pipeline import plan_for_run
+    from .runtime.run import execute
+
+    plan, plan_dir = plan_for_run(str(recipe_path), [], False)
+    raise typer.Exit(execute(plan, plan_dir, False))
 
 
 @app.command()

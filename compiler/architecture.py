@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UnsupportedArchitecture
+from ..schemas.errors import UnsupportedArchitecture
 
 # Per family: the transformers config-class defaults this module relies on
 # when a key is absent from config.json.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import Problem, RecipeError
+from ..schemas.errors import Problem, RecipeError
 from .load import Document
 from .suggest import close
 

@@ -6,7 +6,7 @@ import glob
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from ..schemas.errors import UsageError
 from .load import SUFFIXES
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, RecipeError, UsageError
+from ..schemas.errors import Problem, RecipeError, UsageError
 from .toml_positions import toml_positions
 
 Path_ = tuple  # a key path: ("method", "rank") or ("budget", "gpus", 1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .architecture import Architecture, from_config
-from .errors import ModelNotFound
+from ..schemas.errors import ModelNotFound
 
 CATALOG_PATH = Path(__file__).parent / "data" / "models.json"
 
@@ -21,6 +21,7 @@ class ResolvedModel:
     path: Path | None  # the local directory, None for catalog models
     architecture: Architecture
     published_params: int | None
+    config: dict = field(default_factory=dict, compare=False, repr=False)  # the config.json fields
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,7 +59,8 @@ def resolve_model(base: str, recipe_dir: Path) -> ResolvedModel:
     entry = catalog_entry(base)
     if entry is not None:
         arch = from_config(entry["config"], where=f"model catalog entry '{entry['name']}' ({CATALOG_PATH})")
-        return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"))
+        return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"),
+                             dict(entry["config"]))
 
     path = Path(base).expanduser()
     if not path.is_absolute():
@@ -88,7 +90,7 @@ def _resolve_local(directory: Path) -> ResolvedModel:
     if not isinstance(cfg, dict):
         raise ModelNotFound(f"{config_path}: expected a JSON object; replace it with the model's original config.json.")
     arch = from_config(cfg, where=str(config_path))
-    return ResolvedModel(str(directory.resolve()), "local", directory.resolve(), arch, None)
+    return ResolvedModel(str(directory.resolve()), "local", directory.resolve(), arch, None, cfg)
 
 
 def _suggestions(base: str) -> list[str]:

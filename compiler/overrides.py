@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import Problem, UsageError
+from ..schemas.errors import Problem, UsageError
 from .load import Document, Pos, type_name
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

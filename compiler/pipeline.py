@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..schemas.recipe import Recipe
-from .errors import Problem, RecipeError, UsageError
+from ..schemas.errors import Problem, RecipeError, UsageError
 from .load import Document, read
 from .overrides import apply
 from .validate import Result, problem_order, validate
@@ -37,3 +37,39 @@ def load_recipe(path: str, overrides: list[str] = ()) -> tuple[Recipe, Result]:
     if not result.ok:
         raise RecipeError(f"{path}: invalid recipe", result.problems)
     return result.recipe, result
+
+
+def compile_file(path: str, overrides: list[str] = ()):
+    """Validate, then compile to a plan; RecipeError (located where possible) on user errors."""
+    from .planner import compile_plan
+
+    doc, misplaced = load(path, overrides)
+    result = validate(doc, base_dir=Path(path).resolve().parent)
+    problems = sorted(misplaced + result.problems, key=problem_order)
+    if misplaced or not result.ok:
+        raise RecipeError(f"{path}: invalid recipe", problems)
+    for warning in result.warnings:
+        import sys
+
+        print(warning, file=sys.stderr)
+    return compile_plan(result.recipe, Path(path), doc, tuple(overrides))
+
+
+def plan_for_run(target: str, overrides: list[str], replan: bool):
+    """The plan `recipe run` executes: compiled from a recipe, or a lock file that is still fresh.
+    Returns (plan, the directory its relative paths are relative to)."""
+    from . import lock
+
+    if target.endswith(".json"):
+        plan = lock.read(Path(target))
+        reasons = lock.staleness(plan)
+        if reasons and not replan:
+            raise RecipeError(f"{target} is stale: " + "; ".join(reasons) +
+                              ". Re-plan with `recipe plan RECIPE -o PLAN`, or pass --replan")
+        if not reasons and not overrides:
+            return plan, Path(plan.lock.recipe_path).resolve().parent
+        target, overrides = plan.lock.recipe_path, list(plan.lock.overrides) + list(overrides)
+    compiled = compile_file(target, overrides)
+    if compiled.exit_code:
+        raise RecipeError(f"{target}: nothing fits the budget; `recipe plan {target}` says what would")
+    return compiled.plan, Path(target).resolve().parent

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ..schemas.recipe import Recipe
 from .checks import semantic_problems
-from .errors import Problem
+from ..schemas.errors import Problem
 from .load import Document, type_name
 from .suggest import did_you_mean, literal_choices, model_at
 

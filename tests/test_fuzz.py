@@ -87,7 +87,7 @@ def test_wrong_values_in_a_valid_recipe(tmp_path, edits):
 @given(st.lists(st.tuples(st.sampled_from(KEYS), st.text(max_size=10)), min_size=1, max_size=3))
 def test_random_overrides(tmp_path, sets):
     (tmp_path / "r.yaml").write_text(VALID)
-    from recipe_ft.compiler.errors import UsageError
+    from recipe_ft.schemas.errors import UsageError
 
     try:
         result = check_file(str(tmp_path / "r.yaml"), [f"{k}={v}" for k, v in sets])

@@ -26,3 +26,8 @@ def probe(*args):
 def test_validate_imports_no_training_stack():
     result = probe("validate", "-q", "recipes")
     assert result == {"code": 0, "heavy": []}
+
+
+def test_plan_imports_no_training_stack():
+    result = probe("plan", "--format", "json", "recipes/support-triage-llama3-8b.yaml")
+    assert result == {"code": 0, "heavy": []}

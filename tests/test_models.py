@@ -20,7 +20,7 @@ from recipe_ft.compiler.architecture import (
     parameter_count,
     parameter_targets,
 )
-from recipe_ft.compiler.errors import ModelNotFound, UnsupportedArchitecture
+from recipe_ft.schemas.errors import ModelNotFound, UnsupportedArchitecture
 from recipe_ft.compiler.models import (
     CATALOG_PATH,
     catalog_names,

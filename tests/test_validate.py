@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recipe_ft.compiler.pipeline import check_file, load_recipe
-from recipe_ft.compiler.errors import RecipeError
+from recipe_ft.schemas.errors import RecipeError
 from recipe_ft.schemas.json_schema import SCHEMA_FILE, recipe_schema_text
 from recipe_ft.schemas.recipe import Recipe
 

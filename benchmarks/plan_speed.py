@@ -1,0 +1,282 @@
+"""How long `recipe plan` takes as a whole process, side by side with `accelerate estimate-memory`.
+
+    python benchmarks/plan_speed.py                       # 10 runs each, the default recipe
+    python benchmarks/plan_speed.py --runs 20 --recipe recipes/product-copy-llama3.1-8b-dora.yaml
+    python benchmarks/plan_speed.py --no-peer             # recipe side only (no [train] extra needed)
+
+What is timed, each as a fresh subprocess with wall-clock time (time.perf_counter), after one untimed
+warm-up run each (`--warmup`) so that .pyc compilation and a cold page cache are not counted:
+
+* `python -c pass`                    interpreter start-up, the floor under everything else;
+* `python -c 'import recipe_ft.cli'`  the CLI's import cost;
+* `recipe plan <recipe> --format json` the whole command (the `recipe` entry point next to
+  sys.executable, else `python -m recipe_ft`); its stdout must parse as JSON;
+* the peer path: what `accelerate estimate-memory <model>` does after its hub lookup. The model's
+  config.json (from the recipe compiler's catalog entry, or the recipe's local model directory) is
+  written to a temporary directory; the subprocess imports `accelerate.commands.estimate`, replaces
+  its `verify_on_hub` (the network call) with the config's contents, and runs its own
+  `estimate_command` on that directory: AutoConfig.from_pretrained, an empty model under
+  init_empty_weights, calculate_maximum_sizes, and the dtype table. HF_HUB_OFFLINE=1 for all runs.
+
+Each is reported as median / min / max over `--runs` runs (medians, because other work on the
+machine, such as a calibration job, adds noise; the load average is printed before and after). A
+separate probe runs the CLI's `run([...])` in one process and lists which of torch, transformers,
+peft, bitsandbytes, trl, accelerate and datasets ended up in sys.modules.
+
+The timing targets belong here, not in the tests: tests/test_plan_speed_script.py only checks that
+the script works (valid JSON, no training stack imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RECIPE = ROOT / "recipes" / "support-triage-llama3-8b.yaml"
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "trl", "accelerate", "datasets")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+# Run the CLI in-process, then say which heavy modules were imported (after the plan's own output).
+PROBE = """
+import json, sys
+from recipe_ft.cli import run
+code = run(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})
+print(json.dumps({{"code": code, "heavy": heavy}}))
+"""
+
+# `accelerate estimate-memory` minus the hub: its own estimate_command on a local config directory.
+PEER = """
+import json, sys, types
+from pathlib import Path
+import accelerate.commands.estimate as est   # imports torch, huggingface_hub, accelerate, transformers
+
+config_dir = sys.argv[1]
+hub_config = json.loads((Path(config_dir) / "config.json").read_text())
+# The only network call: model_info(repo). Answer it with what the hub would (config, library).
+est.verify_on_hub = lambda repo, token=None: types.SimpleNamespace(config=hub_config,
+                                                                   library_name="transformers")
+args = est.estimate_command_parser().parse_args([config_dir, "--library_name", "transformers"])
+est.estimate_command(args)                    # AutoConfig, empty model, calculate_maximum_sizes, table
+"""
+
+# The peer's model size (printed by the test and the report, not timed).
+PEER_SIZE = """
+import json, sys, types
+from pathlib import Path
+import accelerate.commands.estimate as est
+from accelerate.utils import calculate_maximum_sizes
+
+config_dir = sys.argv[1]
+hub_config = json.loads((Path(config_dir) / "config.json").read_text())
+est.verify_on_hub = lambda repo, token=None: types.SimpleNamespace(config=hub_config,
+                                                                   library_name="transformers")
+model = est.create_empty_model(config_dir, library_name="transformers")
+total, largest = calculate_maximum_sizes(model)
+print(json.dumps({"class": type(model).__name__, "total_bytes_fp32": total,
+                  "parameters": sum(p.numel() for p in model.parameters())}))
+"""
+
+
+@dataclass
+class Timing:
+    label: str
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def row(self) -> str:
+        return (f"{self.label:<44} {self.median:>8.3f} {min(self.times):>8.3f} {max(self.times):>8.3f} "
+                f"{len(self.times):>5}")
+
+
+def recipe_command(recipe: str | Path) -> list[str]:
+    """`recipe plan <recipe> --format json` as a user runs it: the entry point, else `-m recipe_ft`."""
+    entry = Path(sys.executable).parent / "recipe"
+    head = [str(entry)] if entry.is_file() else [sys.executable, "-m", "recipe_ft"]
+    return [*head, "plan", str(recipe), "--format", "json"]
+
+
+def run_once(cmd: list[str], ok_codes=(0,)) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return elapsed, proc
+
+
+def time_command(label: str, cmd: list[str], runs: int, warmup: int = 1, ok_codes=(0,),
+                 check=None) -> Timing:
+    """Wall seconds of `runs` fresh subprocesses; `check(proc)` is called on every run's result."""
+    for _ in range(warmup):
+        _, proc = run_once(cmd, ok_codes)
+        if check:
+            check(proc)
+    times = []
+    for _ in range(runs):
+        elapsed, proc = run_once(cmd, ok_codes)
+        if check:
+            check(proc)
+        times.append(elapsed)
+    return Timing(label, times)
+
+
+def plan_json(proc: subprocess.CompletedProcess) -> dict:
+    """The plan printed by `recipe plan --format json` (raises if it is not one JSON object)."""
+    data = json.loads(proc.stdout)
+    if not isinstance(data, dict) or "model" not in data:
+        raise ValueError(f"not a plan: {proc.stdout[:200]!r}")
+    return data
+
+
+# `recipe plan` exits 0, or 3 when nothing fits the budget (the plan JSON is still printed).
+PLAN_OK = (0, 3)
+
+
+def time_recipe_plan(recipe: str | Path, runs: int, warmup: int = 1) -> tuple[Timing, dict]:
+    """Time `recipe plan --format json`; returns the timing and the (last) parsed plan."""
+    plans = []
+    timing = time_command("recipe plan --format json", recipe_command(recipe), runs, warmup, PLAN_OK,
+                          check=lambda proc: plans.append(plan_json(proc)))
+    return timing, plans[-1]
+
+
+def time_import(runs: int, warmup: int = 1) -> Timing:
+    return time_command("python -c 'import recipe_ft.cli'", [sys.executable, "-c", "import recipe_ft.cli"],
+                        runs, warmup)
+
+
+def time_startup(runs: int, warmup: int = 1) -> Timing:
+    return time_command("python -c pass", [sys.executable, "-c", "pass"], runs, warmup)
+
+
+def heavy_modules_after_plan(recipe: str | Path) -> dict:
+    """Run the CLI's `run(['plan', recipe, '--format', 'json'])` in one process; report its exit code,
+    the heavy modules left in sys.modules, and whether the plan it printed parses."""
+    _, proc = run_once([sys.executable, "-c", PROBE.format(heavy=HEAVY), "plan", str(recipe),
+                        "--format", "json"], PLAN_OK)
+    *plan_lines, last = proc.stdout.rstrip("\n").split("\n")
+    result = json.loads(last)
+    result["plan_ok"] = "model" in json.loads("\n".join(plan_lines))
+    return result
+
+
+def model_config(recipe: str | Path) -> tuple[str, dict]:
+    """The recipe's model (hub id or directory) and its config.json, found by running the compiler."""
+    from recipe_ft.compiler.models import catalog_entry
+    from recipe_ft.compiler.pipeline import compile_file
+
+    model = compile_file(str(recipe)).plan.model
+    entry = catalog_entry(model.name) if model.source == "catalog" else None
+    if entry is not None:
+        return model.name, dict(entry["config"])
+    path = Path(model.path or model.name)
+    return str(path), json.loads((path / "config.json").read_text(encoding="utf-8"))
+
+
+def write_config(config: dict, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return directory
+
+
+def time_peer(config_dir: Path, runs: int, warmup: int = 1) -> Timing:
+    def check(proc):
+        if "Memory Usage for loading" not in proc.stdout:
+            raise RuntimeError(f"peer printed no table:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+    return time_command("accelerate estimate-memory path (no hub)",
+                        [sys.executable, "-c", PEER, str(config_dir)], runs, warmup, check=check)
+
+
+def peer_size(config_dir: Path) -> dict:
+    _, proc = run_once([sys.executable, "-c", PEER_SIZE, str(config_dir)])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peer_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "accelerate"))
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe file (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per command (default: 10)")
+    parser.add_argument("--peer-runs", type=int, default=None, help="timed runs of the peer (default: --runs)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each (default: 1)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the accelerate path")
+    args = parser.parse_args(argv)
+    recipe = Path(args.recipe).resolve()
+    peer_runs = args.runs if args.peer_runs is None else args.peer_runs
+
+    print(f"python {sys.version.split()[0]} at {sys.executable}; {os.cpu_count()} CPUs; "
+          f"load average before: {load()}")
+    shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe
+    print(f"command: {' '.join(recipe_command(shown))}  (cwd {ROOT}; fresh subprocesses, "
+          f"{args.warmup} untimed warm-up each)")
+
+    heavy = heavy_modules_after_plan(recipe)
+    timings = [time_startup(args.runs, args.warmup), time_import(args.runs, args.warmup)]
+    plan_timing, plan = time_recipe_plan(recipe, args.runs, args.warmup)
+    timings.append(plan_timing)
+
+    peer = None
+    name, config = model_config(recipe)
+    if not args.no_peer:
+        if not peer_available():
+            print("peer path skipped: torch, transformers or accelerate is not installed")
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="plan-speed-"))
+            try:
+                config_dir = write_config(config, tmp / name.replace("/", "--"))
+                peer = time_peer(config_dir, peer_runs, args.warmup)
+                size = peer_size(config_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            timings.append(peer)
+
+    print()
+    print(f"{'':<44} {'median':>8} {'min':>8} {'max':>8} {'runs':>5}   (wall seconds)")
+    for t in timings:
+        print(t.row())
+    print(f"load average after: {load()}")
+    print()
+    print(f"model: {name}; recipe plan counts {plan['model']['parameters']:,} parameters")
+    if peer is not None:
+        print(f"accelerate's empty model: {size['class']}, {size['parameters']:,} parameters "
+              f"({size['total_bytes_fp32'] / 2**30:.2f} GiB in fp32)")
+    torch_line = "yes" if "torch" in heavy["heavy"] else "no"
+    others = ", ".join(heavy["heavy"]) or "none"
+    summary = f"recipe plan: {plan_timing.median:.2f} s (median of {len(plan_timing.times)})"
+    if peer is not None:
+        summary += (f" | accelerate estimate path: {peer.median:.2f} s (median of {len(peer.times)})"
+                    f" | ratio {peer.median / plan_timing.median:.1f}x")
+    summary += f"; torch imported by recipe plan: {torch_line} (heavy modules: {others})"
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Choose method, GPU type and count, micro batch and checkpointing: the cheapest option that fits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from .architecture import Architecture
+from .hardware import Candidate
+from .memory import MemoryEstimate, StepShape, estimate
+from .timing import TimeEstimate, estimate as estimate_time
+
+LORA_MARGIN = 0.90  # `method: auto` takes LoRA only when it needs at most this share of the card
+
+
+@dataclass(frozen=True)
+class Option:
+    gpu: Candidate
+    count: int
+    method: str
+    shape: StepShape  # with the micro batch and checkpointing chosen for this GPU
+    memory: MemoryEstimate
+    fits: bool
+    time: Optional[TimeEstimate] = None
+    usd: Optional[float] = None
+    within_budget: bool = False
+    note: str = ""
+
+    @property
+    def accumulation(self) -> int:
+        return self.shape.gradient_accumulation_steps
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    out, n = [], 1
+    while n <= limit:
+        out.append(n)
+        n *= 2
+    return out
+
+
+def fit_step(base: StepShape, arch: Architecture, gpu: Candidate, count: int, batch_size: int,
+             pinned_mbs: Optional[int], pinned_gc: Optional[bool], margin: float = 1.0
+             ) -> tuple[StepShape, MemoryEstimate, bool]:
+    """The fastest (micro batch, checkpointing) that fits: no checkpointing if any micro batch fits
+    without it, then the largest micro batch. Falls back to the smallest configuration (not fitting)."""
+    per_device = max(1, batch_size // count)
+    sizes = [pinned_mbs] if pinned_mbs else list(reversed(_powers_of_two(per_device)))
+    checkpointing = [pinned_gc] if pinned_gc is not None else [False, True]
+    capacity = gpu.memory_bytes * margin
+    smallest = None
+    for gc in checkpointing:
+        for mbs in sizes:
+            accumulation = math.ceil(batch_size / (mbs * count))
+            shape = replace(base, micro_batch_size=mbs, gradient_checkpointing=gc,
+                            gradient_accumulation_steps=accumulation)
+            mem = estimate(arch, shape)
+            if mem.required_bytes <= capacity:
+                return shape, mem, True
+            if smallest is None or mem.required_bytes < smallest[1].required_bytes:
+                smallest = (shape, mem)
+    return smallest[0], smallest[1], False
+
+
+def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
+             batch_size: int, train_tokens_for, pinned_mbs, pinned_gc, max_cost, max_hours,
+             margin: float = 1.0) -> Option:
+    shape0 = replace(base, method=method)
+    shape, mem, fits = fit_step(shape0, arch, gpu, count, batch_size, pinned_mbs, pinned_gc, margin)
+    note = ""
+    if not gpu.bf16_supported and base.precision == "bf16":
+        return Option(gpu, count, method, shape, mem, False, note="no bf16 on this GPU (use precision fp16)")
+    if not fits:
+        over = mem.required_bytes - gpu.memory_bytes * margin
+        note = f"needs {over / 2**30:.1f} GiB more" if margin == 1.0 else "no margin for LoRA"
+        return Option(gpu, count, method, shape, mem, False, note=note)
+    tokens = train_tokens_for(shape.micro_batch_size)
+    t = estimate_time(arch, method, shape.seq_len, shape.gradient_checkpointing, tokens,
+                      gpu.tflops, count, gpu.nvlink)
+    usd = None if gpu.usd_per_hour is None else t.hours * gpu.usd_per_hour * count
+    within = (max_cost is None or (usd is not None and usd <= max_cost)) and (max_hours is None or t.hours <= max_hours)
+    if not within:
+        parts = []
+        if max_cost is not None and (usd is None or usd > max_cost):
+            parts.append("no price" if usd is None else f"${usd:,.2f} > max_cost_usd {max_cost:g}")
+        if max_hours is not None and t.hours > max_hours:
+            parts.append(f"{t.hours:.1f} h > max_hours {max_hours:g}")
+        note = "; ".join(parts)
+    return Option(gpu, count, method, shape, mem, True, t, usd, within, note)
+
+
+def rank_key(option: Option) -> tuple:
+    """Cheapest, then fastest; LoRA before QLoRA, fewer GPUs first."""
+    usd = option.usd if option.usd is not None else math.inf
+    return (usd, option.time.hours if option.time else math.inf,
+            {"lora": 0, "dora": 1, "full": 2, "qlora": 3, "qdora": 4}.get(option.method, 9), option.count)

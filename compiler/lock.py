@@ -1,0 +1,75 @@
+"""Plans on disk: `recipe plan -o plan.json` writes a versioned lock file; readers check it is fresh."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..schemas.plan import PLAN_SCHEMA_VERSION, Plan
+from . import catalogs, datasize, models
+from ..schemas.errors import RecipeError
+
+
+def write(plan: Plan, path: Path) -> None:
+    """Write atomically: a reader never sees half a plan, a failed write leaves the old one."""
+    text = plan.model_dump_json(indent=2) + "\n"
+    path = Path(path)
+    directory = path.resolve().parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path) -> Plan:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such plan file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecipeError(f"{path}: not a plan file ({exc})") from None
+    version = str(data.get("schema_version", "")) if isinstance(data, dict) else ""
+    if version.split(".")[0] != PLAN_SCHEMA_VERSION.split(".")[0]:
+        raise RecipeError(f"{path}: plan schema version {version or 'missing'}; this recipe reads "
+                          f"{PLAN_SCHEMA_VERSION.split('.')[0]}.x. Re-create it with `recipe plan -o`")
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RecipeError(f"{path}: not a valid plan ({where}: {first['msg']}); re-create it with "
+                          f"`recipe plan -o`") from None
+
+
+def staleness(plan: Plan, base: Path | None = None) -> list[str]:
+    """Why the plan no longer matches its recipe, data or catalogs; empty when it is fresh."""
+    lock = plan.lock
+    recipe_path = Path(lock.recipe_path)
+    if base is not None and not recipe_path.is_absolute():
+        recipe_path = base / recipe_path
+    reasons = []
+    try:
+        digest = hashlib.sha256(recipe_path.read_bytes()).hexdigest()
+        if digest != lock.recipe_sha256:
+            reasons.append(f"the recipe {lock.recipe_path} changed since the plan was made")
+    except OSError:
+        reasons.append(f"the recipe {lock.recipe_path} is gone")
+    recipe_dir = recipe_path.resolve().parent
+    for name, digest in lock.data_sha256.items():
+        if datasize.sha256(recipe_dir / name) != digest:
+            reasons.append(f"the data file {name} changed since the plan was made")
+    now = {**catalogs.catalog_versions(), "models.json": models.catalog_version()}
+    changed = sorted(k for k, v in lock.catalogs.items() if now.get(k) != v)
+    if changed:
+        reasons.append(f"the catalogs changed ({', '.join(changed)})")
+    return reasons

@@ -1,0 +1,304 @@
+"""The memory estimate: what one GPU holds at the peak of a training step, by component.
+
+It models what the project's runtime (transformers + peft + trl's SFTTrainer) allocates:
+
+- weights: the base model in the compute dtype (bf16), fp32 master weights for full fine-tuning, or
+  bitsandbytes 4-bit / 8-bit linears (packed weights plus absmax constants; double quant stores them
+  in 8 bits with a second-level fp32 absmax per 256) with embeddings, lm_head and norms unquantized;
+- adapters (LoRA A and B, DoRA magnitude vectors): fp32 on a bf16 base (peft's default), bf16 on a
+  quantized base (trl casts them, the DoRA magnitude stays fp32); their gradients alike;
+- optimizer states: AdamW's two moments in the parameter dtype; bitsandbytes 8-bit AdamW keeps
+  uint8 moments with an fp32 absmax per 256 values for tensors of 4096 values or more; paged
+  optimizers keep their states in CUDA managed memory, outside the caching allocator, so they are
+  in `required_bytes` but not in `allocated_peak_bytes`;
+- activations: per decoder layer and token, a linear model over the layer's shapes (hidden,
+  intermediate, attention sizes, the inputs of targeted modules, rank, dropout, DoRA, eager
+  attention's score matrices) whose coefficients are fitted to the tracer (`recipe plan --trace`,
+  see benchmarks/calibrate_activations.py) and kept in data/activation_model.json; gradient
+  checkpointing keeps one hidden state per layer plus one recomputed layer;
+- logits and loss: trl's fused LM head never builds the (batch, seq, vocab) logits; it holds a
+  (min(tokens, 4096), 32768) tile in the compute dtype and an fp32 gradient of the last hidden state;
+- CUDA context and allocator overhead, for `required_bytes`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..schemas.errors import RecipeError
+from .architecture import Architecture, Linear, linear_modules, parameter_count, parameter_targets
+from .suggest import close
+
+MODEL_FILE = Path(__file__).parent / "data" / "activation_model.json"
+GIB = 1024**3
+
+# trl.kernels.chunked_logprob: TOKEN_CHUNK_SIZE and _CHUNKED_LOGPROB_CHUNK_SIZE (trl 1.16)
+HEAD_TOKEN_CHUNK = 4096
+HEAD_VOCAB_CHUNK = 32768
+
+CUDA_CONTEXT_BYTES = int(0.75 * GIB)  # CUDA context, cuBLAS/cuDNN handles; outside the allocator
+ALLOCATOR_OVERHEAD = 0.10  # reserved beyond allocated (fragmentation, rounding), of the peak
+
+ADAPTER_METHODS = ("lora", "qlora", "dora", "qdora")
+QUANTIZED = ("qlora", "qdora")
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """Everything the estimate depends on besides the architecture."""
+
+    method: str
+    rank: int = 16
+    dropout: float = 0.05
+    targets: tuple = ("all-linear",)
+    micro_batch_size: int = 1
+    seq_len: int = 2048
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw"
+    precision: str = "bf16"
+    attention: str = "sdpa"
+    quant_bits: int = 4
+    double_quant: bool = True
+
+    @property
+    def tokens(self) -> int:
+        return self.micro_batch_size * self.seq_len
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    components: dict  # name -> bytes
+    allocated_peak_bytes: int
+    required_bytes: int
+    trainable_params: int
+
+    def fits(self, capacity_bytes: int) -> bool:
+        return self.required_bytes <= capacity_bytes
+
+
+def attention_for(arch: Architecture, requested: str) -> str:
+    """`auto` is sdpa, except where transformers has no sdpa path (Gemma 2's logit softcapping)."""
+    if requested != "auto":
+        return requested
+    return "eager" if arch.attn_logit_softcapping else "sdpa"
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+def resolve_targets(arch: Architecture, targets) -> list[Linear]:
+    """The linear modules LoRA adapts: 'all-linear' (peft's meaning: all but lm_head) or names."""
+    modules = linear_modules(arch)
+    if targets == "all-linear" or targets == ("all-linear",):
+        return modules
+    names = {m.name: m for m in modules}
+    wanted = list(targets)
+    unknown = [t for t in wanted if t not in names]
+    if unknown:
+        hints = []
+        for t in unknown:
+            found = close(t, list(names), n=1)
+            hints.append(f"'{t}'" + (f" (did you mean '{found[0]}'?)" if found else ""))
+        raise RecipeError(
+            f"method.targets: no module named {', '.join(hints)} in a {arch.family} model; "
+            f"its linear modules are: {', '.join(names)}")
+    return [names[t] for t in dict.fromkeys(wanted)]
+
+
+# --- static parts ---------------------------------------------------------------------------------
+
+def _dtype_bytes(precision: str) -> int:
+    return 4 if precision == "fp32" else 2
+
+
+def weight_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
+    """(weights, quantization constants) of the base model as loaded."""
+    counts = parameter_count(arch)
+    if shape.method == "full":
+        return counts.total * 4, 0
+    compute = _dtype_bytes(shape.precision)
+    if shape.method not in QUANTIZED:
+        return counts.total * compute, 0
+    quantized = sum(m.weight_params for m in linear_modules(arch))
+    rest = counts.total - quantized
+    if shape.quant_bits == 8:
+        rows = sum(m.out_features * m.count for m in linear_modules(arch))
+        return quantized + rest * compute, rows * 4
+    constants = 0
+    for m in linear_modules(arch):
+        blocks = math.ceil(m.in_features * m.out_features / 64)
+        per = blocks + math.ceil(blocks / 256) * 4 if shape.double_quant else blocks * 4
+        constants += per * m.count
+    return math.ceil(quantized / 2) + rest * compute, constants
+
+
+def adapter_tensors(arch: Architecture, shape: StepShape) -> list[tuple[int, int, int]]:
+    """(numel, bytes per value, instances) of each trainable tensor kind."""
+    if shape.method == "full":
+        return [(parameter_count(arch).total, 4, 1)]
+    lora_dtype = 2 if shape.method in QUANTIZED else 4
+    r = shape.rank
+    out = []
+    for m in resolve_targets(arch, shape.targets):
+        out.append((r * m.in_features, lora_dtype, m.count))
+        out.append((m.out_features * r, lora_dtype, m.count))
+        if shape.method in ("dora", "qdora"):
+            out.append((m.out_features, 4, m.count))
+    if shape.targets in ("all-linear", ("all-linear",)):
+        for p in parameter_targets(arch):
+            rank = r * p.lora_rank_multiplier * p.num_experts
+            out.append((rank * p.in_features, lora_dtype, p.count))
+            out.append((p.out_features * rank, lora_dtype, p.count))
+    return out
+
+
+def optimizer_bytes(tensors: list[tuple[int, int, int]], optimizer: str) -> int:
+    total = 0
+    for numel, size, count in tensors:
+        if optimizer.endswith("8bit") and numel >= 4096:
+            per = 2 * numel + 2 * 4 * math.ceil(numel / 256)
+        elif optimizer.endswith("8bit") or optimizer == "paged_adamw_32bit":
+            per = 2 * 4 * numel
+        else:
+            per = 2 * size * numel
+        total += per * count
+    return total
+
+
+# --- activations ----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def activation_model() -> dict:
+    with MODEL_FILE.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
+    """Per decoder layer and token: the quantities saved activations scale with."""
+    n = arch.num_layers
+    targeted = resolve_targets(arch, shape.targets) if shape.method != "full" else []
+    fp32_adapters = shape.method in ("lora", "dora")
+    drop = shape.dropout > 0
+    sum_in = sum(m.in_features * m.count for m in targeted) / n
+    sum_out = sum(m.out_features * m.count for m in targeted) / n
+    modules = sum(m.count for m in targeted) / n
+    mlp = arch.intermediate_size * (arch.experts_per_token if arch.num_experts > 1 else 1)
+    all_in = sum(m.in_features * m.count for m in linear_modules(arch)) / n
+    dora = shape.method in ("dora", "qdora")
+    gelu = arch.hidden_act.startswith("gelu")
+    full = shape.method == "full"
+    layer_weights = sum(m.in_features * m.out_features for m in linear_modules(arch))
+    return {
+        "norm": arch.norms_per_layer * arch.hidden_size,
+        "hidden": arch.hidden_size,
+        "q": arch.num_heads * arch.head_dim,
+        "kv": arch.num_kv_heads * arch.head_dim,
+        "mlp_gated_silu": mlp if arch.gated_mlp and not gelu else 0,
+        "mlp_gated_gelu": mlp if arch.gated_mlp and gelu else 0,
+        "mlp_plain": 0 if arch.gated_mlp else mlp,
+        "lora_in_fp32": sum_in if fp32_adapters else 0,
+        "lora_in_bf16": 0 if fp32_adapters else sum_in,
+        "dropout_in_fp32": sum_in if (drop and fp32_adapters) else 0,
+        "dropout_in_bf16": sum_in if (drop and not fp32_adapters) else 0,
+        "lora_rank": modules * shape.rank,
+        "dora_out_fp32": sum_out if dora and fp32_adapters else 0,
+        "dora_out_bf16": sum_out if dora and not fp32_adapters else 0,
+        "dora_dropout_out": sum_out if dora and drop else 0,
+        "full_in": all_in if full else 0,
+        # autocast's bf16 copies of each layer's fp32 weights, kept for backward (per token)
+        "full_weights_per_token": layer_weights / shape.tokens if full else 0,
+        "full_norm": arch.norms_per_layer * arch.hidden_size if full else 0,
+        "full_mlp": mlp if full else 0,
+        "eager_scores": arch.num_heads * shape.seq_len if shape.attention == "eager" else 0,
+        "softcap_scores": arch.num_heads * shape.seq_len if shape.attention == "eager"
+        and arch.attn_logit_softcapping else 0,
+    }
+
+
+def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
+    """What the step holds at its peak beyond the kept layers and the LM head, by cause (bytes
+    before their coefficient): DoRA's weight-sized norm temporaries, full fine-tuning's weight
+    gradient temporaries (an untied LM head's, one layer's)."""
+    per_layer_targets = 0
+    if shape.method in ("dora", "qdora"):
+        per_layer_targets = sum(m.in_features * m.out_features for m in resolve_targets(arch, shape.targets))
+    layer_weights = sum(m.in_features * m.out_features for m in linear_modules(arch))
+    return {
+        "dora_weights_fp32": per_layer_targets if shape.method == "dora" else 0,
+        "dora_weights_bf16": per_layer_targets if shape.method == "qdora" else 0,
+        "full_vocab_untied": arch.vocab_size * arch.hidden_size
+        if shape.method == "full" and not arch.tied_embeddings else 0,
+        "full_layer": layer_weights if shape.method == "full" else 0,
+        # recomputing a checkpointed layer in backward: its MLP's intermediate gradients
+        "checkpoint_mlp": shape.tokens * arch.intermediate_size * max(1, arch.experts_per_token)
+        if shape.gradient_checkpointing else 0,
+    }
+
+
+def checkpoint_bytes_per_token(arch: Architecture, shape: StepShape) -> int:
+    """Gradient checkpointing keeps each layer's input hidden state: bf16, fp32 under full fine-tuning."""
+    return arch.hidden_size * (4 if shape.method == "full" or shape.precision == "fp32" else 2)
+
+
+def layer_bytes_per_token(arch: Architecture, shape: StepShape) -> float:
+    coef = activation_model()["layer"]
+    return sum(coef.get(k, 0.0) * v for k, v in layer_features(arch, shape).items())
+
+
+def head_bytes(arch: Architecture, shape: StepShape) -> int:
+    """trl's fused LM head: the logits tile and the fp32 gradient of the last hidden state."""
+    tokens = shape.tokens
+    tile = min(tokens, HEAD_TOKEN_CHUNK) * HEAD_VOCAB_CHUNK * _dtype_bytes(shape.precision)
+    return tile + tokens * arch.hidden_size * 4
+
+
+def activation_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
+    """(activations of the decoder layers at the peak, the LM head's working set)."""
+    coef = activation_model()["transient"]
+    t = shape.tokens
+    per_layer = layer_bytes_per_token(arch, shape)
+    transient = sum(coef.get(k, 0.0) * v for k, v in transient_features(arch, shape).items())
+    if shape.gradient_checkpointing:
+        layers = arch.num_layers * checkpoint_bytes_per_token(arch, shape) * t
+        transient += coef.get("recomputed_layer", 1.0) * per_layer * t
+    else:
+        layers = arch.num_layers * per_layer * t
+    total = layers + transient
+    if shape.method == "full" and arch.tied_embeddings:
+        # the tied embedding's gradient arrives last in backward, when activations are freed: a phase
+        # of its own (fp32 gradient temporaries of vocab x hidden), the larger of the two is the peak
+        total = max(total, activation_model()["phases"]["full_tied_vocab"] * arch.vocab_size * arch.hidden_size)
+    return int(total), head_bytes(arch, shape)
+
+
+# --- the whole estimate ---------------------------------------------------------------------------
+
+def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CONTEXT_BYTES) -> MemoryEstimate:
+    weights, constants = weight_bytes(arch, shape)
+    tensors = adapter_tensors(arch, shape)
+    trainable = sum(numel * count for numel, _, count in tensors)
+    adapter = sum(numel * size * count for numel, size, count in tensors)
+    states = optimizer_bytes(tensors, shape.optimizer)
+    paged = shape.optimizer.startswith("paged_")
+    activations, head = activation_bytes(arch, shape)
+    full = shape.method == "full"  # the whole model is trainable: its weights are the trainable ones
+    components = {
+        "weights": 0 if full else weights,
+        "quantization_constants": constants,
+        "trainable_weights" if full else "adapter_weights": adapter,
+        "gradients": adapter,
+        "optimizer_states": 0 if paged else states,
+        "optimizer_states_paged": states if paged else 0,
+        "activations": activations,
+        "logits_and_loss": head,
+    }
+    allocated = sum(components.values()) - components["optimizer_states_paged"]
+    overhead = int(ALLOCATOR_OVERHEAD * allocated)
+    components["allocator_overhead"] = overhead
+    components["cuda_context"] = context_bytes
+    required = allocated + overhead + context_bytes + components["optimizer_states_paged"]
+    return MemoryEstimate(components, allocated, required, trainable)

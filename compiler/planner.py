@@ -1,0 +1,296 @@
+"""recipe -> Plan: resolve the model, size the data, estimate, choose, price, explain."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from .. import __version__
+from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, Hardware, Lock, Memory,
+                            ModelInfo, Plan, TimePlan, TrainingPlan)
+from ..schemas.recipe import Recipe
+from . import catalogs, datasize, hardware, memory, models, timing
+from .architecture import parameter_count
+from .choose import LORA_MARGIN, Option, evaluate, rank_key
+from ..schemas.errors import Problem, RecipeError
+from .load import Document
+
+EXIT_NOTHING_FITS = 3
+
+
+@dataclass(frozen=True)
+class Compiled:
+    plan: Plan
+    exit_code: int  # 0, or 3 when nothing fits the budget
+    suggestions: list[str]
+
+
+def _located(doc: Optional[Document], path: tuple, message: str) -> RecipeError:
+    if doc is None:
+        return RecipeError(message)
+    file, line, col = doc.where(path, value=True)
+    return RecipeError(message, [Problem(file, line, col, ".".join(path), message)])
+
+
+def _targets(recipe: Recipe):
+    t = recipe.method.targets
+    return "all-linear" if t == "all-linear" else tuple(t)
+
+
+def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = None,
+                 overrides: tuple = ()) -> Compiled:
+    recipe_dir = recipe_path.resolve().parent
+    try:
+        model = models.resolve_model(recipe.model.base, recipe_dir)
+    except RecipeError as exc:
+        raise _located(doc, ("model", "base"), exc.message) from None
+    arch = model.architecture
+    try:
+        targeted = [] if recipe.method.name == "full" else memory.resolve_targets(arch, _targets(recipe))
+    except RecipeError as exc:
+        raise _located(doc, ("method", "targets"), exc.message) from None
+
+    t = recipe.training
+    quant = recipe.method.quantization
+    base = memory.StepShape(
+        method="lora", rank=recipe.method.rank, dropout=recipe.method.dropout, targets=_targets(recipe),
+        seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
+        attention=memory.attention_for(arch, t.attention),
+        quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True)
+
+    size = datasize.measure(recipe, recipe_dir, model.path)
+
+    def train_tokens(mbs: int) -> float:
+        per_example = size.tokens_per_example if t.packing else (
+            datasize._padded_mean(list(size.lengths), mbs) if size.lengths else
+            (size.padded_tokens_per_example if mbs > 1 else size.tokens_per_example))
+        sequences = size.examples * t.epochs
+        if t.max_steps:
+            sequences = min(sequences, t.max_steps * t.batch_size)
+        return sequences * per_example
+
+    gpus = hardware.candidates(recipe.budget)
+    if not gpus:
+        raise _located(doc, ("budget",), "no GPU to plan for: budget.gpus names none the catalog prices; "
+                                          "give budget.prices or budget.custom_gpus")
+    b = recipe.budget
+    counts = [b.gpu_count] if b.gpu_count else [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= b.max_gpus]
+    auto = recipe.method.name == "auto"
+    methods = ["lora", "qlora"] if auto else [recipe.method.name]
+    pinned_mbs = t.micro_batch_size if isinstance(t.micro_batch_size, int) else None
+    pinned_gc = t.gradient_checkpointing if isinstance(t.gradient_checkpointing, bool) else None
+
+    def option(gpu, count, method, margin=1.0, shape=base):
+        return evaluate(arch, shape, gpu, count, method, t.batch_size, train_tokens, pinned_mbs, pinned_gc,
+                        b.max_cost_usd, b.max_hours, margin)
+
+    options = [option(g, n, m, LORA_MARGIN if (auto and m == "lora") else 1.0)
+               for g in gpus for m in methods for n in counts]
+    feasible = sorted((o for o in options if o.within_budget), key=rank_key)
+    suggestions: list[str] = []
+    if feasible:
+        chosen = _prefer_lora(feasible) if auto else feasible[0]
+    else:
+        chosen = _closest(options)
+        suggestions = _suggest(arch, recipe, base, gpus, options, option)
+
+    plan = _assemble(recipe, recipe_path, model, arch, size, chosen, options, targeted, auto, bool(feasible),
+                     overrides, pinned_mbs, pinned_gc)
+    return Compiled(plan, 0 if feasible else EXIT_NOTHING_FITS, suggestions)
+
+
+def _prefer_lora(feasible: list[Option]) -> Option:
+    """`method: auto`: the cheapest hardware, then LoRA on it when it fits with margin, else QLoRA."""
+    best = feasible[0]
+    same_hardware = [o for o in feasible if o.gpu == best.gpu and o.count == best.count]
+    return next((o for o in same_hardware if o.method == "lora"), best)
+
+
+def _closest(options: list[Option]) -> Option:
+    fitting = [o for o in options if o.fits]
+    if fitting:
+        return sorted(fitting, key=rank_key)[0]
+    return min(options, key=lambda o: o.memory.required_bytes - o.gpu.memory_bytes)
+
+
+def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
+    """What would fit: the knob to turn, nearest first."""
+    out = []
+    fitting = sorted((o for o in options if o.fits), key=rank_key)
+    if fitting:
+        o = fitting[0]
+        cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
+                   f"{cost}: raise budget.max_cost_usd / budget.max_hours")
+        return out
+    method = recipe.method.name
+    if method in ("lora", "dora", "full", "auto"):
+        quantized = "qdora" if method == "dora" else "qlora"
+        for g in gpus:
+            o = option(g, 1, quantized)
+            if o.fits:
+                out.append(f"{quantized.upper()} on {g.name} fits (method.name: {quantized})")
+                break
+    names = {g.name for g in gpus}
+    others = [c for c in hardware.candidates(recipe.budget.model_copy(update={"gpus": None, "gpu": None})) if c.name not in names]
+    tried = ["qlora"] if method == "auto" else [method]
+    for m in tried:
+        fits = sorted((option(g, 1, m) for g in others), key=lambda o: (not o.fits, o.gpu.usd_per_hour or 1e9))
+        if fits and fits[0].fits:
+            out.append(f"{m.upper()} fits on {fits[0].gpu.name}, which is not among your candidate GPUs "
+                       f"(budget.gpus / budget.gpu)")
+            break
+    cheapest = min(gpus, key=lambda g: g.usd_per_hour if g.usd_per_hour is not None else 1e9)
+    seq = recipe.training.max_seq_len // 2
+    m = "qlora" if method == "auto" else method
+    while seq >= 128:
+        o = option(cheapest, 1, m, shape=replace(base, seq_len=seq))
+        if o.fits:
+            out.append(f"max_seq_len {seq} fits on {cheapest.name} with {m.upper()} (training.max_seq_len: {seq})")
+            break
+        seq //= 2
+    if recipe.training.gradient_checkpointing is False:
+        out.append("gradient_checkpointing: true would free most activation memory")
+    return out or ["nothing in the catalog holds this model for training; try a smaller base model"]
+
+
+def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pinned_gc, options) -> list[Decision]:
+    gib = 2**30
+    d = []
+    mem, gpu = chosen.memory, chosen.gpu
+    share = mem.required_bytes / gpu.memory_bytes
+    if auto:
+        lora_here = next((o for o in options if o.gpu == gpu and o.count == chosen.count and o.method == "lora"), None)
+        if chosen.method == "lora":
+            reason = (f"method auto: LoRA fits {gpu.name} with margin ({share:.0%} of its memory; LoRA is taken "
+                      f"up to {LORA_MARGIN:.0%}), on the cheapest hardware that fits")
+        elif lora_here is not None and not lora_here.fits:
+            reason = (f"method auto: LoRA would need {lora_here.memory.required_bytes / gib:.1f} GiB on {gpu.name} "
+                      f"(more than {LORA_MARGIN:.0%} of {gpu.memory_bytes / gib:.0f} GiB); QLoRA's 4-bit base fits")
+        else:
+            reason = "method auto: LoRA on this GPU would exceed the budget; QLoRA is within it"
+        d.append(Decision(what="method", choice=chosen.method, reason=reason))
+    else:
+        d.append(Decision(what="method", choice=chosen.method, reason="pinned by method.name"))
+    why_gpu = ("pinned by budget.gpu" if recipe.budget.gpu else
+               f"cheapest option that fits ({len(options)} GPU x count x method options compared)")
+    d.append(Decision(what="gpu", choice=gpu.name, reason=f"{why_gpu}; price: {gpu.price_label}"))
+    d.append(Decision(what="gpu_count", choice=str(chosen.count),
+                      reason="pinned by budget.gpu_count" if recipe.budget.gpu_count else
+                      ("one GPU is cheapest" if chosen.count == 1 else
+                       "fewer GPUs would exceed budget.max_hours")))
+    s = chosen.shape
+    d.append(Decision(what="micro_batch_size", choice=str(s.micro_batch_size),
+                      reason="pinned by training.micro_batch_size" if pinned_mbs else
+                      "largest power of two that fits, up to the batch size per GPU"))
+    d.append(Decision(what="gradient_accumulation_steps", choice=str(s.gradient_accumulation_steps),
+                      reason=f"{s.micro_batch_size} x {chosen.count} GPU(s) x {s.gradient_accumulation_steps} "
+                             f"reaches batch_size {recipe.training.batch_size}"))
+    d.append(Decision(what="gradient_checkpointing", choice=str(s.gradient_checkpointing).lower(),
+                      reason="pinned by training.gradient_checkpointing" if pinned_gc is not None else
+                      ("off: the step fits without it, which saves a recomputed forward pass"
+                       if not s.gradient_checkpointing else "on: the step does not fit without it")))
+    d.append(Decision(what="attention", choice=s.attention,
+                      reason="as asked" if recipe.training.attention != "auto" else
+                      ("eager: transformers has no sdpa path for this family's logit softcapping"
+                       if s.attention == "eager" else "sdpa: fused attention kernels, no score matrix kept")))
+    d.append(Decision(what="data", choice=f"{size.examples} examples x {size.tokens_per_example:.0f} tokens",
+                      reason={"tokenizer": "counted with the model's tokenizer",
+                              "heuristic": f"counted from {recipe.data.train}: characters / "
+                                           f"{datasize.CHARS_PER_TOKEN:g} per token plus template overhead "
+                                           f"(no local tokenizer)",
+                              "declared": "declared in the recipe (data.examples / data.tokens_per_example)"}
+                      [size.counted_with] + (f"; {size.note}" if size.note else "")))
+    return d
+
+
+def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, targeted, auto, fits,
+              overrides, pinned_mbs, pinned_gc) -> Plan:
+    counts = parameter_count(arch)
+    s, mem, gpu = chosen.shape, chosen.memory, chosen.gpu
+    t = recipe.training
+    steps = math.ceil(size.examples * t.epochs / max(1, s.micro_batch_size * s.gradient_accumulation_steps
+                                                      * chosen.count))
+    if t.max_steps:
+        steps = min(steps, t.max_steps)
+    method = chosen.method
+    quant = None
+    if method in memory.QUANTIZED:
+        q = recipe.method.quantization
+        quant = {"bits": q.bits if q else 4, "type": q.type if q else "nf4",
+                 "double_quant": q.double_quant if q else True, "compute_dtype": t.precision}
+    adapter = None if method == "full" else Adapter(
+        rank=recipe.method.rank, alpha=recipe.method.alpha, dropout=recipe.method.dropout,
+        targets=[m.name for m in targeted], use_dora=method in ("dora", "qdora"), quantization=quant)
+    recipe_dir = recipe_path.resolve().parent
+    train = recipe_dir / recipe.data.train
+    eval_path = recipe_dir / recipe.data.eval if recipe.data.eval else None
+    data_hashes = {recipe.data.train: datasize.sha256(train)}
+    if eval_path is not None:
+        data_hashes[recipe.data.eval] = datasize.sha256(eval_path)
+    time_est = chosen.time
+    alternatives = []
+    for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o))):
+        alternatives.append(Alternative(
+            gpu=o.gpu.name, count=o.count, method=o.method, fits=o.fits,
+            allocated_peak_bytes=o.memory.allocated_peak_bytes, required_bytes=o.memory.required_bytes,
+            capacity_bytes=o.gpu.memory_bytes, micro_batch_size=o.shape.micro_batch_size if o.fits else None,
+            gradient_checkpointing=o.shape.gradient_checkpointing if o.fits else None,
+            hours=round(o.time.hours, 3) if o.time else None, usd=round(o.usd, 2) if o.usd is not None else None,
+            within_budget=o.within_budget, note=o.note))
+    warnings = []
+    if size.truncated:
+        warnings.append(f"{size.truncated} of {len(size.lengths)} sampled examples are longer than max_seq_len "
+                        f"{t.max_seq_len} and will be truncated")
+    if recipe.model.trust_remote_code:
+        warnings.append("model.trust_remote_code is on: the model's own code will run")
+    recipe_bytes = recipe_path.read_bytes()
+    import hashlib
+
+    return Plan(
+        tool_version=__version__,
+        name=recipe.name or recipe_path.stem,
+        task=recipe.task,
+        method=method,
+        fits=fits,
+        model=ModelInfo(name=model.name, source=model.source, family=arch.family,
+                        path=str(model.path) if model.path else None, parameters=counts.total,
+                        published_parameters=model.published_params, trainable_parameters=mem.trainable_params,
+                        hidden_size=arch.hidden_size, num_layers=arch.num_layers, vocab_size=arch.vocab_size,
+                        config=model.config),
+        hardware=Hardware(gpu=gpu.name, count=chosen.count, memory_bytes=gpu.memory_bytes, bf16_tflops=gpu.tflops,
+                          usd_per_gpu_hour=gpu.usd_per_hour, price_source=gpu.price_source, provider=gpu.provider),
+        adapter=adapter,
+        memory=Memory(allocated_peak_bytes=mem.allocated_peak_bytes, required_bytes=mem.required_bytes,
+                      capacity_bytes=gpu.memory_bytes, headroom_bytes=gpu.memory_bytes - mem.required_bytes,
+                      components=mem.components),
+        training=TrainingPlan(micro_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
+                              effective_batch_size=s.micro_batch_size * s.gradient_accumulation_steps * chosen.count,
+                              gradient_checkpointing=s.gradient_checkpointing, epochs=t.epochs, steps=steps,
+                              max_seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
+                              attention=s.attention, learning_rate=t.learning_rate, packing=t.packing),
+        data=DataPlan(train_path=recipe.data.train, train_sha256=data_hashes[recipe.data.train],
+                      eval_path=recipe.data.eval, eval_sha256=data_hashes.get(recipe.data.eval) if recipe.data.eval else None,
+                      examples=size.examples, tokens_per_example=round(size.tokens_per_example, 1),
+                      counted_with=size.counted_with, truncated_examples=size.truncated, note=size.note),
+        time=TimePlan(hours=round(time_est.hours, 3) if time_est else 0.0,
+                      train_tokens=int(time_est and (time_est.tokens_per_second * (time_est.hours - timing.SETUP_HOURS) * 3600) or 0),
+                      flops_per_token=time_est.flops_per_token if time_est else 0.0,
+                      utilization=time_est.utilization if time_est else 0.0,
+                      tokens_per_second=round(time_est.tokens_per_second, 1) if time_est else 0.0,
+                      scaling_efficiency=time_est.scaling_efficiency if time_est else 1.0,
+                      assumptions=timing.assumptions(method)),
+        cost=CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
+                      usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None),
+        decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options),
+        alternatives=alternatives,
+        warnings=warnings,
+        output_dir=recipe.output.dir or f"runs/{recipe.name or recipe_path.stem}",
+        recipe=recipe,
+        lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(),
+                  overrides=list(overrides), data_sha256=data_hashes,
+                  catalogs={**catalogs.catalog_versions(), "models.json": models.catalog_version()},
+                  tool_version=__version__),
+    )

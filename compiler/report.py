@@ -1,0 +1,137 @@
+"""Render a plan for people: a compact terminal report (rich) or markdown for a pull request."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..schemas.plan import Plan
+
+GIB = 2**30
+ALTERNATIVES_SHOWN = 12
+
+
+def gib(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n / GIB:.1f} GiB"
+
+
+def usd(x: Optional[float]) -> str:
+    return "-" if x is None else f"${x:,.2f}"
+
+
+def hours(h: Optional[float]) -> str:
+    if h is None:
+        return "-"
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def count(n: int) -> str:
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= size:
+            return f"{n / size:,.{2 if suffix == 'B' else 1}f}{suffix}"
+    return str(n)
+
+
+def summary_rows(plan: Plan) -> list[tuple[str, str]]:
+    m, t, hw = plan.memory, plan.training, plan.hardware
+    adapter = ""
+    if plan.adapter:
+        a = plan.adapter
+        adapter = f" r={a.rank} alpha={a.alpha:g} on {len(a.targets)} module types"
+        if a.quantization:
+            q = a.quantization
+            adapter += f", {q['bits']}-bit {q['type']}{' double quant' if q['double_quant'] else ''}"
+    return [
+        ("model", f"{plan.model.name} ({count(plan.model.parameters)} params, "
+                  f"{count(plan.model.trainable_parameters)} trainable)"),
+        ("method", plan.method.upper() + adapter),
+        ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})"),
+        ("fits", ("yes" if plan.fits else "NO") + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
+                 f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})"),
+        ("batch", f"micro batch {t.micro_batch_size} x accumulation {t.gradient_accumulation_steps} x "
+                  f"{hw.count} GPU = {t.effective_batch_size}; checkpointing "
+                  f"{'on' if t.gradient_checkpointing else 'off'}; {t.attention} attention"),
+        ("data", f"{plan.data.examples:,} examples x {plan.data.tokens_per_example:,.0f} tokens "
+                 f"({plan.data.counted_with}); {t.epochs:g} epochs, {t.steps:,} steps"),
+        ("time", f"{hours(plan.time.hours)} at {plan.time.tokens_per_second:,.0f} tokens/s "
+                 f"({plan.time.utilization:.0%} utilization assumed)"),
+        ("cost", f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"),
+    ]
+
+
+def render_text(plan: Plan, suggestions: list[str], trace: Optional[dict] = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    import sys
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    title = f"[bold]{plan.name}[/] · {plan.task} · plan v{plan.schema_version}"
+    console.print(title)
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    for key, value in summary_rows(plan):
+        summary.add_row(key, value if key != "fits" else (f"[green]{value}[/]" if plan.fits else f"[red]{value}[/]"))
+    console.print(summary)
+
+    mem = Table(title="memory per GPU", title_justify="left", show_edge=False, pad_edge=False)
+    mem.add_column("component")
+    mem.add_column("size", justify="right")
+    mem.add_column("")
+    total = plan.memory.required_bytes or 1
+    for name, size in plan.memory.components.items():
+        if size:
+            mem.add_row(name.replace("_", " "), gib(size), "█" * max(1, round(30 * size / total)))
+    mem.add_row("[bold]required[/]", f"[bold]{gib(plan.memory.required_bytes)}[/]",
+                f"of {gib(plan.memory.capacity_bytes)}")
+    console.print(mem)
+
+    dec = Table(title="decisions", title_justify="left", show_edge=False, pad_edge=False)
+    dec.add_column("what")
+    dec.add_column("choice")
+    dec.add_column("reason", overflow="fold")
+    for d in plan.decisions:
+        dec.add_row(d.what, d.choice, d.reason)
+    console.print(dec)
+
+    alt = Table(title="alternatives", title_justify="left", show_edge=False, pad_edge=False)
+    for col in ("gpu", "n", "method", "fits", "needs", "hours", "cost", "note"):
+        alt.add_column(col, justify="right" if col in ("n", "needs", "hours", "cost") else "left")
+    for a in plan.alternatives[:ALTERNATIVES_SHOWN]:
+        fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
+        alt.add_row(a.gpu, str(a.count), a.method, fits, gib(a.required_bytes), hours(a.hours), usd(a.usd), a.note)
+    console.print(alt)
+    if len(plan.alternatives) > ALTERNATIVES_SHOWN:
+        console.print(f"  ... {len(plan.alternatives) - ALTERNATIVES_SHOWN} more in --format json")
+    for w in plan.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if trace:
+        console.print(f"traced: peak allocated {gib(trace['peak_bytes'])} measured on fake tensors vs "
+                      f"{gib(plan.memory.allocated_peak_bytes)} estimated ({trace['error']:+.1%})")
+    if not plan.fits:
+        console.print("[red bold]nothing fits the budget.[/] What would:")
+        for s in suggestions:
+            console.print(f"  - {s}")
+
+
+def render_markdown(plan: Plan, suggestions: list[str], trace: Optional[dict] = None) -> str:
+    lines = [f"### Plan: `{plan.name}` ({plan.task})", ""]
+    lines += ["| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary_rows(plan)]
+    lines += ["", "<details><summary>Memory per GPU</summary>", "", "| component | size |", "|---|---:|"]
+    lines += [f"| {n.replace('_', ' ')} | {gib(s)} |" for n, s in plan.memory.components.items() if s]
+    lines += [f"| **required** | **{gib(plan.memory.required_bytes)}** of {gib(plan.memory.capacity_bytes)} |",
+              "", "</details>", "", "**Decisions**", "", "| what | choice | reason |", "|---|---|---|"]
+    lines += [f"| {d.what} | {d.choice} | {d.reason} |" for d in plan.decisions]
+    lines += ["", "**Alternatives**", "", "| GPU | n | method | fits | needs | time | cost | note |",
+              "|---|---:|---|---|---:|---:|---:|---|"]
+    for a in plan.alternatives[:ALTERNATIVES_SHOWN]:
+        fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
+        lines.append(f"| {a.gpu} | {a.count} | {a.method} | {fits} | {gib(a.required_bytes)} | {hours(a.hours)} "
+                     f"| {usd(a.usd)} | {a.note} |")
+    lines += [f"", *[f"> warning: {w}" for w in plan.warnings]]
+    if trace:
+        lines.append(f"Traced peak allocated: {gib(trace['peak_bytes'])} ({trace['error']:+.1%} vs estimate)")
+    if not plan.fits:
+        lines += ["", "**Nothing fits the budget.** What would:", *[f"- {s}" for s in suggestions]]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,366 @@
+"""Measure what one training step allocates, without a GPU and without weights.
+
+The real transformers + peft model is built from its config on the meta device, its parameters are
+materialised as fake tensors (shapes and dtypes, no data), and a TorchDispatchMode counts the bytes
+of live tensor storages through two optimizer steps (the second one has the optimizer states live,
+as every later step does). The peak is what `torch.cuda.max_memory_allocated` would report, minus
+what only a GPU adds (cuBLAS workspaces, allocator rounding).
+
+The model is prepared the way the runtime's trainer (trl's SFTTrainer) prepares it: trl's fused LM
+head (no full logits), `get_peft_model`, adapters cast to bf16 on a quantized base, activation
+checkpointing with input gradients enabled. bitsandbytes cannot quantize fake tensors, so 4-bit and
+8-bit linears are stood in for by modules that store the same packed bytes and dequantize a
+temporary weight in forward and backward, as bitsandbytes' matmul does; 8-bit optimizers keep
+bitsandbytes' state layout (uint8 states with a float32 absmax per 256 values, 32-bit states for
+tensors under 4096 values). Paged optimizer states live in CUDA managed memory, which the caching
+allocator does not count: they are reported apart.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    config: dict  # a Hugging Face config.json, as a dict
+    method: str  # lora | qlora | dora | qdora | full
+    rank: int = 16
+    alpha: float = 32
+    dropout: float = 0.05
+    targets: Any = "all-linear"  # "all-linear" or a list of module names
+    micro_batch_size: int = 1
+    seq_len: int = 512
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw"  # adamw | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
+    precision: str = "bf16"
+    attention: str = "sdpa"
+    quant_bits: int = 4
+    double_quant: bool = True
+
+
+@dataclass
+class TraceResult:
+    peak_bytes: int  # live tensor bytes at the peak (allocated, paged states excluded)
+    weights_bytes: int  # the base model's parameters and buffers (quantized where quantized)
+    trainable_bytes: int
+    trainable_params: int
+    gradient_bytes: int
+    optimizer_bytes: int  # states on the device
+    paged_optimizer_bytes: int  # states in managed memory (paged optimizers)
+    activation_peak_bytes: int  # peak minus what lives across steps
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class _LiveBytes:
+    """A TorchDispatchMode that sums the bytes of live storages; peak kept."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                counter.track_tree(out)
+                return out
+
+        self.mode = Mode()
+        self.live: dict[int, int] = {}
+        self.now = 0
+        self.peak = 0
+
+    def track_tree(self, out: Any) -> None:
+        import torch
+        from torch.utils._pytree import tree_flatten
+
+        for item in tree_flatten(out)[0]:
+            if isinstance(item, torch.Tensor):
+                self.track(item)
+
+    def track(self, tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self.live:
+            return
+        size = storage.nbytes()
+        self.live[key] = size
+        self.now += size
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+    def reset_peak(self) -> None:
+        self.peak = self.now
+
+
+def _quantized_linear_class():
+    import torch
+
+    class _Dequantize(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, packed, shape):
+            ctx.shape = shape
+            weight = torch.empty(shape, dtype=x.dtype, device=x.device)  # dequantized, temporary
+            return torch.nn.functional.linear(x, weight)
+
+        @staticmethod
+        def backward(ctx, grad):
+            weight = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
+            return grad @ weight, None, None
+
+    class QuantizedLinear(torch.nn.Linear):
+        """Stores a linear layer's weight as bitsandbytes would; `W_q` makes peft's DoRA call dequantize()."""
+
+        def __init__(self, linear, bits: int, double_quant: bool, dtype):
+            torch.nn.Module.__init__(self)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            numel = self.in_features * self.out_features
+            self.compute_dtype = dtype
+            if bits == 4:
+                packed = torch.empty((numel + 1) // 2, 1, dtype=torch.uint8)
+                blocks = math.ceil(numel / 64)
+                if double_quant:  # 8-bit absmax per 64 values, float32 absmax per 256 of those
+                    constants = [torch.empty(blocks, dtype=torch.uint8),
+                                 torch.empty(math.ceil(blocks / 256), dtype=torch.float32)]
+                else:
+                    constants = [torch.empty(blocks, dtype=torch.float32)]
+            else:  # LLM.int8: int8 weight, one float32 scale per output row
+                packed = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
+                constants = [torch.empty(self.out_features, dtype=torch.float32)]
+            self.weight = torch.nn.Parameter(packed, requires_grad=False)
+            for i, constant in enumerate(constants):
+                self.register_buffer(f"quant_constant_{i}", constant)
+            self.bias = None if linear.bias is None else torch.nn.Parameter(
+                linear.bias.detach().to(dtype), requires_grad=False)
+
+        @property
+        def W_q(self):  # not a registered parameter: one copy of the packed weight
+            return self.weight
+
+        def dequantize(self):
+            return torch.empty(self.out_features, self.in_features, dtype=self.compute_dtype)
+
+        def forward(self, x):
+            out = _Dequantize.apply(x, self.weight, (self.out_features, self.in_features))
+            return out if self.bias is None else out + self.bias
+
+    return QuantizedLinear
+
+
+def _quantize(model, bits: int, double_quant: bool, dtype) -> None:
+    """Replace the decoder's nn.Linear modules as bitsandbytes does (lm_head stays unquantized)."""
+    import torch
+
+    QuantizedLinear = _quantized_linear_class()
+    output = model.get_output_embeddings()
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear and child is not output:
+                setattr(module, child_name, QuantizedLinear(child, bits, double_quant, dtype))
+
+
+@contextmanager
+def _allocation_free_lm_head_kernels():
+    """On a GPU trl folds each logits tile in a Triton kernel and accumulates the gradient GEMMs
+    with `addmm(out_dtype=float32, out=...)`: neither allocates. Their CPU fallbacks do, so stand
+    them in with no-ops (fake tensors carry no values to compute)."""
+    import importlib
+
+    kernels = importlib.import_module("trl.kernels.chunked_logprob")
+    names = ("_forward_tile", "_backward_tile", "_addmm_fp32")
+    missing = [name for name in names if not hasattr(kernels, name)]
+    if missing:
+        raise RuntimeError(f"trl.kernels.chunked_logprob has no {', '.join(missing)}: this trl version "
+                           f"is not the one the tracer was written for")
+    saved = {name: getattr(kernels, name) for name in names}
+    for name in saved:
+        setattr(kernels, name, lambda *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(kernels, name, fn)
+
+
+def _optimizer_states(params, optimizer: str):
+    """Allocate the optimizer's states as the optimizer would; returns (states, paged)."""
+    import torch
+
+    paged = optimizer.startswith("paged_")
+    states = []
+    for p in params:
+        if optimizer.endswith("8bit") and p.numel() >= 4096:
+            blocks = math.ceil(p.numel() / 256)
+            states += [torch.empty(p.shape, dtype=torch.uint8), torch.empty(p.shape, dtype=torch.uint8),
+                       torch.empty(blocks, dtype=torch.float32), torch.empty(blocks, dtype=torch.float32)]
+        elif optimizer.endswith("8bit") or optimizer == "paged_adamw_32bit":
+            states += [torch.empty(p.shape, dtype=torch.float32), torch.empty(p.shape, dtype=torch.float32)]
+        else:  # torch AdamW: states in the parameter's dtype
+            states += [torch.zeros_like(p), torch.zeros_like(p)]
+    return states, paged
+
+
+def trace(spec: TraceSpec) -> TraceResult:
+    """Run two training steps on fake tensors and report the peak of live tensor bytes."""
+    import time
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    start = time.perf_counter()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[spec.precision]
+    full = spec.method == "full"
+    quantized = spec.method in ("qlora", "qdora")
+    weight_dtype = torch.float32 if full else dtype  # full fine-tuning keeps fp32 master weights
+
+    cfg = dict(spec.config)
+    model_type = cfg.pop("model_type")
+    for key in ("architectures", "auto_map", "torch_dtype", "dtype", "quantization_config",
+                "transformers_version", "_name_or_path"):
+        cfg.pop(key, None)
+    config = AutoConfig.for_model(model_type, **cfg)
+    config._attn_implementation = spec.attention if spec.attention != "auto" else "sdpa"
+    config.use_cache = False
+
+    # Build and wrap on the meta device; only then materialise as fake tensors (fake tensors cannot
+    # be swapped by the `.to()` calls peft makes while wrapping).
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=weight_dtype)
+        if quantized:
+            _quantize(model, spec.quant_bits, spec.double_quant, dtype)
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        if full:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            from peft import LoraConfig, get_peft_model
+
+            peft_config = LoraConfig(
+                r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                target_modules=spec.targets, use_dora=spec.method in ("dora", "qdora"),
+                task_type="CAUSAL_LM")
+            model = get_peft_model(model, peft_config)
+            if quantized:  # as trl's SFTTrainer does for a quantized base
+                for name, p in model.named_parameters():
+                    if p.requires_grad and "lora_magnitude_vector" not in name:
+                        p.data = p.data.to(torch.bfloat16)
+        if spec.gradient_checkpointing:
+            target = model.get_base_model() if hasattr(model, "get_base_model") else model
+            if hasattr(target, "activation_checkpointing_enable"):
+                target.activation_checkpointing_enable()
+            else:
+                target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()
+        model.train()
+
+    counter = _LiveBytes()
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        model = model.to_empty(device="cpu")
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if getattr(inner.config, "tie_word_embeddings", False):
+            inner.tie_weights()  # to_empty materialises each module's copy of a tied weight apart
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            counter.track(tensor)
+        weights_bytes = counter.now - sum(p.untyped_storage().nbytes() for p in trainable)
+        trainable_bytes = sum(p.untyped_storage().nbytes() for p in trainable)
+
+        b, s = spec.micro_batch_size, spec.seq_len
+        autocast = torch.autocast("cpu", dtype=dtype, enabled=spec.precision != "fp32")
+        states: list = []
+        paged = False
+        grad_bytes = 0
+        with counter.mode, _allocation_free_lm_head_kernels():
+            for step in range(2):
+                if step == 1:
+                    counter.reset_peak()
+                for _ in range(max(1, min(spec.gradient_accumulation_steps, 2))):
+                    ids = torch.zeros(b, s, dtype=torch.long)
+                    mask = torch.ones(b, s, dtype=torch.long)
+                    with autocast:
+                        out = model(input_ids=ids, attention_mask=mask, labels=ids, fused_lm_head=True)
+                        loss = -out.log_probs.sum() / out.label_mask.sum().clamp(min=1)
+                    loss.backward()
+                    del out, loss, ids, mask
+                grad_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
+                if not states:
+                    states, paged = _optimizer_states(trainable, spec.optimizer)
+                    if paged:  # managed memory: not in the allocator's count
+                        for t in states:
+                            counter._free(t.untyped_storage()._cdata)
+                with torch.no_grad():  # the update itself: in place, no temporaries (fused AdamW)
+                    for p in trainable:
+                        p.add_(p.grad)
+                for p in trainable:
+                    p.grad = None
+        state_bytes = sum(t.untyped_storage().nbytes() for t in states)
+        peak = counter.peak
+    static = weights_bytes + trainable_bytes + (0 if paged else state_bytes)
+    return TraceResult(
+        peak_bytes=peak,
+        weights_bytes=weights_bytes,
+        trainable_bytes=trainable_bytes,
+        trainable_params=sum(p.numel() for p in trainable),
+        gradient_bytes=grad_bytes,
+        optimizer_bytes=0 if paged else state_bytes,
+        paged_optimizer_bytes=state_bytes if paged else 0,
+        activation_peak_bytes=peak - static,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def spec_for_plan(plan) -> TraceSpec:
+    """The step a plan will run, as a TraceSpec."""
+    t, a = plan.training, plan.adapter
+    quant = (a.quantization or {}) if a else {}
+    targets = plan.recipe.method.targets
+    return TraceSpec(
+        config=plan.model.config, method=plan.method,
+        rank=a.rank if a else 16, alpha=a.alpha if a else 32, dropout=a.dropout if a else 0.0,
+        targets=targets if targets == "all-linear" else list(targets),
+        micro_batch_size=t.micro_batch_size, seq_len=t.max_seq_len,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, optimizer=t.optimizer,
+        precision=t.precision, attention=t.attention, quant_bits=quant.get("bits", 4),
+        double_quant=quant.get("double_quant", True))
+
+
+def trace_plan(plan) -> dict:
+    """Trace the plan's step; the measured peak beside the plan's estimate."""
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        import trl  # noqa: F401
+    except ImportError as exc:
+        from ..schemas.errors import UsageError
+
+        raise UsageError(f"--trace needs the training stack ({exc.name} is missing): "
+                         f"pip install 'recipe-ft[train]'") from None
+    result = trace(spec_for_plan(plan))
+    estimated = plan.memory.allocated_peak_bytes
+    return {
+        "peak_bytes": result.peak_bytes,
+        "estimated_bytes": estimated,
+        "error": (estimated - result.peak_bytes) / result.peak_bytes,
+        "weights_bytes": result.weights_bytes,
+        "trainable_params": result.trainable_params,
+        "optimizer_bytes": result.optimizer_bytes + result.paged_optimizer_bytes,
+        "activation_peak_bytes": result.activation_peak_bytes,
+        "seconds": round(result.seconds, 2),
+    }

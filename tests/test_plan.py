@@ -1,0 +1,231 @@
+"""`recipe plan`: method, GPU, micro batch and checkpointing choices, budget, outputs and lock files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from recipe_ft.compiler import lock
+from recipe_ft.compiler.pipeline import compile_file
+from recipe_ft.schemas.errors import RecipeError
+from recipe_ft.schemas.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (ROOT / "recipes").iterdir() if p.suffix in (".yaml", ".toml"))
+CONFIGS = Path(__file__).parent / "data" / "configs"
+GIB = 2**30
+
+
+def write(tmp_path, text, name="r.yaml"):
+    (tmp_path / "train.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"}]}\n')
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def recipe(base="meta-llama/Meta-Llama-3-8B-Instruct", method="auto", budget="", training="", extra=""):
+    return (f"task: chat\nmodel:\n  base: {base}\ndata:\n  train: train.jsonl\n  examples: 10000\n"
+            f"  tokens_per_example: 400\nmethod:\n  name: {method}\n{extra}training:\n  max_seq_len: 1024\n"
+            f"  batch_size: 16\n{training}budget:\n{budget or '  max_gpus: 1'}\n")
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_example_plans(path):
+    compiled = compile_file(str(path))
+    plan = compiled.plan
+    assert compiled.exit_code == 0 and plan.fits
+    assert plan.memory.required_bytes <= plan.memory.capacity_bytes
+    assert plan.memory.allocated_peak_bytes < plan.memory.required_bytes
+    t = plan.training
+    assert t.micro_batch_size * t.gradient_accumulation_steps * plan.hardware.count >= plan.recipe.training.batch_size
+    assert plan.time.hours > 0 and plan.cost.usd is not None and plan.cost.usd > 0
+    assert {d.what for d in plan.decisions} >= {"method", "gpu", "micro_batch_size", "gradient_checkpointing"}
+
+
+def test_json_has_the_documented_fields(cli):
+    code, out, _ = cli("plan", "--format", "json", ROOT / "recipes" / "support-triage-llama3-8b.yaml")
+    assert code == 0
+    data = json.loads(out)
+    for key in ("method", "hardware", "fits", "memory", "training", "time", "cost", "decisions"):
+        assert key in data
+    assert {"gpu", "count"} <= set(data["hardware"])
+    assert {"allocated_peak_bytes", "required_bytes", "capacity_bytes", "components"} <= set(data["memory"])
+    assert {"micro_batch_size", "gradient_accumulation_steps", "gradient_checkpointing"} <= set(data["training"])
+    assert "hours" in data["time"] and "usd" in data["cost"]
+    comps = data["memory"]["components"]
+    assert {"weights", "activations", "optimizer_states", "cuda_context", "logits_and_loss"} <= set(comps)
+
+
+def test_auto_takes_lora_when_it_fits_with_margin(tmp_path):
+    plan = compile_file(write(tmp_path, recipe(budget="  gpu: A100-80GB"))).plan
+    assert plan.method == "lora"
+    assert "LoRA fits A100-80GB with margin" in plan.decisions[0].reason
+
+
+def test_auto_falls_back_to_qlora_on_a_small_card(tmp_path):
+    plan = compile_file(write(tmp_path, recipe(base="Qwen/Qwen2.5-14B-Instruct", budget="  gpu: L4"))).plan
+    assert plan.method == "qlora" and plan.fits
+    assert "QLoRA's 4-bit base fits" in plan.decisions[0].reason
+
+
+def test_pinned_method_and_gpu_are_honoured(tmp_path):
+    plan = compile_file(write(tmp_path, recipe(method="dora", budget="  gpu: H100-80GB\n  gpu_count: 2\n  max_gpus: 2"))).plan
+    assert plan.method == "dora" and plan.hardware.gpu == "H100-80GB" and plan.hardware.count == 2
+    assert plan.adapter.use_dora
+
+
+def test_cheapest_gpu_is_chosen(tmp_path):
+    plan = compile_file(write(tmp_path, recipe(method="qlora", budget="  gpus: [A100-80GB, L4, H100-80GB]\n  max_gpus: 1"))).plan
+    options = [a for a in plan.alternatives if a.fits and a.within_budget]
+    assert plan.cost.usd == min(a.usd for a in options)
+
+
+def test_checkpointing_turns_on_only_when_needed(tmp_path):
+    roomy = compile_file(write(tmp_path, recipe(method="qlora", budget="  gpu: H100-80GB"))).plan
+    assert roomy.training.gradient_checkpointing is False
+    tight = compile_file(write(tmp_path, recipe(
+        method="lora", budget="  gpu: A100-80GB", training="  micro_batch_size: 8\n",
+    ).replace("max_seq_len: 1024", "max_seq_len: 4096"))).plan
+    assert tight.training.gradient_checkpointing is True
+
+
+def test_nothing_fits_exits_3_and_says_what_would(tmp_path, cli):
+    path = write(tmp_path, recipe(base="meta-llama/Llama-3.3-70B-Instruct", method="lora", budget="  gpu: L4"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3 and not compiled.plan.fits
+    text = " ".join(compiled.suggestions)
+    assert "QLORA" in text or "fits on" in text
+    code, out, _ = cli("plan", path, "-o", tmp_path / "plan.json")
+    assert code == 3 and "nothing fits" in out.lower()
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_budget_too_small_names_the_knob(tmp_path):
+    compiled = compile_file(write(tmp_path, recipe(method="qlora", budget="  gpu: A100-80GB\n  max_cost_usd: 0.01")))
+    assert compiled.exit_code == 3
+    assert "max_cost_usd" in compiled.suggestions[0]
+
+
+def test_max_seq_len_suggestion(tmp_path):
+    text = recipe(base="meta-llama/Meta-Llama-3-8B-Instruct", method="qlora", budget="  gpu: T4",
+                  training="  micro_batch_size: 1\n  gradient_checkpointing: true\n  precision: fp16\n")
+    text = text.replace("max_seq_len: 1024", "max_seq_len: 131072")
+    compiled = compile_file(write(tmp_path, text))
+    assert compiled.exit_code == 3
+    assert any(s.startswith("max_seq_len ") for s in compiled.suggestions), compiled.suggestions
+
+
+def test_local_config_directory(tmp_path):
+    shutil.copytree(CONFIGS / "qwen2", tmp_path / "my-model")
+    plan = compile_file(write(tmp_path, recipe(base="my-model", budget="  gpu: L4"))).plan
+    assert plan.model.source == "local" and plan.model.family == "qwen2"
+
+
+def test_unknown_model_is_a_located_error(tmp_path, cli):
+    path = write(tmp_path, recipe(base="meta-llama/Llama-3-8B-Instruct"))
+    code, out, err = cli("plan", path)
+    assert code == 1
+    assert f"{path}:3:9: model.base:" in out and "did you mean 'meta-llama/Meta-Llama-3-8B-Instruct'" in out
+    assert "Traceback" not in out + err
+
+
+def test_unknown_target_module_is_a_located_error(tmp_path, cli):
+    path = write(tmp_path, recipe(method="lora", extra="  targets: [q_proj, vv_proj]\n"))
+    code, out, _ = cli("plan", path)
+    assert code == 1 and "method.targets" in out and "did you mean 'v_proj'" in out
+
+
+def test_markdown_output(cli):
+    code, out, _ = cli("plan", "--format", "markdown", ROOT / "recipes" / "support-triage-llama3-8b.yaml")
+    assert code == 0 and out.startswith("### Plan: `support-triage`")
+    assert "| GPU | n | method |" in out and "**Decisions**" in out
+
+
+def test_lock_file_round_trips_and_goes_stale(tmp_path, cli):
+    path = write(tmp_path, recipe(method="qlora", budget="  gpu: L4"))
+    out_file = tmp_path / "plans" / "plan.json"
+    code, _, err = cli("plan", path, "-o", out_file, "--format", "json")
+    assert code == 0 and f"wrote {out_file}" in err
+    plan = lock.read(out_file)
+    assert isinstance(plan, Plan) and plan.schema_version.startswith("1.")
+    assert plan.lock.recipe_sha256 and plan.lock.data_sha256["train.jsonl"]
+    assert set(plan.lock.catalogs) >= {"models.json", "gpus.csv"}
+    assert lock.staleness(plan) == []
+    (tmp_path / "train.jsonl").write_text('{"messages": []}\n')
+    assert any("data file train.jsonl changed" in r for r in lock.staleness(plan))
+    Path(path).write_text(Path(path).read_text() + "\n# edited\n")
+    assert any("recipe" in r for r in lock.staleness(plan))
+
+
+def test_lock_file_errors(tmp_path):
+    bad = tmp_path / "plan.json"
+    bad.write_text("{not json")
+    with pytest.raises(RecipeError, match="not a plan file"):
+        lock.read(bad)
+    bad.write_text(json.dumps({"schema_version": "9.0"}))
+    with pytest.raises(RecipeError, match="schema version 9.0"):
+        lock.read(bad)
+
+
+def test_overrides_apply_to_plan(tmp_path):
+    path = write(tmp_path, recipe(method="qlora", budget="  gpu: L4"))
+    plan = compile_file(path, ["method.rank=64", "training.max_seq_len=512"]).plan
+    assert plan.adapter.rank == 64 and plan.training.max_seq_len == 512
+    assert plan.lock.overrides == ["method.rank=64", "training.max_seq_len=512"]
+
+
+def test_data_counted_from_file_with_heuristic(tmp_path):
+    text = recipe(method="qlora", budget="  gpu: L4").replace("  examples: 10000\n  tokens_per_example: 400\n", "")
+    plan = compile_file(write(tmp_path, text)).plan
+    assert plan.data.examples == 1 and plan.data.counted_with == "heuristic"
+    # "hello there" + "hi" = 14 characters -> 4 tokens, 2 messages x 5 + 8 overhead
+    assert plan.data.tokens_per_example == 4 + 2 * 5 + 8
+
+
+def test_data_counted_with_a_local_tokenizer(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    shutil.copytree(CONFIGS / "llama", tmp_path / "m")
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "there": 2, "hi": 3}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    text = recipe(base="m", method="lora", budget="  gpu: L4").replace(
+        "  examples: 10000\n  tokens_per_example: 400\n", "")
+    plan = compile_file(write(tmp_path, text)).plan
+    assert plan.data.counted_with == "tokenizer"
+    assert plan.data.tokens_per_example == 3 + 2 * 5 + 8  # hello, there, hi
+
+
+def test_custom_gpu_and_price_override(tmp_path):
+    budget = ("  gpus: [my-4090, L4]\n  custom_gpus:\n    - {name: my-4090, memory_gb: 24, bf16_tflops: 165, "
+              "usd_per_hour: 0.1}\n  prices: {L4: 5.0}\n  max_gpus: 1")
+    plan = compile_file(write(tmp_path, recipe(method="qlora", budget=budget))).plan
+    assert plan.hardware.gpu == "my-4090" and plan.hardware.usd_per_gpu_hour == 0.1
+    l4 = next(a for a in plan.alternatives if a.gpu == "L4")
+    assert l4.usd is not None and plan.cost.usd < l4.usd
+
+
+def test_70b_qlora_example_fits_one_80gb_card():
+    plan = compile_file(str(ROOT / "recipes" / "legal-summaries-llama3.3-70b-qlora.yaml")).plan
+    assert plan.method == "qlora" and plan.hardware.count == 1 and plan.fits
+    assert 35 * GIB < plan.memory.components["weights"] < 45 * GIB
+
+
+def test_parameter_counts_in_plan_match_published():
+    plan = compile_file(str(ROOT / "recipes" / "support-triage-llama3-8b.yaml")).plan
+    assert abs(plan.model.parameters - plan.model.published_parameters) / plan.model.published_parameters < 0.005
+
+
+def test_trace_flag_measures_the_planned_step(tmp_path, cli):
+    pytest.importorskip("peft")
+    shutil.copytree(CONFIGS / "llama", tmp_path / "tiny")
+    text = recipe(base="tiny", method="lora", budget="  gpu: L4").replace("max_seq_len: 1024", "max_seq_len: 256")
+    code, out, _ = cli("plan", write(tmp_path, text), "--trace", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    traced = data["trace"]
+    assert traced["peak_bytes"] > 0 and traced["trainable_params"] == data["model"]["trainable_parameters"]
+    assert abs(traced["error"]) < 0.25  # tiny models are dominated by fixed-size buffers; see test_memory_vs_trace

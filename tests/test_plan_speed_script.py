@@ -1,0 +1,60 @@
+"""benchmarks/plan_speed.py works: once, with --runs 1. No timing assertions (those belong to the
+benchmark, not the tests)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "plan_speed.py"
+
+
+@pytest.fixture(scope="module")
+def plan_speed():
+    spec = importlib.util.spec_from_file_location("plan_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_recipe_side_valid_json_and_no_training_stack(plan_speed):
+    timing, plan = plan_speed.time_recipe_plan(plan_speed.DEFAULT_RECIPE, runs=1, warmup=0)
+    assert len(timing.times) == 1 and timing.times[0] > 0
+    assert plan["model"]["name"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    json.dumps(plan)  # round-trips
+
+    probe = plan_speed.heavy_modules_after_plan(plan_speed.DEFAULT_RECIPE)
+    assert probe == {"code": 0, "heavy": [], "plan_ok": True}
+
+    assert len(plan_speed.time_import(runs=1, warmup=0).times) == 1
+
+
+def test_model_config_is_the_catalog_config(plan_speed, tmp_path):
+    name, config = plan_speed.model_config(plan_speed.DEFAULT_RECIPE)
+    assert name == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 32
+    written = plan_speed.write_config(config, tmp_path / "m")
+    assert json.loads((written / "config.json").read_text()) == config
+
+
+def test_whole_script_with_peer(plan_speed, capsys):
+    if not plan_speed.peer_available():  # find_spec only: keeps torch out of the pytest process
+        pytest.skip("the peer path needs torch, transformers and accelerate (the [train] extra)")
+    assert plan_speed.main(["--runs", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "accelerate estimate path:" in out and "ratio" in out
+    assert "torch imported by recipe plan: no" in out
+
+
+def test_whole_script_without_peer(plan_speed, capsys):
+    assert plan_speed.main(["--runs", "1", "--warmup", "0", "--no-peer"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe plan:" in out and "ratio" not in out
+    assert "torch imported by recipe plan: no" in out
