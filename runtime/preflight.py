@@ -1,0 +1,123 @@
+"""Checks before a run loads anything: packages, device versus plan, output directory, disk space.
+
+Each failure is one clear message (RecipeError), raised before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..schemas.errors import RecipeError
+from ..schemas.plan import Plan
+
+CPU_MAX_PARAMETERS = 2_000_000_000  # plans up to this size may run on a CPU (slowly); larger need a GPU
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cuda" | "cpu"
+    name: str
+    memory_bytes: int
+    precision: str  # the precision the run uses on this device
+
+    @property
+    def torch_device(self) -> str:
+        return "cuda:0" if self.kind == "cuda" else "cpu"
+
+    def describe(self) -> str:
+        if self.kind == "cuda":
+            return f"{self.name} ({self.memory_bytes / GIB:.1f} GiB), {self.precision}"
+        return f"CPU ({os.cpu_count()} cores), {self.precision}"
+
+    def peak_memory(self) -> dict:
+        if self.kind == "cuda":
+            import torch
+
+            return {"peak_memory_bytes": torch.cuda.max_memory_allocated(),
+                    "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
+                    "peak_memory_kind": "torch.cuda.max_memory_allocated"}
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        return {"peak_memory_bytes": rss, "peak_memory_kind": "process peak RSS (CPU run; includes Python and libraries)"}
+
+
+def _packages(plan: Plan) -> None:
+    needed = ["torch", "transformers", "peft", "trl", "accelerate", "datasets"]
+    if plan.method in ("qlora", "qdora") or plan.training.optimizer != "adamw":
+        needed.append("bitsandbytes")
+    if Path(plan.recipe.data.train).suffix.lower() == ".parquet":
+        needed.append("pyarrow")
+    trackers = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+    needed += [trackers[t] for t in plan.recipe.training.report_to]
+    missing = [p for p in needed if importlib.util.find_spec(p) is None]
+    if missing:
+        trackers_missing = [p for p in missing if p in trackers]
+        if trackers_missing:
+            raise RecipeError(f"training.report_to asks for {', '.join(trackers_missing)}, which is not installed: "
+                              f"pip install {' '.join(trackers_missing)}, or remove it from training.report_to")
+        raise RecipeError(f"missing packages for `recipe run`: {', '.join(missing)}. Install the training stack: "
+                          f"pip install 'recipe-ft[train]' (on a GPU host, the CUDA build of torch first)")
+
+
+def _device(plan: Plan) -> Device:
+    import torch
+
+    precision = plan.training.precision
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise RecipeError(f"this GPU ({props.name}) has no bf16; set training.precision: fp16 and plan again")
+        if props.total_memory < plan.memory.required_bytes:
+            raise RecipeError(
+                f"this GPU ({props.name}, {props.total_memory / GIB:.1f} GiB) is smaller than the plan needs "
+                f"({plan.memory.required_bytes / GIB:.1f} GiB on {plan.hardware.gpu}); plan for it with "
+                f"--set budget.custom_gpus='[{{name: here, memory_gb: {props.total_memory / GIB:.1f}, bf16_tflops: 100}}]' "
+                f"--set budget.gpu=here")
+        return Device("cuda", props.name, props.total_memory, precision)
+    if plan.model.parameters > CPU_MAX_PARAMETERS:
+        raise RecipeError(f"no GPU here, and a {plan.model.parameters / 1e9:.1f}B-parameter model is too large to "
+                          f"train on a CPU; run on a host with a {plan.hardware.gpu}")
+    if plan.training.optimizer.startswith("paged_"):
+        raise RecipeError("paged optimizers need a GPU; on a CPU use training.optimizer: adamw or adamw_8bit")
+    return Device("cpu", "cpu", 0, "fp32" if precision == "fp16" else precision)
+
+
+def _output(plan: Plan, plan_dir: Path) -> None:
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    probe_dir = run_dir
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK):
+        raise RecipeError(f"cannot write the run directory {run_dir} ({probe_dir} is not writable); "
+                          f"set output.dir to a writable place")
+    adapter = plan.model.trainable_parameters * 4
+    optimizer = plan.memory.components.get("optimizer_states", 0) + plan.memory.components.get(
+        "optimizer_states_paged", 0)
+    needed = 3 * (adapter + optimizer) + 200 * 2**20  # two checkpoints kept plus the final adapter
+    free = shutil.disk_usage(probe_dir).free
+    if free < needed:
+        raise RecipeError(f"not enough disk space in {probe_dir}: {free / GIB:.1f} GiB free, checkpoints need "
+                          f"about {needed / GIB:.1f} GiB")
+
+
+def _model_files(plan: Plan) -> None:
+    if plan.model.source == "local":
+        path = Path(plan.model.path)
+        if not path.is_dir():
+            raise RecipeError(f"the model directory {path} is gone")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise RecipeError(f"{path} holds a config.json but no weights (*.safetensors); `recipe run` needs the "
+                              f"weights (plans only need the config)")
+
+
+def preflight(plan: Plan, plan_dir: Path) -> Device:
+    _packages(plan)
+    _model_files(plan)
+    device = _device(plan)
+    _output(plan, plan_dir)
+    return device

@@ -1,0 +1,155 @@
+"""The run report: plan versus measured, as run_report.json, run_report.md and loss.png."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import struct
+import zlib
+from importlib import metadata
+from pathlib import Path
+
+from ..schemas.plan import Plan
+
+PACKAGES = ("recipe-ft", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets",
+            "tokenizers", "safetensors", "pydantic")
+GIB = 2**30
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _ratio(measured, planned):
+    return None if not measured or not planned else round(measured / planned, 3)
+
+
+def build(plan: Plan, result, plan_sha256: str) -> dict:
+    m = result.measured
+    hours = m.get("wall_seconds", 0) / 3600
+    price = plan.cost.usd_per_hour
+    peak = m.get("peak_memory_bytes")
+    on_gpu = m.get("peak_memory_kind", "").startswith("torch.cuda")
+    return {
+        "name": plan.name,
+        "status": "interrupted" if result.interrupted else "completed",
+        "resumed_from": result.resumed_from,
+        "method": plan.method,
+        "model": plan.model.name,
+        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
+        "planned_vs_measured": {
+            "peak_memory": {"planned_allocated_bytes": plan.memory.allocated_peak_bytes, "measured_bytes": peak,
+                            "measured_kind": m.get("peak_memory_kind"),
+                            "ratio": _ratio(peak, plan.memory.allocated_peak_bytes) if on_gpu else None,
+                            "note": None if on_gpu else "a CPU run: the plan's figure is per GPU, not comparable"},
+            "tokens_per_second": {"planned": plan.time.tokens_per_second, "measured": m.get("tokens_per_second"),
+                                  "planned_on": plan.hardware.gpu},
+            "hours": {"planned": plan.time.hours, "measured": round(hours, 4)},
+            "cost_usd": {"planned": plan.cost.usd,
+                         "at_plan_price": None if price is None else round(hours * price, 4)},
+        },
+        "measured": m,
+        "data": result.data_counts,
+        "loss_curve": result.loss_curve,
+        "seed": plan.recipe.training.seed,
+        "versions": versions(),
+        "hashes": {"recipe_sha256": plan.lock.recipe_sha256, "plan_sha256": plan_sha256,
+                   "data_sha256": plan.lock.data_sha256},
+    }
+
+
+def markdown(report: dict) -> str:
+    pm = report["planned_vs_measured"]
+    mem = pm["peak_memory"]
+    lines = [f"# Run report: {report['name']} ({report['status']})", "",
+             f"{report['method'].upper()} on `{report['model']}`" +
+             (f", resumed from `{report['resumed_from']}`" if report["resumed_from"] else ""), "",
+             "| | planned | measured |", "|---|---:|---:|",
+             f"| peak memory | {mem['planned_allocated_bytes'] / GIB:.2f} GiB allocated | "
+             f"{(mem['measured_bytes'] or 0) / GIB:.2f} GiB ({mem['measured_kind']}) |",
+             f"| tokens/s | {pm['tokens_per_second']['planned']:,.0f} on {pm['tokens_per_second']['planned_on']} | "
+             f"{pm['tokens_per_second']['measured'] or 0:,.0f} |",
+             f"| hours | {pm['hours']['planned']:.3f} | {pm['hours']['measured']:.4f} |",
+             f"| cost | {_usd(pm['cost_usd']['planned'])} | {_usd(pm['cost_usd']['at_plan_price'])} at the plan's price |",
+             ""]
+    if mem["note"]:
+        lines += [f"Note: {mem['note']}.", ""]
+    d = report["data"]
+    lines += [f"Data: {d.get('train_examples')} training examples ({d.get('train_skipped')} skipped, "
+              f"{d.get('train_truncated')} truncated), "
+              f"{d.get('eval_examples')} held out; format {d.get('format')}, trained as {d.get('as')}.", ""]
+    if report["loss_curve"]:
+        first, last = report["loss_curve"][0], report["loss_curve"][-1]
+        lines += [f"Loss: {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step {last['step']} "
+                  f"(plot: loss.png).", ""]
+    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v), "",
+              f"Seed {report['seed']}; recipe sha256 `{report['hashes']['recipe_sha256'][:12]}`, plan sha256 "
+              f"`{report['hashes']['plan_sha256'][:12]}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _usd(x):
+    return "-" if x is None else f"${x:,.4f}"
+
+
+def write(run_dir: Path, report: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "run_report.md").write_text(markdown(report))
+    if report["loss_curve"]:
+        loss_png([(p["step"], p["loss"]) for p in report["loss_curve"]], run_dir / "loss.png")
+
+
+def plan_hash(plan: Plan) -> str:
+    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()
+
+
+def loss_png(points: list[tuple[float, float]], path: Path, width: int = 640, height: int = 360) -> None:
+    """A line chart of the loss as a PNG, drawn without plotting libraries."""
+    margin = 40
+    pixels = [[(255, 255, 255)] * width for _ in range(height)]
+
+    def put(x: int, y: int, color) -> None:
+        if 0 <= x < width and 0 <= y < height:
+            pixels[y][x] = color
+
+    axis = (90, 90, 90)
+    for x in range(margin, width - margin + 1):
+        put(x, height - margin, axis)
+    for y in range(margin, height - margin + 1):
+        put(margin, y, axis)
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def to_px(x, y):
+        px = margin + (x - x0) / (x1 - x0) * (width - 2 * margin)
+        py = height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin)
+        return int(round(px)), int(round(py))
+
+    line = (31, 119, 180)
+    coords = [to_px(x, y) for x, y in points]
+    for (ax, ay), (bx, by) in zip(coords, coords[1:] or coords):
+        steps = max(abs(bx - ax), abs(by - ay), 1)
+        for i in range(steps + 1):
+            x = round(ax + (bx - ax) * i / steps)
+            y = round(ay + (by - ay) * i / steps)
+            for dx in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    put(x + dx, y + dy, line)
+    raw = b"".join(b"\x00" + bytes(c for px in row for c in px) for row in pixels)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    path.write_bytes(png)

@@ -1,0 +1,311 @@
+"""Execute a plan: load the model and data, train with trl's SFTTrainer, checkpoint, report.
+
+Everything heavy is imported inside functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..schemas.errors import RecipeError
+from ..schemas.plan import Plan
+from . import data as data_mod
+from .preflight import Device, preflight
+
+COMPLETE = "CHECKPOINT_COMPLETE"  # written after a checkpoint is fully saved
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
+              "paged_adamw_32bit": "paged_adamw_32bit"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    adapter_dir: Optional[Path]
+    interrupted: bool
+    measured: dict = field(default_factory=dict)
+    data_counts: dict = field(default_factory=dict)
+    loss_curve: list = field(default_factory=list)
+    resumed_from: Optional[str] = None
+
+
+def generation_markers(tokenizer) -> bool:
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return "generation" in template and "endgeneration" in template
+
+
+def latest_checkpoint(checkpoints: Path) -> Optional[Path]:
+    """The newest checkpoint that finished saving; half-written ones are removed."""
+    if not checkpoints.is_dir():
+        return None
+    done = []
+    for d in checkpoints.glob("checkpoint-*"):
+        if (d / COMPLETE).is_file():
+            done.append(d)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
+
+
+def _callbacks(run: dict):
+    from transformers import TrainerCallback
+
+    class Checkpoints(TrainerCallback):
+        """Mark a checkpoint complete once saved; stop (after saving) on Ctrl-C."""
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if path.is_dir():
+                (path / COMPLETE).write_text(str(state.global_step))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if run["stop"]:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    class Progress(TrainerCallback):
+        """A progress bar with loss, tokens/s and time left."""
+
+        def __init__(self):
+            self.bar = None
+            self.start = None
+            self.tokens0 = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", dynamic_ncols=True,
+                            disable=not state.is_local_process_zero)
+            self.start = time.perf_counter()
+            self.tokens0 = state.num_input_tokens_seen or 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is None or not logs:
+                return
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            tps = ((state.num_input_tokens_seen or 0) - self.tokens0) / elapsed
+            post = {"tok/s": f"{tps:,.0f}"}
+            if "loss" in logs:
+                post["loss"] = f"{logs['loss']:.4f}"
+            if "eval_loss" in logs:
+                post["eval_loss"] = f"{logs['eval_loss']:.4f}"
+            self.bar.set_postfix(post)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return [Checkpoints(), Progress()]
+
+
+def _model(plan: Plan, model_dir: str, device: Device):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[device.precision]
+    kwargs = dict(trust_remote_code=plan.recipe.model.trust_remote_code, revision=plan.recipe.model.revision,
+                  attn_implementation=plan.training.attention)
+    if plan.method in ("qlora", "qdora"):
+        from transformers import BitsAndBytesConfig
+
+        q = plan.adapter.quantization
+        if q["bits"] == 4:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=q["type"], bnb_4bit_use_double_quant=q["double_quant"],
+                bnb_4bit_compute_dtype=dtype)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": device.torch_device}
+    weights_dtype = torch.float32 if plan.method == "full" else dtype
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype, **kwargs)
+
+
+def _peft_config(plan: Plan):
+    if plan.method == "full":
+        return None
+    from peft import LoraConfig
+
+    a = plan.adapter
+    targets = plan.recipe.method.targets
+    return LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout,
+                      target_modules=targets if targets == "all-linear" else list(targets),
+                      use_dora=a.use_dora, task_type="CAUSAL_LM")
+
+
+def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: bool):
+    from trl import SFTConfig
+
+    t, r = plan.training, plan.recipe.training
+    optim = OPTIMIZERS[t.optimizer]
+    if optim == "adamw_torch" and device.kind == "cuda":
+        optim = "adamw_torch_fused"
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.micro_batch_size,
+        per_device_eval_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        activation_checkpointing=t.gradient_checkpointing,
+        bf16=device.precision == "bf16", fp16=device.precision == "fp16",
+        learning_rate=t.learning_rate, lr_scheduler_type=r.lr_scheduler, warmup_steps=r.warmup_ratio,
+        weight_decay=r.weight_decay, max_grad_norm=r.max_grad_norm, optim=optim,
+        num_train_epochs=t.epochs, max_steps=r.max_steps or -1,
+        max_length=t.max_seq_len, packing=t.packing,
+        assistant_only_loss=kind == "messages", completion_only_loss=True if "prompt_completion" in kind else None,
+        dataset_text_field="text",
+        seed=r.seed, data_seed=r.seed,
+        save_strategy="steps" if r.save_steps else "epoch", save_steps=r.save_steps or 500, save_total_limit=2,
+        logging_steps=r.logging_steps, logging_first_step=True, report_to=list(r.report_to) or "none",
+        eval_strategy="epoch" if has_eval else "no",
+        use_cpu=device.kind == "cpu", dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", disable_tqdm=True,
+    )
+
+
+def token_count(tokenizer, row: dict) -> int:
+    """Tokens a record becomes, as trl tokenizes it (chat template for conversations)."""
+    if "messages" in row:
+        return len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+    if isinstance(row.get("prompt"), list):
+        ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)
+        return len(ids["input_ids"])
+    if "prompt" in row:
+        return len(tokenizer(row["prompt"] + row["completion"])["input_ids"]) + 1
+    return len(tokenizer(row["text"])["input_ids"]) + 1
+
+
+def load_data(plan: Plan, plan_dir: Path, tokenizer):
+    """Training and held-out records in trl's format, with their counts."""
+    recipe = plan.recipe
+    markers = generation_markers(tokenizer)
+    train_path = plan_dir / recipe.data.train
+    records = data_mod.read_records(train_path, recipe.data.train, recipe.data.format, recipe.data.template,
+                                    recipe.data.on_error, markers)
+    train_rows, eval_rows, eval_records = records.rows, [], None
+    if recipe.data.eval:
+        eval_records = data_mod.read_records(plan_dir / recipe.data.eval, recipe.data.eval, recipe.data.format,
+                                             recipe.data.template, recipe.data.on_error, markers)
+        eval_rows = eval_records.rows
+    elif recipe.data.eval_fraction:
+        train_rows, eval_rows = data_mod.split_eval(records.rows, recipe.data.eval_fraction, recipe.training.seed)
+    counts = {"train_read": records.read, "train_skipped": records.skipped, "train_examples": len(train_rows),
+              "train_truncated": sum(1 for row in train_rows if token_count(tokenizer, row) > plan.training.max_seq_len),
+              "eval_examples": len(eval_rows), "format": recipe.data.format, "as": records.kind,
+              "eval_skipped": eval_records.skipped if eval_records else 0,
+              "duplicates_in_eval": data_mod.duplicates(train_rows, eval_rows) if eval_rows else 0}
+    return train_rows, eval_rows, records.kind, counts
+
+
+@dataclass
+class Session:
+    """A trainer ready to run, and what the run needs besides."""
+
+    trainer: object
+    tokenizer: object
+    device: Device
+    run_dir: Path
+    counts: dict
+    kind: str
+    state: dict  # {"stop": bool}, shared with the callbacks
+
+
+def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
+    """Preflight, tokenizer, data (checked before anything is written), model, trainer."""
+    device = preflight(plan, plan_dir)
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from trl import SFTTrainer
+
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    model_dir = plan.model.path or plan.model.name
+    log(f"device: {device.describe()}")
+    set_seed(plan.recipe.training.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=plan.recipe.model.trust_remote_code,
+                                              revision=plan.recipe.model.revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_rows, eval_rows, kind, counts = load_data(plan, plan_dir, tokenizer)
+    log(f"data: {counts['train_examples']} training examples ({counts['train_skipped']} skipped, "
+        f"{counts['train_truncated']} truncated to {plan.training.max_seq_len} tokens), "
+        f"{counts['eval_examples']} held out; trained as {kind}")
+    if counts["duplicates_in_eval"]:
+        log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
+    model = _model(plan, model_dir, device)
+    state = {"stop": False}
+    trainer = SFTTrainer(
+        model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
+        train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer, peft_config=_peft_config(plan), callbacks=_callbacks(state))
+    trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
+    if not plan.training.packing:  # trl drops examples whose trained tokens were all truncated away
+        counts["train_dropped"] = len(train_rows) - len(trainer.train_dataset)
+        if len(trainer.train_dataset) == 0:
+            raise RecipeError(f"no training example keeps a token to learn from after truncation to "
+                              f"training.max_seq_len {plan.training.max_seq_len} ({counts['train_truncated']} of "
+                              f"{len(train_rows)} are longer): raise training.max_seq_len")
+    return Session(trainer, tokenizer, device, run_dir, counts, kind, state)
+
+
+def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunResult:
+    """Run the plan; returns what was measured. Raises RecipeError on user errors."""
+    session = prepare(plan, plan_dir, log)
+    import torch
+
+    trainer, run_dir, state = session.trainer, session.run_dir, session.state
+    checkpoints = run_dir / "checkpoints"
+    start_from = latest_checkpoint(checkpoints) if resume else None
+    if resume and start_from is None:
+        log("no complete checkpoint to resume from: starting from the beginning")
+    if not resume and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def stop(signum, frame):
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+        log("\ninterrupted: saving a checkpoint, then stopping (Ctrl-C again to abort at once)")
+
+    previous = signal.signal(signal.SIGINT, stop)
+    if session.device.kind == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    seconds = time.perf_counter() - started
+    ts = trainer.state
+    measured = {
+        "wall_seconds": round(seconds, 2),
+        "steps": ts.global_step,
+        "tokens": int(ts.num_input_tokens_seen or 0),
+        "tokens_per_second": round((ts.num_input_tokens_seen or 0) / max(seconds, 1e-9), 1),
+        "train_loss": output.training_loss,
+        **session.device.peak_memory(),
+    }
+    adapter_dir = None
+    if not state["stop"]:
+        adapter_dir = run_dir / ("model" if plan.method == "full" else "adapter")
+        tmp = run_dir / f".{adapter_dir.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))
+        session.tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        os.replace(tmp, adapter_dir)
+    curve = [{"step": h["step"], "loss": h["loss"]} for h in ts.log_history if "loss" in h]
+    evals = [h["eval_loss"] for h in ts.log_history if "eval_loss" in h]
+    if evals:
+        measured["eval_loss"] = evals[-1]
+    return RunResult(run_dir, adapter_dir, state["stop"], measured, session.counts, curve,
+                     str(start_from) if start_from else None)

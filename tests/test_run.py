@@ -1,0 +1,287 @@
+"""`recipe run` end to end on CPU with a tiny local Llama: methods, data formats, masking, errors,
+checkpoints, kill and resume, the run report."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from recipe_ft.compiler.pipeline import compile_file  # noqa: E402
+from recipe_ft.runtime import demo  # noqa: E402
+from recipe_ft.schemas.errors import RecipeError  # noqa: E402
+
+FAST = ["training.epochs=1", "training.logging_steps=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The demo's tiny model, tokenizer, data and recipe, made once."""
+    root = tmp_path_factory.mktemp("demo")
+    recipe = demo.make(root / "qs", train_examples=48, eval_examples=8, epochs=1)
+    return recipe
+
+
+@pytest.fixture
+def project(tiny, tmp_path):
+    """A fresh copy to run in (runs write under the recipe's folder)."""
+    dst = tmp_path / "qs"
+    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
+    return dst / "recipe.yaml"
+
+
+def run_cli(cli, recipe, *sets, extra=()):
+    args = ["run", recipe]
+    for s in [*FAST, *sets]:
+        args += ["--set", s]
+    return cli(*args, *extra)
+
+
+def report(recipe):
+    return json.loads((recipe.parent / "runs" / "quickstart" / "run_report.json").read_text())
+
+
+def test_lora_end_to_end(cli, project):
+    code, out, err = run_cli(cli, project, "training.epochs=3")
+    assert code == 0, out + err
+    adapter = project.parent / "runs" / "quickstart" / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    r = report(project)
+    assert r["status"] == "completed" and r["method"] == "lora"
+    curve = [p["loss"] for p in r["loss_curve"]]
+    assert curve[-1] < curve[0] - 0.5, curve  # the loss visibly falls
+    assert r["data"]["train_examples"] == 48 and r["data"]["as"] == "messages"
+    assert r["measured"]["tokens_per_second"] > 0 and r["measured"]["peak_memory_bytes"] > 0
+    assert "RSS" in r["measured"]["peak_memory_kind"]
+    assert r["versions"]["torch"] and r["hashes"]["recipe_sha256"]
+    assert (project.parent / "runs" / "quickstart" / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert "Run report: quickstart" in (project.parent / "runs" / "quickstart" / "run_report.md").read_text()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(project.parent / "tiny-llama"))
+    model = PeftModel.from_pretrained(base, str(adapter))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("method,sets", [
+    ("dora", ["method.name=dora"]),
+    ("qlora", ["method.name=qlora", "training.optimizer=adamw_8bit"]),
+])
+def test_other_methods(cli, project, method, sets):
+    pytest.importorskip("bitsandbytes")
+    code, out, err = run_cli(cli, project, "training.max_steps=3", *sets)
+    assert code == 0, out + err
+    config = json.loads((project.parent / "runs" / "quickstart" / "adapter" / "adapter_config.json").read_text())
+    assert config["use_dora"] is (method == "dora")
+    assert report(project)["method"] == method
+
+
+@pytest.mark.parametrize("method", ["qdora", "full"])
+def test_qdora_and_full(cli, project, method):
+    pytest.importorskip("bitsandbytes")
+    code, out, err = run_cli(cli, project, "training.max_steps=2", f"method.name={method}")
+    assert code == 0, out + err
+    saved = project.parent / "runs" / "quickstart" / ("model" if method == "full" else "adapter")
+    assert (saved / ("config.json" if method == "full" else "adapter_config.json")).is_file()
+
+
+def test_report_to_a_tracker_that_is_not_installed(cli, project):
+    code, out, err = run_cli(cli, project, "training.report_to=[mlflow]")
+    if code == 0:
+        pytest.skip("mlflow is installed here")
+    assert code == 1 and "pip install mlflow" in err and not (project.parent / "runs").exists()
+
+
+def test_truncated_examples_are_counted(cli, project):
+    code, out, err = run_cli(cli, project, "training.max_steps=1", "training.max_seq_len=43")
+    assert code == 0, out + err
+    data = report(project)["data"]
+    assert 0 < data["train_truncated"] < 48
+    assert 0 < data["train_dropped"] <= data["train_truncated"]  # answers cut off entirely are dropped
+
+
+def test_truncation_that_leaves_nothing_is_a_clear_error(cli, project):
+    code, out, err = run_cli(cli, project, "training.max_steps=1", "training.max_seq_len=16")
+    assert code == 1 and "max_seq_len" in err and "Traceback" not in err
+
+
+def _batch_masks(recipe, sets):
+    from recipe_ft.runtime.train import prepare
+
+    plan = compile_file(str(recipe), [*FAST, *sets]).plan
+    session = prepare(plan, recipe.parent, log=lambda *a: None)
+    batch = next(iter(session.trainer.get_train_dataloader()))
+    return batch, session.tokenizer
+
+
+def _write_rows(recipe, name, rows):
+    path = recipe.parent / "data" / name
+    if name.endswith(".csv"):
+        import csv
+
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"data/{name}"
+
+
+def _trained_text(batch, tokenizer):
+    """The text of the tokens the loss is computed on, per sequence."""
+    labels, ids = batch["labels"], batch["input_ids"]
+    return [tokenizer.decode([int(t) for t, l in zip(ids[i], labels[i]) if l != -100]) for i in range(len(ids))]
+
+
+def test_chat_loss_only_on_assistant_turns(project):
+    batch, tok = _batch_masks(project, ["data.eval=null"])
+    for text in _trained_text(batch, tok):
+        assert text.strip().replace("<|end|>", "").strip() in {"billing", "bug", "account", "shipping"}, text
+
+
+@pytest.mark.parametrize("fmt,rows,expect", [
+    ("prompt_completion", [{"prompt": "Classify: card declined.", "completion": " billing"}] * 8, " billing"),
+    ("alpaca", [{"instruction": "Classify the ticket", "input": "app crashes", "output": "bug"}] * 8, "bug"),
+    ("text", [{"text": "just some text to learn"}] * 8, None),
+])
+def test_formats_mask_what_they_should(project, fmt, rows, expect):
+    train = _write_rows(project, f"{fmt}.jsonl", rows)
+    batch, tok = _batch_masks(project, [f"data.format={fmt}", f"data.train={train}", "data.eval=null",
+                                        "task=generation"])
+    code = __import__("recipe_ft.cli", fromlist=["run"]).run(
+        ["run", str(project), *sum([["--set", x] for x in [*FAST, "training.max_steps=1", f"data.format={fmt}",
+                                                          f"data.train={train}", "data.eval=null",
+                                                          "task=generation"]], [])])
+    assert code == 0  # and it trains end to end
+    for text in _trained_text(batch, tok):
+        if expect is None:  # text: every token is trained on
+            assert "just some text to learn" in text
+        else:
+            assert text.replace("<|end|>", "").strip() == expect.strip(), text
+    assert (batch["labels"] == -100).any() or expect is None
+
+
+def test_template_format_from_csv(project):
+    rows = [{"ticket": "parcel lost", "label": "shipping"}] * 8
+    train = _write_rows(project, "t.csv", rows)
+    sets = ["data.format=template", f"data.train={train}", "data.eval=null",
+            "data.template={prompt: 'Ticket: {{ ticket }}\nLabel:', completion: ' {{ label }}'}"]
+    batch, tok = _batch_masks(project, sets)
+    assert all(t.replace("<|end|>", "").strip() == "shipping" for t in _trained_text(batch, tok))
+
+
+def test_malformed_data_is_located_and_nothing_is_written(cli, project):
+    path = project.parent / "data" / "train.jsonl"
+    lines = path.read_text().splitlines()
+    lines[2] = '{"messages": [{"role": "user", "content": "hi"}]}'
+    lines[4] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(cli, project)
+    assert code == 1
+    assert "data/train.jsonl:3: the last message must be the assistant's" in err
+    assert "data/train.jsonl:5: invalid JSON" in err
+    assert "Traceback" not in out + err
+    assert not (project.parent / "runs").exists()
+    code, out, err = run_cli(cli, project, "data.on_error=skip", "training.max_steps=1")
+    assert code == 0, out + err
+    assert report(project)["data"]["train_skipped"] == 2
+
+
+def test_stale_lock_is_refused(cli, project, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", project, "-o", plan_file)[0] == 0
+    (project.parent / "data" / "train.jsonl").write_text(
+        (project.parent / "data" / "train.jsonl").read_text().splitlines()[0] + "\n")
+    code, out, err = cli("run", plan_file)
+    assert code == 1 and "stale" in err and "data file data/train.jsonl changed" in err
+
+
+def _cmd(recipe, *extra):
+    args = [sys.executable, "-m", "recipe_ft", "run", str(recipe)]
+    for s in ["training.epochs=1", "training.max_steps=200", "training.save_steps=2", "training.logging_steps=1",
+              "data.eval=null"]:
+        args += ["--set", s]
+    return args + list(extra)
+
+
+def _adapter(recipe):
+    from safetensors.torch import load_file
+
+    return load_file(str(recipe.parent / "runs" / "quickstart" / "adapter" / "adapter_model.safetensors"))
+
+
+def _wait_for_checkpoint(recipe, proc, step, timeout=240):
+    """Until a complete checkpoint at `step` or later exists (older ones rotate away)."""
+    folder = recipe.parent / "runs" / "quickstart" / "checkpoints"
+    deadline = time.time() + timeout
+    while not any(int(m.parent.name.split("-")[1]) >= step for m in folder.glob("checkpoint-*/CHECKPOINT_COMPLETE")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+
+
+def test_kill_and_resume_gives_the_same_adapter(project, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    other = tmp_path / "uninterrupted"
+    shutil.copytree(project.parent, other)
+    done = subprocess.run(_cmd(other / "recipe.yaml"), capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    proc = subprocess.Popen(_cmd(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_checkpoint(project, proc, 4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (project.parent / "runs" / "quickstart" / "adapter").exists()
+    resumed = subprocess.run(_cmd(project, "--resume"), capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed_from = report(project)["resumed_from"]
+    assert resumed_from and int(resumed_from.rsplit("checkpoint-", 1)[1]) >= 4
+    a, b = _adapter(project), _adapter(other / "recipe.yaml")
+    assert a.keys() == b.keys()
+    import torch
+
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(project):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cmd(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_checkpoint(project, proc, 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in out + err and "Traceback" not in err
+    checkpoints = list((project.parent / "runs" / "quickstart" / "checkpoints").glob("checkpoint-*/CHECKPOINT_COMPLETE"))
+    assert checkpoints
+    assert report(project)["status"] == "interrupted"
+
+
+def test_preflight_refuses_a_big_model_on_cpu(project):
+    from recipe_ft.runtime.preflight import preflight
+
+    plan = compile_file(str(project)).plan
+    big = plan.model_copy(update={"model": plan.model.model_copy(update={"parameters": 8_000_000_000})})
+    with pytest.raises(RecipeError, match="too large to train on a CPU"):
+        preflight(big, project.parent)
+
+
+def test_preflight_needs_weights(project):
+    from recipe_ft.runtime.preflight import preflight
+
+    for f in (project.parent / "tiny-llama").glob("*.safetensors"):
+        f.unlink()
+    plan = compile_file(str(project)).plan
+    with pytest.raises(RecipeError, match="no weights"):
+        preflight(plan, project.parent)
