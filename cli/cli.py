@@ -130,6 +130,41 @@ def run(
     raise typer.Exit(execute(plan, plan_dir, resume))
 
 
+@app.command(name="eval")
+def eval_(
+    recipe: str = typer.Argument(..., help="The recipe whose held-out data and metric to use."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A PEFT adapter directory, or a merged model "
+                                                                    "directory; omitted: the base model."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    format: str = typer.Option("text", "--format", "-f", help="text | json"),
+) -> None:
+    """Score a model (base, base + adapter, or merged) on the recipe's held-out data; exit 4 below min_score."""
+    if format not in ("text", "json"):
+        raise UsageError(f"--format {format!r}: expected text or json")
+    if adapter is not None and not adapter.is_dir():
+        raise UsageError(f"--adapter {adapter}: no such directory")
+    from .compiler.pipeline import plan_for_run
+    from .runtime.run import score
+
+    plan, plan_dir = plan_for_run(recipe, set_, False)
+    raise typer.Exit(score(plan, plan_dir, adapter, format))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (the recipe's output.dir)."),
+    merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base and save safetensors."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to save the merged model "
+                                                                       "(default RUN_DIR/merged)."),
+) -> None:
+    """Write serving files (vLLM, Ollama) for a run; with --merge, a merged model checked against base + adapter."""
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such directory")
+    from .runtime.run import export_run
+
+    raise typer.Exit(export_run(run_dir, merge, output))
+
+
 @app.command()
 def demo(
     directory: Path = typer.Argument(Path("quickstart"), help="Where to write the demo."),

@@ -58,6 +58,8 @@ def build(plan: Plan, result, plan_sha256: str) -> dict:
         "measured": m,
         "data": result.data_counts,
         "loss_curve": result.loss_curve,
+        "evaluation": result.evaluation,
+        "promoted": result.evaluation.get("gate", {}).get("promoted"),
         "seed": plan.recipe.training.seed,
         "versions": versions(),
         "hashes": {"recipe_sha256": plan.lock.recipe_sha256, "plan_sha256": plan_sha256,
@@ -85,6 +87,7 @@ def markdown(report: dict) -> str:
     lines += [f"Data: {d.get('train_examples')} training examples ({d.get('train_skipped')} skipped, "
               f"{d.get('train_truncated')} truncated), "
               f"{d.get('eval_examples')} held out; format {d.get('format')}, trained as {d.get('as')}.", ""]
+    lines += _evaluation(report.get("evaluation") or {})
     if report["loss_curve"]:
         first, last = report["loss_curve"][0], report["loss_curve"][-1]
         lines += [f"Loss: {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step {last['step']} "
@@ -93,6 +96,45 @@ def markdown(report: dict) -> str:
               f"Seed {report['seed']}; recipe sha256 `{report['hashes']['recipe_sha256'][:12]}`, plan sha256 "
               f"`{report['hashes']['plan_sha256'][:12]}`."]
     return "\n".join(lines) + "\n"
+
+
+def _evaluation(ev: dict) -> list[str]:
+    lines = []
+    base, tuned, verdict = ev.get("baseline"), ev.get("tuned"), ev.get("gate")
+    if verdict:
+        lines += [("**Promoted**" if verdict["promoted"] else "**NOT PROMOTED**") + f": {verdict['reason']}.", ""]
+    if base or tuned:
+        metric = (tuned or base)["metric"]
+        lines += [f"| held-out ({(tuned or base)['examples_scored']} examples) | base | tuned | gain |",
+                  "|---|---:|---:|---:|"]
+        b = base["score"] if base else None
+        t = tuned["score"] if tuned else None
+        gain = f"{t - b:+.3f}" if b is not None and t is not None else "-"
+        lines.append(f"| {metric} | {_num(b)} | {_num(t)} | {gain} |")
+        if ev.get("baseline_eval_loss") is not None:
+            bl, tl = ev["baseline_eval_loss"], ev.get("tuned_eval_loss")
+            lines.append(f"| eval loss | {bl:.4f} | {_num(tl)} | {'-' if tl is None else f'{tl - bl:+.4f}'} |")
+        lines.append("")
+        shown = (tuned or base)["examples"]
+        if shown:
+            lines += ["| input | reference | tuned prediction |", "|---|---|---|"]
+            lines += [f"| {_cell(e['input'])} | {_cell(e['reference'])} | {_cell(e['prediction'])} |" for e in shown]
+            lines.append("")
+        details = (tuned or {}).get("details", {})
+        if "per_class" in details:
+            lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+            lines += [f"| {k} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+                      for k, v in details["per_class"].items()]
+            lines.append("")
+    return lines
+
+
+def _num(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")[:120]
 
 
 def _usd(x):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from ..schemas.plan import Plan
 
+EXIT_GATE = 4  # trained, but the tuned score is below eval.min_score
+
 
 def execute(plan: Plan, plan_dir: Path, resume: bool) -> int:
     """Train the plan, write the run report; returns the exit code (130 when interrupted)."""
@@ -19,12 +21,21 @@ def execute(plan: Plan, plan_dir: Path, resume: bool) -> int:
     print(f"{'interrupted at' if result.interrupted else 'trained'} step {m.get('steps')}: "
           f"loss {m.get('train_loss', float('nan')):.4f}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
           f"{m.get('wall_seconds', 0):.0f} s")
+    ev = result.evaluation
+    if ev.get("tuned") and ev.get("baseline"):
+        b, t = ev["baseline"], ev["tuned"]
+        print(f"{t['metric']}: base {b['score']:.3f} -> tuned {t['score']:.3f} ({t['score'] - b['score']:+.3f}) "
+              f"on {t['examples_scored']} held-out examples")
     if result.adapter_dir:
         print(f"adapter: {result.adapter_dir}")
     print(f"report: {result.run_dir / 'run_report.md'}")
     if result.interrupted:
         print("resume with: recipe run ... --resume")
         return 130
+    verdict = ev.get("gate", {})
+    if not verdict.get("promoted", True):
+        print(f"NOT PROMOTED: {verdict['reason']}")
+        return EXIT_GATE
     return 0
 
 
@@ -32,3 +43,38 @@ def make_demo(directory: Path) -> Path:
     from .demo import make
 
     return make(directory)
+
+
+def score(plan: Plan, plan_dir: Path, model_path, fmt: str) -> int:
+    import json
+
+    from .export import score as run_score
+
+    out = run_score(plan, plan_dir, model_path)
+    ev, verdict = out["evaluation"], out["gate"]
+    if fmt == "json":
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"{ev['metric']}: {ev['score']:.4f} on {ev['examples_scored']} held-out examples "
+              f"({'base model' if model_path is None else model_path})")
+        for e in ev["examples"]:
+            print(f"  reference {e['reference']!r:40.40} prediction {e['prediction']!r:40.40}")
+        print(("promoted: " if verdict["promoted"] else "NOT PROMOTED: ") + verdict["reason"])
+    return 0 if verdict["promoted"] else EXIT_GATE
+
+
+def export_run(run_dir: Path, merge: bool, output) -> int:
+    from .export import merge as merge_run, read_run, serving_files
+
+    run_dir = run_dir.resolve()
+    if merge:
+        out = merge_run(run_dir, output)
+        c = out["check"]
+        print(f"merged model: {out['merged']} (logits within {c['max_relative_logit_difference']:.1e} of base + "
+              f"adapter, tolerance {c['tolerance']:g}, {c['dtype']})")
+        files = out["serving"]
+    else:
+        files = serving_files(read_run(run_dir), run_dir, None)
+    for f in files:
+        print(f"wrote {f}")
+    return 0

@@ -33,6 +33,7 @@ class RunResult:
     data_counts: dict = field(default_factory=dict)
     loss_curve: list = field(default_factory=list)
     resumed_from: Optional[str] = None
+    evaluation: dict = field(default_factory=dict)  # baseline, tuned, gate
 
 
 def generation_markers(tokenizer) -> bool:
@@ -217,6 +218,7 @@ class Session:
     counts: dict
     kind: str
     state: dict  # {"stop": bool}, shared with the callbacks
+    eval_rows: list = field(default_factory=list)
 
 
 def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
@@ -253,7 +255,7 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
             raise RecipeError(f"no training example keeps a token to learn from after truncation to "
                               f"training.max_seq_len {plan.training.max_seq_len} ({counts['train_truncated']} of "
                               f"{len(train_rows)} are longer): raise training.max_seq_len")
-    return Session(trainer, tokenizer, device, run_dir, counts, kind, state)
+    return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows)
 
 
 def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunResult:
@@ -269,6 +271,17 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")  # what `recipe export` reads
+
+    from .evaluate import evaluate, gate, load_schema
+
+    schema = load_schema(plan, plan_dir)
+    batch = min(16, max(1, 2 * plan.training.micro_batch_size))
+    evaluation = {}
+    if session.eval_rows:
+        log("scoring the base model on the held-out set")
+        evaluation["baseline"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
+        evaluation["baseline_eval_loss"] = trainer.evaluate()["eval_loss"]
 
     def stop(signum, frame):
         if state["stop"]:
@@ -303,9 +316,15 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         session.tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(adapter_dir, ignore_errors=True)
         os.replace(tmp, adapter_dir)
+    if session.eval_rows and not state["stop"]:
+        log("scoring the tuned model on the held-out set")
+        evaluation["tuned"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
+    if not state["stop"]:
+        evaluation["gate"] = gate(plan, evaluation.get("tuned"))
     curve = [{"step": h["step"], "loss": h["loss"]} for h in ts.log_history if "loss" in h]
     evals = [h["eval_loss"] for h in ts.log_history if "eval_loss" in h]
     if evals:
         measured["eval_loss"] = evals[-1]
+        evaluation["tuned_eval_loss"] = evals[-1]
     return RunResult(run_dir, adapter_dir, state["stop"], measured, session.counts, curve,
-                     str(start_from) if start_from else None)
+                     str(start_from) if start_from else None, evaluation)

@@ -1,0 +1,106 @@
+"""Baseline vs tuned on the quickstart, the quality gate, `recipe eval`, merge and serving files."""
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("trl")
+
+from recipe_ft.runtime import demo  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The quickstart as `recipe demo` makes it, trained once (about 20 s on two cores)."""
+    from recipe_ft.cli import run
+
+    recipe = demo.make(tmp_path_factory.mktemp("eval") / "qs")
+    assert run(["run", str(recipe), "--set", "eval.min_score=0.5"]) == 0
+    return recipe
+
+
+def report(recipe):
+    return json.loads((recipe.parent / "runs" / "quickstart" / "run_report.json").read_text())
+
+
+def test_tuned_beats_baseline_and_is_promoted(trained):
+    r = report(trained)
+    base, tuned = r["evaluation"]["baseline"], r["evaluation"]["tuned"]
+    assert base["metric"] == tuned["metric"] == "exact_match"
+    assert tuned["score"] > base["score"] + 0.3
+    assert r["evaluation"]["tuned_eval_loss"] < r["evaluation"]["baseline_eval_loss"]
+    assert r["promoted"] is True and len(tuned["examples"]) == 5
+    md = (trained.parent / "runs" / "quickstart" / "run_report.md").read_text()
+    assert "| exact_match |" in md and "**Promoted**" in md
+
+
+def test_gate_fails_below_min_score(trained, tmp_path, cli):
+    project = tmp_path / "qs"
+    shutil.copytree(trained.parent, project, ignore=shutil.ignore_patterns("runs"))
+    code, out, err = cli("run", project / "recipe.yaml", "--set", "training.max_steps=1", "--set", "eval.min_score=0.99")
+    assert code == 4, out + err
+    assert "NOT PROMOTED" in out
+    r = report(project / "recipe.yaml")
+    assert r["promoted"] is False and "below eval.min_score 0.99" in r["evaluation"]["gate"]["reason"]
+    assert "**NOT PROMOTED**" in (project / "runs" / "quickstart" / "run_report.md").read_text()
+
+
+def test_eval_command_rescores_the_adapter(trained, cli):
+    adapter = trained.parent / "runs" / "quickstart" / "adapter"
+    code, out, _ = cli("eval", trained, "--adapter", adapter, "--format", "json")
+    assert code == 0
+    assert json.loads(out)["evaluation"]["score"] == pytest.approx(report(trained)["evaluation"]["tuned"]["score"])
+    code, out, _ = cli("eval", trained, "--adapter", adapter, "--set", "eval.min_score=1.0")
+    assert code == 4 and "NOT PROMOTED" in out
+
+
+def test_merge_matches_base_plus_adapter(trained, cli):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir = trained.parent / "runs" / "quickstart"
+    code, out, err = cli("export", run_dir, "--merge")
+    assert code == 0, out + err
+    merged_dir = run_dir / "merged"
+    assert list(merged_dir.glob("*.safetensors")) and (merged_dir / "tokenizer.json").is_file()
+    assert json.loads((merged_dir / "merge_check.json").read_text())["max_relative_logit_difference"] < 1e-4
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
+    base = AutoModelForCausalLM.from_pretrained(str(trained.parent / "tiny-llama"))
+    with torch.no_grad():
+        reference = PeftModel.from_pretrained(base, str(run_dir / "adapter"))(input_ids=ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(str(merged_dir))(input_ids=ids).logits
+    assert torch.allclose(merged, reference, atol=1e-4)
+    for name in ("vllm_merged.sh", "vllm_lora.sh", "Modelfile", "Modelfile.adapter"):
+        assert (run_dir / "serve" / name).is_file()
+    assert f"--enable-lora --lora-modules quickstart={run_dir / 'adapter'}" in (run_dir / "serve" / "vllm_lora.sh").read_text()
+    assert (run_dir / "serve" / "Modelfile").read_text().splitlines()[1] == f"FROM {merged_dir}"
+    code, out, _ = cli("eval", trained, "--adapter", merged_dir, "--format", "json")
+    assert code == 0 and json.loads(out)["evaluation"]["score"] == pytest.approx(
+        report(trained)["evaluation"]["tuned"]["score"])
+
+
+def test_export_errors(tmp_path, cli):
+    code, _, err = cli("export", tmp_path, "--merge")
+    assert code == 1 and "not a run directory" in err
+    assert cli("export", tmp_path / "nope")[0] == 2
+
+
+def test_qlora_merges_into_the_full_precision_base(trained, tmp_path, cli):
+    pytest.importorskip("bitsandbytes")
+    from safetensors.torch import load_file
+
+    project = tmp_path / "qs"
+    shutil.copytree(trained.parent, project, ignore=shutil.ignore_patterns("runs"))
+    code, out, err = cli("run", project / "recipe.yaml", "--set", "method.name=qlora", "--set", "training.max_steps=3")
+    assert code == 0, out + err
+    run_dir = project / "runs" / "quickstart"
+    code, out, err = cli("export", run_dir, "--merge")
+    assert code == 0, out + err
+    assert "full-precision base" in out + err
+    weights = {}
+    for f in (run_dir / "merged").glob("*.safetensors"):
+        weights.update(load_file(str(f)))
+    q = next(v for k, v in weights.items() if k.endswith("q_proj.weight"))
+    assert q.dtype.is_floating_point and q.dim() == 2 and q.shape[0] == 128  # a full matrix, not packed 4-bit
