@@ -1,0 +1,75 @@
+"""Record checks and conversion per format, and the held-out split (no model needed)."""
+
+import json
+
+import pytest
+
+from recipe_ft.runtime.data import duplicates, read_records, split_eval
+from recipe_ft.schemas.errors import RecipeError
+from recipe_ft.schemas.recipe import TemplateSpec
+
+
+def write(tmp_path, name, lines):
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_chat_records_and_their_errors(tmp_path):
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    path = write(tmp_path, "d.jsonl", [good, '{"messages": []}', "", '{"messages": [{"role": "bot", "content": "x"}]}',
+                                        "[1, 2]", "{oops"])
+    with pytest.raises(RecipeError) as info:
+        read_records(path, "d.jsonl", "chat")
+    text = info.value.message
+    assert "4 bad record(s) of 5" in text
+    assert "d.jsonl:2: expected 'messages': a non-empty list" in text
+    assert "d.jsonl:4: messages[0].role is 'bot'" in text
+    assert "d.jsonl:5: expected an object, got list" in text
+    assert "d.jsonl:6: invalid JSON" in text
+    records = read_records(path, "d.jsonl", "chat", on_error="skip")
+    assert records.read == 5 and records.skipped == 4 and len(records.rows) == 1
+    assert records.rows[0] == json.loads(good) and records.kind == "messages"
+    plain = read_records(path, "d.jsonl", "chat", on_error="skip", generation_markers=False)
+    assert plain.rows[0] == {"prompt": [{"role": "user", "content": "hi"}],
+                             "completion": [{"role": "assistant", "content": "yo"}]}
+
+
+def test_alpaca_prompt_completion_text(tmp_path):
+    a = write(tmp_path, "a.jsonl", [json.dumps({"instruction": "Sum", "input": "1 2", "output": "3"}),
+                                    json.dumps({"instruction": "Hi", "output": "hello"}),
+                                    json.dumps({"instruction": "x"})])
+    records = read_records(a, "a.jsonl", "alpaca", on_error="skip")
+    assert records.rows[0] == {"prompt": "### Instruction:\nSum\n\n### Input:\n1 2\n\n### Response:\n", "completion": "3"}
+    assert records.rows[1]["prompt"] == "### Instruction:\nHi\n\n### Response:\n"
+    assert records.problems[0].line == 3 and records.problems[0].message == "missing 'output'"
+    p = write(tmp_path, "p.jsonl", [json.dumps({"prompt": "q", "completion": 5})])
+    with pytest.raises(RecipeError, match="'completion' must be a string"):
+        read_records(p, "p.jsonl", "prompt_completion")
+    t = write(tmp_path, "t.jsonl", [json.dumps({"text": "hello"})])
+    assert read_records(t, "t.jsonl", "text").rows == [{"text": "hello"}]
+
+
+def test_template_over_csv_columns_in_a_sandbox(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("ticket,label\nlost parcel,shipping\nno label here,\n")
+    spec = TemplateSpec(prompt="T: {{ ticket }}", completion="{{ label }}")
+    records = read_records(path, "d.csv", "template", spec, on_error="skip")
+    assert records.rows == [{"prompt": "T: lost parcel", "completion": "shipping"}]
+    assert records.problems[0].line == 3 and "renders empty" in records.problems[0].message
+    evil = TemplateSpec(prompt="{{ ''.__class__.__mro__[1].__subclasses__() }}", completion="{{ label }}")
+    with pytest.raises(RecipeError, match="template"):
+        read_records(path, "d.csv", "template", evil)
+    missing = TemplateSpec(prompt="{{ nope }}", completion="{{ label }}")
+    with pytest.raises(RecipeError, match="'nope' is undefined"):
+        read_records(path, "d.csv", "template", missing)
+
+
+def test_split_is_deterministic_and_disjoint():
+    rows = [{"text": str(i)} for i in range(100)]
+    train, held = split_eval(rows, 0.1, seed=42)
+    assert len(held) == 10 and len(train) == 90
+    assert {r["text"] for r in train}.isdisjoint(r["text"] for r in held)
+    assert split_eval(rows, 0.1, seed=42) == (train, held)
+    assert split_eval(rows, 0.1, seed=43)[1] != held
+    assert duplicates(train + [held[0]], held) == 1
