@@ -76,10 +76,30 @@ def plan(
                                           help="Write the plan as a lock file that `recipe run` executes."),
     trace: bool = typer.Option(False, "--trace", help="Also measure the step on fake tensors "
                                                       "(needs the [train] extra; no GPU, no weights)."),
+    compare: bool = typer.Option(False, "--compare", help="Plan the same recipe at 2-4 sizes of its model's "
+                                                          "family: training cost, serving cost, break-even "
+                                                          "(needs economics: in the recipe)."),
 ) -> None:
     """Compile a recipe into a plan: memory, method, GPU, time and cost, with reasons."""
     if format not in ("text", "json", "markdown"):
         raise UsageError(f"--format {format!r}: expected text, json or markdown")
+    if compare:
+        if output is not None or trace:
+            raise UsageError("--compare cannot be combined with -o or --trace")
+        from .compiler import compare as comparing
+
+        table = comparing.compare(recipe, set_)
+        for warning in table.warnings:
+            print(warning, file=sys.stderr)
+        if format == "json":
+            import json
+
+            print(json.dumps(table.to_dict(), indent=2))
+        elif format == "markdown":
+            sys.stdout.write(comparing.render_markdown(table))
+        else:
+            comparing.render_text(table)
+        raise typer.Exit(0)
     from .compiler import lock
     from .compiler.pipeline import compile_file
 
@@ -121,13 +141,40 @@ def run(
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
     replan: bool = typer.Option(False, "--replan", help="Re-plan a stale lock file instead of refusing it."),
+    worker: bool = typer.Option(False, "--worker", hidden=True, help="Run as one of a launcher's processes."),
 ) -> None:
     """Train: execute a plan on this machine and write the adapter and a run report."""
     from .compiler.pipeline import plan_for_run
-    from .runtime.run import execute
+    from .runtime.launch import is_worker
+    from .runtime.run import execute, launch_processes
 
     plan, plan_dir = plan_for_run(target, set_, replan)
+    if plan.distributed.processes > 1 and not (worker or is_worker()):
+        raise typer.Exit(launch_processes(plan, plan_dir, resume))
     raise typer.Exit(execute(plan, plan_dir, resume))
+
+
+@app.command()
+def launch(
+    recipe: str = typer.Argument(..., help="The recipe (or a plan lock file)."),
+    target: str = typer.Option("accelerate", "--target", help="accelerate | torchrun | skypilot"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write (default RUN_DIR/launch)."),
+) -> None:
+    """Write the launch files for a plan without running it: accelerate / DeepSpeed config, torchrun, SkyPilot."""
+    if target not in ("accelerate", "torchrun", "skypilot"):
+        raise UsageError(f"--target {target!r}: expected accelerate, torchrun or skypilot")
+    from .compiler import lock
+    from .compiler.pipeline import plan_for_run
+    from .runtime.launch import write_artifacts
+
+    plan, plan_dir = plan_for_run(recipe, set_, False)
+    out = output or (plan_dir / plan.output_dir / "launch")
+    plan_file = out / "plan.json"
+    out.mkdir(parents=True, exist_ok=True)
+    lock.write(plan, plan_file)
+    for path in [plan_file, *write_artifacts(plan, plan_file, out, target)]:
+        print(f"wrote {path}")
 
 
 @app.command(name="eval")

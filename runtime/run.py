@@ -15,6 +15,8 @@ def execute(plan: Plan, plan_dir: Path, resume: bool) -> int:
     from .train import train
 
     result = train(plan, plan_dir, resume=resume)
+    if not result.main_process:
+        return 130 if result.interrupted else 0
     data = report.build(plan, result, report.plan_hash(plan))
     report.write(result.run_dir, data)
     m = result.measured
@@ -37,6 +39,30 @@ def execute(plan: Plan, plan_dir: Path, resume: bool) -> int:
         print(f"NOT PROMOTED: {verdict['reason']}")
         return EXIT_GATE
     return 0
+
+
+def launch_processes(plan: Plan, plan_dir: Path, resume: bool) -> int:
+    """Run a plan on several processes: write it where the workers read it, start the launcher."""
+    import subprocess
+
+    from ..compiler import lock
+    from .launch import quote, relaunch
+
+    try:
+        import torch
+
+        cpu = not torch.cuda.is_available()
+    except ImportError:
+        cpu = True
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan_file = run_dir / "plan.json"
+    lock.write(plan, plan_file)
+    cmd = relaunch(plan, plan_file, run_dir, cpu)
+    if resume:
+        cmd.append("--resume")
+    print(f"launching {plan.distributed.processes} processes ({plan.distributed.strategy}): {quote(cmd)}")
+    return subprocess.call(cmd, cwd=str(Path.cwd()))
 
 
 def make_demo(directory: Path) -> Path:

@@ -34,6 +34,7 @@ class RunResult:
     loss_curve: list = field(default_factory=list)
     resumed_from: Optional[str] = None
     evaluation: dict = field(default_factory=dict)  # baseline, tuned, gate
+    main_process: bool = True  # rank 0 (the one that writes reports)
 
 
 def generation_markers(tokenizer) -> bool:
@@ -62,7 +63,7 @@ def _callbacks(run: dict):
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if path.is_dir():
+            if state.is_world_process_zero and path.is_dir():
                 (path / COMPLETE).write_text(str(state.global_step))
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -169,6 +170,7 @@ def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: 
         logging_steps=r.logging_steps, logging_first_step=True, report_to=list(r.report_to) or "none",
         eval_strategy="epoch" if has_eval else "no",
         use_cpu=device.kind == "cpu", dataloader_num_workers=0,
+        ddp_backend="gloo" if device.kind == "cpu" and plan.distributed.processes > 1 else None,
         include_num_input_tokens_seen="non_padding", disable_tqdm=True,
     )
 
@@ -268,20 +270,26 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
     start_from = latest_checkpoint(checkpoints) if resume else None
     if resume and start_from is None:
         log("no complete checkpoint to resume from: starting from the beginning")
-    if not resume and checkpoints.exists():
+    main = trainer.is_world_process_zero()
+    if main and not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")  # what `recipe export` reads
+    if main:
+        (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")  # what `recipe export` reads
+    sharded = plan.distributed.strategy in ("fsdp", "deepspeed")
 
     from .evaluate import evaluate, gate, load_schema
 
     schema = load_schema(plan, plan_dir)
     batch = min(16, max(1, 2 * plan.training.micro_batch_size))
     evaluation = {}
-    if session.eval_rows:
+    if session.eval_rows and sharded:
+        log("held-out generation is skipped on a sharded model; score the adapter with `recipe eval`")
+    if session.eval_rows and not sharded:
         log("scoring the base model on the held-out set")
         evaluation["baseline"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
-        evaluation["baseline_eval_loss"] = trainer.evaluate()["eval_loss"]
+        if plan.distributed.processes == 1:  # before train(), evaluate() would keep the model from DDP wrapping
+            evaluation["baseline_eval_loss"] = trainer.evaluate()["eval_loss"]
 
     def stop(signum, frame):
         if state["stop"]:
@@ -311,12 +319,16 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
     if not state["stop"]:
         adapter_dir = run_dir / ("model" if plan.method == "full" else "adapter")
         tmp = run_dir / f".{adapter_dir.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save_model(str(tmp))
-        session.tokenizer.save_pretrained(str(tmp))
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        os.replace(tmp, adapter_dir)
-    if session.eval_rows and not state["stop"]:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))  # every rank takes part (sharded states are gathered); rank 0 writes
+        if main:
+            session.tokenizer.save_pretrained(str(tmp))
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            os.replace(tmp, adapter_dir)
+    if plan.distributed.processes > 1:
+        _record_rank(run_dir, trainer)
+    if session.eval_rows and not state["stop"] and not sharded:
         log("scoring the tuned model on the held-out set")
         evaluation["tuned"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
     if not state["stop"]:
@@ -327,4 +339,25 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         measured["eval_loss"] = evals[-1]
         evaluation["tuned_eval_loss"] = evals[-1]
     return RunResult(run_dir, adapter_dir, state["stop"], measured, session.counts, curve,
-                     str(start_from) if start_from else None, evaluation)
+                     str(start_from) if start_from else None, evaluation, main)
+
+
+def _record_rank(run_dir: Path, trainer) -> None:
+    """Each process notes its rank, the world size and a hash of its trainable weights."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    ranks = run_dir / "ranks"
+    ranks.mkdir(exist_ok=True)
+    (ranks / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world,
+                                                         "wrapper": type(trainer.model_wrapped).__name__,
+                                                         "trainable_sha256": h.hexdigest()}) + "\n")

@@ -213,6 +213,8 @@ class BudgetSpec(Section):
     gpu: Optional[Name] = Field(None, description="Pin one GPU type")
     gpu_count: Optional[PositiveInt] = Field(None, description="Pin the GPU count")
     max_gpus: PositiveInt = 8
+    nodes: PositiveInt = Field(1, description="Most machines to spread over")
+    gpus_per_node: PositiveInt = Field(8, description="GPUs in one machine")
     max_cost_usd: Optional[PositiveFloat] = None
     max_hours: Optional[PositiveFloat] = None
     provider: Optional[Name] = Field(None, description="Price GPUs at this provider (aws, gcp, ...)")
@@ -229,8 +231,20 @@ class BudgetSpec(Section):
                                     f"pin one of them or drop budget.gpus"))
         if self.gpu_count is not None and self.gpu_count > self.max_gpus:
             problems.append(("gpu_count", f"gpu_count {self.gpu_count} exceeds max_gpus {self.max_gpus}"))
+        if self.gpu_count is not None and self.gpu_count > self.nodes * self.gpus_per_node:
+            problems.append(("gpu_count", f"gpu_count {self.gpu_count} is more than nodes x gpus_per_node "
+                                          f"({self.nodes} x {self.gpus_per_node})"))
         cross_field(problems)
         return self
+
+
+class DistributedSpec(Section):
+    """How a plan on several GPUs shares the work; engines: accelerate (DDP, FSDP) and DeepSpeed."""
+
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="auto: the smallest GPU count and the cheapest strategy that fits")
+    zero_stage: Literal[2, 3] = Field(3, description="DeepSpeed ZeRO stage")
+    cpu_offload: bool = Field(False, description="Offload optimizer states (and ZeRO-3 / FSDP parameters) to CPU")
 
 
 class EvalSpec(Section):
@@ -268,6 +282,7 @@ class Recipe(Section):
     budget: BudgetSpec = BudgetSpec()
     eval: EvalSpec = EvalSpec()
     economics: Optional[EconomicsSpec] = None
+    distributed: DistributedSpec = DistributedSpec()
     output: OutputSpec = OutputSpec()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="recipe")

@@ -1,0 +1,197 @@
+"""Launch artifacts for plans on several GPUs: accelerate config (DDP, FSDP, DeepSpeed), torchrun and
+SkyPilot. `recipe run` uses them to launch itself; `recipe launch` writes them for a person to run.
+
+Pure Python: writing a config imports no training library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ..schemas.plan import Plan
+
+DECODER_LAYERS = {
+    "llama": "LlamaDecoderLayer", "mistral": "MistralDecoderLayer", "mixtral": "MixtralDecoderLayer",
+    "qwen2": "Qwen2DecoderLayer", "gemma": "GemmaDecoderLayer", "gemma2": "Gemma2DecoderLayer",
+    "phi": "PhiDecoderLayer", "phi3": "Phi3DecoderLayer", "falcon": "FalconDecoderLayer",
+    "gpt_neox": "GPTNeoXLayer", "stablelm": "StableLmDecoderLayer",
+}
+# SkyPilot's accelerator names for the catalog's GPUs
+SKYPILOT_GPUS = {"T4": "T4", "L4": "L4", "A10G": "A10G", "A10": "A10", "L40S": "L40S", "RTX-4090": "RTX4090",
+                 "RTX-3090": "RTX3090", "RTX-A6000": "RTXA6000", "A100-40GB": "A100", "A100-80GB": "A100-80GB",
+                 "A100-80GB-PCIE": "A100-80GB", "H100-80GB": "H100", "H100-80GB-PCIE": "H100", "H200": "H200",
+                 "B200": "B200", "MI300X": "MI300X"}
+PORT = 29500
+WORKER_FLAG = "--worker"
+
+
+def deepspeed_config(plan: Plan) -> dict:
+    d = plan.distributed
+    stage = d.zero_stage or 3
+    zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True,
+                  "reduce_bucket_size": "auto"}
+    if stage == 3:
+        zero.update({"stage3_prefetch_bucket_size": "auto", "stage3_param_persistence_threshold": "auto",
+                     "stage3_gather_16bit_weights_on_model_save": True})
+    if d.cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    precision = plan.training.precision
+    return {
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+    }
+
+
+def accelerate_config(plan: Plan, deepspeed_file: Path | None = None, cpu: bool = False) -> dict:
+    d = plan.distributed
+    cfg: dict = {
+        "compute_environment": "LOCAL_MACHINE",
+        "num_processes": d.processes,
+        "num_machines": d.nodes,
+        "machine_rank": 0,
+        "main_process_port": PORT,
+        "mixed_precision": {"bf16": "bf16", "fp16": "fp16"}.get(plan.training.precision, "no"),
+        "rdzv_backend": "static",
+        "same_network": True,
+        "use_cpu": cpu,
+        "downcast_bf16": "no",
+    }
+    if d.strategy == "fsdp":
+        cfg["distributed_type"] = "FSDP"
+        cfg["fsdp_config"] = {
+            "fsdp_version": 2,
+            "fsdp_reshard_after_forward": True,
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_transformer_layer_cls_to_wrap": DECODER_LAYERS.get(plan.model.family, "DecoderLayer"),
+            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+            "fsdp_cpu_ram_efficient_loading": True,
+            "fsdp_offload_params": d.cpu_offload,
+            "fsdp_activation_checkpointing": plan.training.gradient_checkpointing,
+        }
+    elif d.strategy == "deepspeed":
+        cfg["distributed_type"] = "DEEPSPEED"
+        cfg["deepspeed_config"] = {"deepspeed_config_file": str(deepspeed_file) if deepspeed_file else "deepspeed.json",
+                                   "zero3_init_flag": (d.zero_stage or 3) == 3}
+    else:
+        cfg["distributed_type"] = "MULTI_CPU" if cpu else "MULTI_GPU"
+    return cfg
+
+
+def _yaml(data: dict) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+
+    out = io.StringIO()
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def worker_args(plan_file: Path) -> list[str]:
+    return ["-m", "recipe_ft", "run", str(plan_file), WORKER_FLAG]
+
+
+def accelerate_command(config_file: Path, plan_file: Path, multi_node: bool) -> list[str]:
+    cmd = ["accelerate", "launch", "--config_file", str(config_file)]
+    if multi_node:
+        cmd += ["--machine_rank", "${NODE_RANK}", "--main_process_ip", "${MAIN_ADDR}"]
+    return cmd + worker_args(plan_file)
+
+
+def torchrun_command(plan: Plan, plan_file: Path, python: str = "python") -> list[str]:
+    d = plan.distributed
+    per_node = d.processes // max(1, d.nodes)
+    cmd = [python, "-m", "torch.distributed.run", f"--nproc_per_node={per_node}", f"--nnodes={d.nodes}"]
+    if d.nodes > 1:
+        cmd += ["--node_rank=${NODE_RANK}", "--master_addr=${MAIN_ADDR}", f"--master_port={PORT}"]
+    else:
+        cmd += ["--standalone"]
+    return cmd + worker_args(plan_file)
+
+
+def skypilot_task(plan: Plan, plan_file: Path) -> dict:
+    d = plan.distributed
+    per_node = d.processes // max(1, d.nodes)
+    gpu = SKYPILOT_GPUS.get(plan.hardware.gpu, plan.hardware.gpu)
+    run = ["set -e", "cd ~/sky_workdir",
+           'export NODE_RANK=${SKYPILOT_NODE_RANK} MAIN_ADDR=$(echo "$SKYPILOT_NODE_IPS" | head -n1)']
+    if d.processes > 1:
+        run.append("accelerate launch --config_file launch/accelerate.yaml --num_processes "
+                   f"{d.processes} --num_machines {d.nodes} --machine_rank $NODE_RANK --main_process_ip $MAIN_ADDR "
+                   f"--main_process_port {PORT} " + " ".join(worker_args(plan_file)))
+    else:
+        run.append(f"recipe run {plan_file}")
+    return {
+        "name": plan.name,
+        "resources": {"accelerators": f"{gpu}:{per_node}", "disk_size": 256},
+        "num_nodes": d.nodes,
+        "workdir": ".",
+        "setup": "set -e\npip install 'torch>=2.4'\npip install '.[train]'\n",
+        "run": "\n".join(run) + "\n",
+    }
+
+
+def write_artifacts(plan: Plan, plan_file: Path, out_dir: Path, target: str, cpu: bool = False) -> list[Path]:
+    """Write the launch files for `target` (accelerate | torchrun | skypilot); returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    ds_file = None
+    if plan.distributed.strategy == "deepspeed":
+        ds_file = out_dir / "deepspeed.json"
+        ds_file.write_text(json.dumps(deepspeed_config(plan), indent=2) + "\n")
+        written.append(ds_file)
+    if target in ("accelerate", "skypilot"):
+        acc = out_dir / "accelerate.yaml"
+        acc.write_text(_yaml(accelerate_config(plan, ds_file, cpu)))
+        written.append(acc)
+    if target == "accelerate":
+        script = out_dir / "launch.sh"
+        multi = plan.distributed.nodes > 1
+        lines = ["#!/bin/sh", f"# {plan.name}: {plan.distributed.processes} processes, {plan.distributed.strategy}"
+                 + (", on every node: NODE_RANK=0..N-1 MAIN_ADDR=<node 0's address>" if multi else ""),
+                 "exec " + " ".join(accelerate_command(acc, plan_file, multi)) + "\n"]
+        script.write_text("\n".join(lines))
+        script.chmod(0o755)
+        written.append(script)
+    elif target == "torchrun":
+        script = out_dir / "torchrun.sh"
+        script.write_text("#!/bin/sh\nexec " + " ".join(torchrun_command(plan, plan_file)) + "\n")
+        script.chmod(0o755)
+        written.append(script)
+    elif target == "skypilot":
+        task = out_dir / "skypilot.yaml"
+        task.write_text(f"# sky launch -c {plan.name} {task}\n" + _yaml(skypilot_task(plan, plan_file)))
+        written.append(task)
+    return written
+
+
+def is_worker() -> bool:
+    """Started by a launcher (accelerate, torchrun): one of the processes, not the one that launches."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def relaunch(plan: Plan, plan_file: Path, run_dir: Path, cpu: bool) -> list[str]:
+    """The command that runs the plan's processes on this machine."""
+    launch_dir = run_dir / "launch"
+    if cpu:  # accelerate's --cpu runs one process whatever num_processes says; torchrun runs them all (gloo)
+        write_artifacts(plan, plan_file, launch_dir, "torchrun", cpu=True)
+        return torchrun_command(plan, plan_file, python=sys.executable)
+    write_artifacts(plan, plan_file, launch_dir, "accelerate")
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(launch_dir / "accelerate.yaml")] + worker_args(plan_file)
+
+
+def quote(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)
