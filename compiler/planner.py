@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
-from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, Hardware, Lock, Memory,
+from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, DistributedPlan, Hardware, Lock, Memory,
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
 from . import catalogs, datasize, hardware, memory, models, timing
 from .architecture import parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
+from .economics import evaluate as economics_of
 from ..schemas.errors import Problem, RecipeError
 from .load import Document
 
@@ -106,6 +107,16 @@ def _prefer_lora(feasible: list[Option]) -> Option:
     best = feasible[0]
     same_hardware = [o for o in feasible if o.gpu == best.gpu and o.count == best.count]
     return next((o for o in same_hardware if o.method == "lora"), best)
+
+
+def _distributed(recipe: Recipe, count: int) -> DistributedPlan:
+    d, b = recipe.distributed, recipe.budget
+    if count == 1:
+        return DistributedPlan(strategy="single", processes=1)
+    strategy = "ddp" if d.strategy == "auto" else d.strategy
+    nodes = math.ceil(count / b.gpus_per_node)
+    return DistributedPlan(strategy=strategy, processes=count, nodes=nodes, gpus_per_node=count // nodes,
+                           zero_stage=d.zero_stage if strategy == "deepspeed" else None, cpu_offload=d.cpu_offload)
 
 
 def _closest(options: list[Option]) -> Option:
@@ -287,7 +298,9 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options),
         alternatives=alternatives,
         warnings=warnings,
+        economics=economics_of(recipe, counts.total, chosen.usd, fits),
         output_dir=recipe.output.dir or f"runs/{recipe.name or recipe_path.stem}",
+        distributed=_distributed(recipe, chosen.count),
         recipe=recipe,
         lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(),
                   overrides=list(overrides), data_sha256=data_hashes,

@@ -103,6 +103,7 @@ def render_text(plan: Plan, suggestions: list[str], trace: Optional[dict] = None
     console.print(alt)
     if len(plan.alternatives) > ALTERNATIVES_SHOWN:
         console.print(f"  ... {len(plan.alternatives) - ALTERNATIVES_SHOWN} more in --format json")
+    _economics_text(console, plan)
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if trace:
@@ -129,9 +130,76 @@ def render_markdown(plan: Plan, suggestions: list[str], trace: Optional[dict] = 
         fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
         lines.append(f"| {a.gpu} | {a.count} | {a.method} | {fits} | {gib(a.required_bytes)} | {hours(a.hours)} "
                      f"| {usd(a.usd)} | {a.note} |")
+    lines += _economics_markdown(plan)
     lines += [f"", *[f"> warning: {w}" for w in plan.warnings]]
     if trace:
         lines.append(f"Traced peak allocated: {gib(trace['peak_bytes'])} ({trace['error']:+.1%} vs estimate)")
     if not plan.fits:
         lines += ["", "**Nothing fits the budget.** What would:", *[f"- {s}" for s in suggestions]]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def economics_rows(plan: Plan) -> list[tuple[str, str]]:
+    """The economics section as (label, text) rows; empty without `economics:` in the recipe."""
+    e = plan.economics
+    if e is None:
+        return []
+    a, s, o = e.api, e.serving, e.one_time
+    rows = [("volume", f"{e.requests_per_day:,} requests/day x ({e.input_tokens_per_request:,} in + "
+                       f"{e.output_tokens_per_request:,} out) tokens = {count(e.tokens_per_month)} tokens/month"),
+            ("api", f"{usd(e.api_monthly_usd)}/month with {a.model} (${a.input_usd_per_mtok:g} in / "
+                    f"${a.output_usd_per_mtok:g} out per M tokens; {usd(a.usd_per_mtok)} per M blended)")]
+    if s is None:
+        rows.append(("self-hosted", "-"))
+    else:
+        gpus = f"{s.gpus_per_replica} x {s.gpu}" if s.gpus_per_replica > 1 else s.gpu
+        mode = "scaled to zero" if s.scale_to_zero else "always on"
+        weights = "bf16" if s.quantization == "none" else s.quantization
+        rows.append(("self-hosted", f"{usd(e.self_hosted_monthly_usd)}/month: {s.replicas} replica"
+                                    f"{'s' * (s.replicas != 1)} of {gpus} {mode} at "
+                                    f"{usd(s.usd_per_gpu_hour)}/GPU-hour, {weights} weights {gib(s.weights_bytes)}; "
+                                    f"{usd(s.usd_per_mtok)} per M tokens at this volume, "
+                                    f"{usd(s.usd_per_mtok_at_capacity)} at full load"))
+        rows.append(("throughput", f"{s.requests_per_second:,.2f} requests/s per replica (prefill "
+                                   f"{s.prefill_tokens_per_second:,.0f} + decode {s.decode_tokens_per_second:,.0f} "
+                                   f"tokens/s), peak need {s.peak_requests_per_second:,.2f}/s"))
+    parts = [f"training {usd(o.training_usd)}", f"eval {usd(o.eval_usd)}", f"engineering {usd(o.engineering_usd)}"]
+    rows.append(("one-time", f"{usd(e.one_time_usd)}: " + " + ".join(parts)))
+    if e.monthly_saving_usd is not None:
+        saving = e.monthly_saving_usd
+        rows.append(("saving", f"{'-' if saving < 0 else ''}{usd(abs(saving))}/month; break-even "
+                               + ("never" if e.break_even_days is None else f"{e.break_even_days:,.2f} days")))
+    rows.append(("verdict", e.verdict))
+    return rows
+
+
+def _economics_text(console, plan: Plan) -> None:
+    from rich.table import Table
+
+    rows = economics_rows(plan)
+    if not rows:
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(key, f"[bold]{value}[/]" if key == "verdict" else value)
+    for i, c in enumerate(plan.economics.caveats):
+        grid.add_row("caveats" if i == 0 else "", f"[yellow]- {c}[/]")
+    grid.add_row("assumes", "peak 3x average; weights at most 80% of GPU memory; decode scaled from a published vLLM "
+                            "figure by model size and memory bandwidth; eval 10% of training; GPU rent only "
+                            "(all of them: --format json, economics.assumptions)")
+    console.print(f"economics vs {plan.economics.api.model}")
+    console.print(grid)
+
+
+def _economics_markdown(plan: Plan) -> list[str]:
+    rows = economics_rows(plan)
+    if not rows:
+        return []
+    lines = ["", f"**Economics vs {plan.economics.api.model}**", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {'**' + v + '**' if k == 'verdict' else v} |" for k, v in rows]
+    lines += [""] + [f"- {c}" for c in plan.economics.caveats]
+    lines += ["", "<details><summary>Economics assumptions</summary>", ""]
+    lines += [f"- {a}" for a in plan.economics.assumptions] + ["", "</details>"]
+    return lines

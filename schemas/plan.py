@@ -124,6 +124,17 @@ class Alternative(Frozen):
     note: str = ""
 
 
+class DistributedPlan(Frozen):
+    """How the GPUs share the work: one process per GPU, across `nodes` machines."""
+
+    strategy: str  # "single" | "ddp" | "fsdp" | "deepspeed"
+    processes: int
+    nodes: int = 1
+    gpus_per_node: int = 1
+    zero_stage: Optional[int] = None
+    cpu_offload: bool = False
+
+
 class Lock(Frozen):
     """What makes a plan stale: the recipe, its data and the catalogs it was made from."""
 
@@ -133,6 +144,69 @@ class Lock(Frozen):
     data_sha256: dict[str, Optional[str]]
     catalogs: dict[str, str]
     tool_version: str
+
+
+class ApiSide(Frozen):
+    """The API call the fine-tuned model replaces."""
+
+    model: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    price_source: str
+    as_of: Optional[str] = None
+    retired: bool = False
+    monthly_usd: float
+    usd_per_mtok: float = Field(description="Blended over input and output tokens at the recipe's mix")
+
+
+class Serving(Frozen):
+    """Self-hosting the merged model: GPU, replicas, throughput and cost."""
+
+    gpu: str
+    gpus_per_replica: int
+    replicas: int
+    quantization: str  # none | 8bit | 4bit
+    weights_bytes: int
+    capacity_bytes: int = Field(description="Memory of one replica (all its GPUs)")
+    usd_per_gpu_hour: float
+    price_source: str
+    scale_to_zero: bool
+    prefill_tokens_per_second: float = Field(description="Input tokens/s of one replica")
+    decode_tokens_per_second: float = Field(description="Output tokens/s of one replica at high concurrency")
+    seconds_per_request: float = Field(description="GPU time of one request on one replica")
+    requests_per_second: float = Field(description="What one replica sustains at the recipe's token mix")
+    peak_requests_per_second: float
+    gpu_hours_per_month: float
+    monthly_usd: float
+    usd_per_mtok: float = Field(description="Blended, at the recipe's volume (idle time included)")
+    usd_per_mtok_at_capacity: float = Field(description="Blended, with every replica busy")
+
+
+class OneTime(Frozen):
+    training_usd: Optional[float] = Field(description="The plan's training cost; None when it has no price")
+    eval_usd: Optional[float]
+    engineering_usd: float
+    total_usd: float
+
+
+class Economics(Frozen):
+    """Does fine-tuning pay for itself against the API it replaces? USD; a month is 30.4 days."""
+
+    api_monthly_usd: float
+    self_hosted_monthly_usd: Optional[float] = Field(description="None when no catalog GPU can serve the model")
+    one_time_usd: float
+    monthly_saving_usd: Optional[float]
+    break_even_days: Optional[float] = Field(description="None when self-hosting never pays back")
+    verdict: str
+    requests_per_day: int
+    input_tokens_per_request: int
+    output_tokens_per_request: int
+    tokens_per_month: int
+    api: ApiSide
+    serving: Optional[Serving]
+    one_time: OneTime
+    caveats: list[str] = Field(default_factory=list)
+    assumptions: list[str] = Field(default_factory=list)
 
 
 class Plan(Frozen):
@@ -153,7 +227,8 @@ class Plan(Frozen):
     decisions: list[Decision]
     alternatives: list[Alternative]
     warnings: list[str] = Field(default_factory=list)
-    economics: Optional[dict] = None
+    economics: Optional[Economics] = None
     output_dir: str
+    distributed: DistributedPlan = DistributedPlan(strategy="single", processes=1)
     recipe: Recipe
     lock: Lock

@@ -1,0 +1,351 @@
+"""Economics: does fine-tuning pay for itself against the API call it replaces?
+
+Pure arithmetic over the catalogs (API prices, GPU prices and specs, published vLLM serving
+throughput); every constant below is stated in the plan's ``economics.assumptions``.
+
+* API side: requests/day x 30.4 x (input tokens x input price + output tokens x output price) / 1e6.
+* Serving side: the merged model's weights (2 / 1 / 0.56 bytes per parameter for bf16 / 8-bit /
+  4-bit) must take at most 80% of a replica's memory (1, 2, 4 or 8 GPUs of one type). One replica
+  serves a request in ``input / prefill rate + output / decode rate`` GPU-seconds, where the decode
+  rate is a published vLLM figure for an 8B model on H100 scaled by 8B / parameters and by memory
+  bandwidth, and the prefill rate is compute-bound: bf16 TFLOPS x 40% / (2 x parameters). Replicas
+  cover the average request rate times a peak factor of 3; always on unless ``scale_to_zero``, then
+  only busy GPU-hours are paid. Of the GPUs that hold the model, the one with the lowest monthly cost
+  at this volume is taken (at one replica: the cheapest per hour).
+* One-time: the plan's training cost, evaluation at 10% of it, engineering hours x hourly rate.
+* Break-even days = one-time / (monthly saving / 30.4); never when the saving is not positive.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..schemas.errors import RecipeError
+from ..schemas.plan import ApiSide, Economics, OneTime, Serving
+from ..schemas.recipe import BudgetSpec, EconomicsSpec, Recipe
+from . import catalogs, hardware
+
+DAYS_PER_MONTH = 30.4
+SECONDS_PER_DAY = 86_400
+PEAK_FACTOR = 3.0  # peak request rate / average request rate
+WEIGHT_SHARE = 0.80  # weights may take this share of a replica's memory; the rest: KV cache, activations
+BYTES_PER_PARAM = {"none": 2.0, "8bit": 1.0, "4bit": 0.56}  # 4-bit includes quantization constants
+PREFILL_UTILIZATION = 0.40  # share of dense bf16 TFLOPS a prefill reaches
+TP_EFFICIENCY = 0.85  # per-GPU throughput kept when a replica spans 2-8 GPUs (tensor parallel)
+REPLICA_SIZES = (1, 2, 4, 8)
+EVAL_SHARE = 0.10  # evaluation runs cost this share of training
+REFERENCE_MIN_CONCURRENCY = 32
+
+# The seed's rules of thumb.
+SEED_MIN_REQUESTS_PER_DAY = 10_000
+SEED_MIN_API_MONTHLY_USD = 5_000.0
+SEED_MAX_BREAK_EVEN_DAYS = 60
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ServingGPU:
+    """A GPU type a replica can be made of, with its on-demand price."""
+
+    name: str
+    memory_bytes: int
+    tflops: float  # dense bf16 (fp16 where there is no bf16)
+    bandwidth_gbs: float
+    usd_per_hour: float
+    price_label: str = ""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The published decode throughput every other GPU and model size is scaled from."""
+
+    output_tok_s: float
+    params: float
+    gpu: str
+    bandwidth_gbs: float
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ServingOption:
+    gpu: ServingGPU
+    gpus_per_replica: int
+    replicas: int
+    prefill_tok_s: float
+    decode_tok_s: float
+    seconds_per_request: float
+    requests_per_second: float
+    peak_requests_per_second: float
+    gpu_hours_per_month: float
+    monthly_usd: float
+
+    @property
+    def usd_per_replica_hour(self) -> float:
+        return self.gpu.usd_per_hour * self.gpus_per_replica
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.gpu.memory_bytes * self.gpus_per_replica
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def api_monthly_usd(requests_per_day: float, input_tokens: float, output_tokens: float,
+                    input_usd_per_mtok: float, output_usd_per_mtok: float) -> float:
+    return requests_per_day * DAYS_PER_MONTH * (input_tokens * input_usd_per_mtok
+                                                + output_tokens * output_usd_per_mtok) / 1e6
+
+
+def blended_usd_per_mtok(input_tokens: float, output_tokens: float, input_usd_per_mtok: float,
+                         output_usd_per_mtok: float) -> float:
+    return (input_tokens * input_usd_per_mtok + output_tokens * output_usd_per_mtok) / (input_tokens + output_tokens)
+
+
+def weights_bytes(parameters: float, quantization: str) -> float:
+    return parameters * BYTES_PER_PARAM[quantization]
+
+
+def break_even_days(one_time_usd: float, monthly_saving_usd: Optional[float]) -> Optional[float]:
+    if monthly_saving_usd is None or monthly_saving_usd <= 0:
+        return None
+    return one_time_usd / (monthly_saving_usd / DAYS_PER_MONTH)
+
+
+def serving_option(gpu: ServingGPU, n: int, parameters: float, requests_per_day: float, input_tokens: float,
+                   output_tokens: float, scale_to_zero: bool, reference: Reference) -> ServingOption:
+    """Throughput and monthly cost of serving on replicas of ``n`` x ``gpu``."""
+    efficiency = 1.0 if n == 1 else TP_EFFICIENCY
+    prefill = n * efficiency * gpu.tflops * 1e12 * PREFILL_UTILIZATION / (2 * parameters)
+    decode = (n * efficiency * reference.output_tok_s * (reference.params / parameters)
+              * (gpu.bandwidth_gbs / reference.bandwidth_gbs))
+    seconds = input_tokens / prefill + output_tokens / decode
+    rps = 1 / seconds
+    peak = requests_per_day / SECONDS_PER_DAY * PEAK_FACTOR
+    replicas = max(1, math.ceil(peak / rps - 1e-9))
+    if scale_to_zero:
+        gpu_hours = requests_per_day * DAYS_PER_MONTH * seconds / 3600 * n
+    else:
+        gpu_hours = replicas * n * 24 * DAYS_PER_MONTH
+    return ServingOption(gpu, n, replicas, prefill, decode, seconds, rps, peak, gpu_hours,
+                         gpu_hours * gpu.usd_per_hour)
+
+
+def serving_options(parameters: float, quantization: str, requests_per_day: float, input_tokens: float,
+                    output_tokens: float, scale_to_zero: bool, gpus: Sequence[ServingGPU],
+                    reference: Reference) -> list[ServingOption]:
+    """For each GPU type, the smallest replica that holds the weights; cheapest per month first."""
+    need = weights_bytes(parameters, quantization)
+    out = []
+    for gpu in gpus:
+        n = next((n for n in REPLICA_SIZES if need <= WEIGHT_SHARE * n * gpu.memory_bytes), None)
+        if n is not None:
+            out.append(serving_option(gpu, n, parameters, requests_per_day, input_tokens, output_tokens,
+                                      scale_to_zero, reference))
+    return sorted(out, key=lambda o: (round(o.monthly_usd, 6), o.usd_per_replica_hour, o.gpu.name))
+
+
+# --------------------------------------------------------------------------- catalogs
+
+
+@functools.lru_cache(maxsize=1)
+def reference() -> Reference:
+    """The median of the measured vLLM BF16 single-GPU rows at high concurrency in serving.csv."""
+    rows = [r for r in catalogs.serving_rows()
+            if r.kind == "measured" and r.engine.lower().startswith("vllm") and "BF16" in r.precision
+            and r.num_gpus == 1 and (r.concurrency_int or 0) >= REFERENCE_MIN_CONCURRENCY]
+    gpu_names = {r.gpu for r in rows}
+    if not rows or len(gpu_names) != 1:
+        raise catalogs.CatalogError(f"{catalogs.SERVING_FILE}: expected measured vLLM BF16 rows at concurrency "
+                                    f">= {REFERENCE_MIN_CONCURRENCY} on one GPU type")
+    rows.sort(key=lambda r: r.output_tok_s)
+    row = rows[(len(rows) - 1) // 2]  # the lower median: an actual row, not an average of two
+    gpu = catalogs.find_gpu(row.gpu)
+    figures = " / ".join(f"{r.output_tok_s:,.0f}" for r in rows)
+    label = (f"{row.model} on {row.gpu}, {row.engine} {row.engine_version}, {row.workload}, {row.concurrency} "
+             f"concurrent ({row.source}, {row.date}); the median of the measured vLLM BF16 rows at concurrency "
+             f">= {REFERENCE_MIN_CONCURRENCY} in {catalogs.SERVING_FILE} ({figures} tok/s)")
+    return Reference(row.output_tok_s, row.params_b * 1e9, row.gpu, gpu.bandwidth_gbs, label)
+
+
+def serving_gpus(budget: BudgetSpec) -> list[ServingGPU]:
+    """Catalog GPUs at on-demand prices; budget.provider and budget.prices apply, spot does not."""
+    serving_budget = budget.model_copy(update={"gpus": None, "gpu": None, "spot": False, "custom_gpus": []})
+    out = []
+    for c in hardware.candidates(serving_budget):
+        gpu = catalogs.find_gpu(c.name)
+        if gpu is None or c.usd_per_hour is None:
+            continue
+        out.append(ServingGPU(gpu.name, gpu.memory_bytes, gpu.training_tflops, gpu.bandwidth_gbs,
+                              c.usd_per_hour, c.price_label))
+    return out
+
+
+def api_price(spec: EconomicsSpec) -> tuple[float, float, str, Optional[str], bool, str]:
+    """(input, output USD per M tokens, source, as of, retired, model) for the recipe's API model."""
+    found = catalogs.find_api_model(spec.api_model)
+    pin, pout = spec.input_usd_per_mtok, spec.output_usd_per_mtok
+    if found is None and (pin is None or pout is None):
+        raise RecipeError(f"economics.api_model: no price for '{spec.api_model}'; give "
+                          f"economics.input_usd_per_mtok and output_usd_per_mtok")
+    model = found.model if found else spec.api_model
+    if pin is not None and pout is not None:
+        return pin, pout, "economics.input_usd_per_mtok / output_usd_per_mtok in the recipe", None, False, model
+    source = f"{found.source}; {found.as_of}"
+    if pin is not None:
+        source = f"input: economics.input_usd_per_mtok in the recipe; output: {source}"
+    elif pout is not None:
+        source = f"output: economics.output_usd_per_mtok in the recipe; input: {source}"
+    return (found.input_usd_per_mtok if pin is None else pin, found.output_usd_per_mtok if pout is None else pout,
+            source, found.as_of, found.retired, model)
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+
+def evaluate(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True) -> Optional[Economics]:
+    """The plan's `economics` section, or None when the recipe has no `economics:`."""
+    spec = recipe.economics
+    if spec is None:
+        return None
+    has_eval = recipe.data.eval is not None or recipe.data.eval_fraction is not None
+    return compute(spec, parameters, training_usd, serving_gpus(recipe.budget), reference(),
+                   has_eval=has_eval, fits=fits)
+
+
+def _usd(x: float) -> str:
+    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
+
+
+def _days(days: float) -> str:
+    if days < 1:
+        return "under a day"
+    n = math.ceil(days - 1e-9)
+    return f"{n} day{'s' * (n != 1)}"
+
+
+def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float], gpus: Sequence[ServingGPU],
+            ref: Reference, has_eval: bool = True, fits: bool = True) -> Economics:
+    rpd, tin, tout = spec.requests_per_day, spec.input_tokens_per_request, spec.output_tokens_per_request
+    quant = spec.serving_quantization
+    pin, pout, price_source, as_of, retired, api_model = api_price(spec)
+    api_monthly = api_monthly_usd(rpd, tin, tout, pin, pout)
+    tokens_month = rpd * DAYS_PER_MONTH * (tin + tout)
+
+    options = serving_options(parameters, quant, rpd, tin, tout, spec.scale_to_zero, gpus, ref)
+    best = options[0] if options else None
+    serving = None
+    if best is not None:
+        serving = Serving(
+            gpu=best.gpu.name, gpus_per_replica=best.gpus_per_replica, replicas=best.replicas, quantization=quant,
+            weights_bytes=int(weights_bytes(parameters, quant)), capacity_bytes=best.capacity_bytes,
+            usd_per_gpu_hour=best.gpu.usd_per_hour, price_source=best.gpu.price_label or "catalog",
+            scale_to_zero=spec.scale_to_zero,
+            prefill_tokens_per_second=round(best.prefill_tok_s, 1), decode_tokens_per_second=round(best.decode_tok_s, 1),
+            seconds_per_request=round(best.seconds_per_request, 4),
+            requests_per_second=round(best.requests_per_second, 3),
+            peak_requests_per_second=round(best.peak_requests_per_second, 3),
+            gpu_hours_per_month=round(best.gpu_hours_per_month, 2), monthly_usd=round(best.monthly_usd, 2),
+            usd_per_mtok=round(best.monthly_usd / tokens_month * 1e6, 4),
+            usd_per_mtok_at_capacity=round(best.usd_per_replica_hour
+                                           / (best.requests_per_second * 3600 * (tin + tout)) * 1e6, 4))
+
+    eval_usd = None if training_usd is None else training_usd * EVAL_SHARE
+    engineering = spec.engineering_hours * spec.hourly_rate
+    one_time = (training_usd or 0.0) + (eval_usd or 0.0) + engineering
+    saving = None if best is None else api_monthly - best.monthly_usd
+    days = break_even_days(one_time, saving)
+
+    if best is None:
+        verdict = (f"cannot self-host: no catalog GPU type, up to {REPLICA_SIZES[-1]} per replica, holds the "
+                   f"{weights_bytes(parameters, quant) / GIB:,.0f} GiB of weights ({quant} quantization) in "
+                   f"{WEIGHT_SHARE:.0%} of its memory")
+    elif days is None:
+        more = best.monthly_usd - api_monthly
+        verdict = ("never pays back: self-hosting costs " +
+                   (f"{_usd(more)}/month more than the API" if more > 0.005 else "as much per month as the API") +
+                   f" ({_usd(best.monthly_usd)} vs {_usd(api_monthly)})")
+    else:
+        verdict = (f"pays back in {_days(days)}, then saves {_usd(saving)}/month "
+                   f"({_usd(api_monthly)} API vs {_usd(best.monthly_usd)} self-hosted)")
+
+    caveats = []
+    if best is not None and days is None:
+        caveats.append(f"savings never repay the one-time {_usd(one_time)}: self-hosting costs more per month "
+                       f"than the API; stay on the API" + ("" if spec.scale_to_zero else
+                                                           " (or try economics.scale_to_zero: true)"))
+    if rpd < SEED_MIN_REQUESTS_PER_DAY:
+        caveats.append(f"volume: {rpd:,} requests/day is below the seed's {SEED_MIN_REQUESTS_PER_DAY:,}/day for "
+                       f"fine-tuning one task; at low volume the API is usually the simpler choice")
+    if api_monthly < SEED_MIN_API_MONTHLY_USD:
+        caveats.append(f"API spend {_usd(api_monthly)}/month is below the seed's {_usd(SEED_MIN_API_MONTHLY_USD)}"
+                       f"/month, above which fine-tuning pays back within 30-60 days; the saving is small in "
+                       f"absolute terms")
+    if days is not None and days > SEED_MAX_BREAK_EVEN_DAYS:
+        caveats.append(f"break-even after {_days(days)} is beyond the seed's 30-60 days")
+    if training_usd is None:
+        caveats.append(("nothing fits the training budget, so there is no training cost" if not fits else
+                        "the plan has no training price (no GPU price; give budget.prices)") +
+                       "; the one-time cost leaves training and evaluation out")
+    elif not fits:
+        caveats.append("the plan does not fit the budget; the training cost is that of the closest option")
+    if engineering == 0:
+        caveats.append("the one-time cost counts no engineering time; set economics.engineering_hours and "
+                       "economics.hourly_rate")
+    if retired:
+        caveats.append(f"{api_model} is retired; its price may not be what a replacement API costs")
+    if not has_eval:
+        caveats.append("no held-out eval set (data.eval or data.eval_fraction); the seed asks for one before "
+                       "replacing an API")
+
+    bpp = BYTES_PER_PARAM[quant]
+    assumptions = [
+        f"a month is {DAYS_PER_MONTH} days; API monthly = requests/day x {DAYS_PER_MONTH} x (input tokens x input "
+        f"price + output tokens x output price) / 1e6",
+        f"API price {api_model}: ${pin:g} input, ${pout:g} output per M tokens ({price_source})",
+        f"serving weights: {bpp:g} bytes per parameter ({'bf16' if quant == 'none' else quant}); a replica holds "
+        f"them when they take at most {WEIGHT_SHARE:.0%} of its memory (the rest: KV cache, activations, "
+        f"CUDA context)",
+        f"serving GPU: of the catalog GPUs at on-demand prices (budget.provider and budget.prices apply), "
+        f"1-{REPLICA_SIZES[-1]} per replica ({TP_EFFICIENCY:.0%} per-GPU efficiency above one), the one with "
+        f"the lowest monthly cost at this volume",
+        f"decode: {ref.output_tok_s:,.0f} output tokens/s at {ref.params / 1e9:g}B parameters on {ref.gpu} "
+        f"({ref.label}), scaled by {ref.params / 1e9:g}B / parameters and by memory bandwidth relative to "
+        f"{ref.gpu}'s {ref.bandwidth_gbs:,.0f} GB/s; quantized serving assumed no faster than bf16",
+        f"prefill: dense bf16 TFLOPS x {PREFILL_UTILIZATION:.0%} / (2 x parameters) input tokens/s",
+        f"GPU time per request = input tokens / prefill rate + output tokens / decode rate; replicas = "
+        f"ceil(requests/day / 86,400 x {PEAK_FACTOR:g} (peak factor) / requests per second of one replica)",
+        (f"scale to zero: only busy GPU-hours are paid (requests x GPU time per request); cold starts and "
+         f"minimum billing are not counted" if spec.scale_to_zero else
+         f"always on: replicas x GPUs x 24 h x {DAYS_PER_MONTH} days x price per GPU-hour (at least one replica)"),
+        "self-hosted cost is GPU rent only: no storage, egress, monitoring or on-call time",
+        "cost per million tokens is blended over input and output tokens at this recipe's mix",
+        f"one-time = training (the plan's cost) + evaluation at {EVAL_SHARE:.0%} of training + "
+        f"engineering_hours x hourly_rate",
+        f"break-even days = one-time / (monthly saving / {DAYS_PER_MONTH}); never when the saving is not positive",
+        "not checked: that this is one well-defined task, learnable from examples, that needs no fresh knowledge "
+        "and that prompting does not already handle (the seed's checklist)",
+    ]
+    return Economics(
+        api_monthly_usd=round(api_monthly, 2),
+        self_hosted_monthly_usd=None if best is None else round(best.monthly_usd, 2),
+        one_time_usd=round(one_time, 2),
+        monthly_saving_usd=None if saving is None else round(saving, 2),
+        break_even_days=None if days is None else round(days, 2),
+        verdict=verdict,
+        requests_per_day=rpd, input_tokens_per_request=tin, output_tokens_per_request=tout,
+        tokens_per_month=int(round(tokens_month)),
+        api=ApiSide(model=api_model, input_usd_per_mtok=pin, output_usd_per_mtok=pout, price_source=price_source,
+                    as_of=as_of, retired=retired, monthly_usd=round(api_monthly, 2),
+                    usd_per_mtok=round(blended_usd_per_mtok(tin, tout, pin, pout), 4)),
+        serving=serving,
+        one_time=OneTime(training_usd=None if training_usd is None else round(training_usd, 2),
+                         eval_usd=None if eval_usd is None else round(eval_usd, 2),
+                         engineering_usd=round(engineering, 2), total_usd=round(one_time, 2)),
+        caveats=caveats,
+        assumptions=assumptions,
+    )
