@@ -31,6 +31,10 @@ class Option:
     def accumulation(self) -> int:
         return self.shape.gradient_accumulation_steps
 
+    @property
+    def strategy(self) -> str:
+        return self.shape.strategy
+
 
 def _powers_of_two(limit: int) -> list[int]:
     out, n = [], 1
@@ -63,10 +67,16 @@ def fit_step(base: StepShape, arch: Architecture, gpu: Candidate, count: int, ba
     return smallest[0], smallest[1], False
 
 
+def strategy_key(shape: StepShape) -> str:
+    if shape.strategy == "deepspeed":
+        return f"deepspeed{shape.zero_stage}"
+    return shape.strategy
+
+
 def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
              batch_size: int, train_tokens_for, pinned_mbs, pinned_gc, max_cost, max_hours,
-             margin: float = 1.0) -> Option:
-    shape0 = replace(base, method=method)
+             margin: float = 1.0, strategy: str = "single", nodes: int = 1) -> Option:
+    shape0 = replace(base, method=method, processes=count, strategy=strategy if count > 1 else "single")
     shape, mem, fits = fit_step(shape0, arch, gpu, count, batch_size, pinned_mbs, pinned_gc, margin)
     note = ""
     if not gpu.bf16_supported and base.precision == "bf16":
@@ -77,7 +87,8 @@ def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, me
         return Option(gpu, count, method, shape, mem, False, note=note)
     tokens = train_tokens_for(shape.micro_batch_size)
     t = estimate_time(arch, method, shape.seq_len, shape.gradient_checkpointing, tokens,
-                      gpu.tflops, count, gpu.nvlink)
+                      gpu.tflops, count, gpu.nvlink, nodes, strategy_key(shape),
+                      shape.cpu_offload and shape.shards_states)
     usd = None if gpu.usd_per_hour is None else t.hours * gpu.usd_per_hour * count
     within = (max_cost is None or (usd is not None and usd <= max_cost)) and (max_hours is None or t.hours <= max_hours)
     if not within:
@@ -94,4 +105,5 @@ def rank_key(option: Option) -> tuple:
     """Cheapest, then fastest; LoRA before QLoRA, fewer GPUs first."""
     usd = option.usd if option.usd is not None else math.inf
     return (usd, option.time.hours if option.time else math.inf,
-            {"lora": 0, "dora": 1, "full": 2, "qlora": 3, "qdora": 4}.get(option.method, 9), option.count)
+            {"lora": 0, "dora": 1, "full": 2, "qlora": 3, "qdora": 4}.get(option.method, 9), option.count,
+            ["single", "ddp", "deepspeed", "fsdp"].index(option.strategy))

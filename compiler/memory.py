@@ -64,6 +64,20 @@ class StepShape:
     attention: str = "sdpa"
     quant_bits: int = 4
     double_quant: bool = True
+    processes: int = 1  # data-parallel ranks
+    strategy: str = "single"  # single | ddp | fsdp | deepspeed
+    zero_stage: int = 3
+    cpu_offload: bool = False
+
+    @property
+    def shards_weights(self) -> bool:
+        """FSDP full shard and ZeRO-3 divide the weights across ranks; DDP and ZeRO-2 replicate them."""
+        return self.processes > 1 and (self.strategy == "fsdp" or (self.strategy == "deepspeed" and self.zero_stage == 3))
+
+    @property
+    def shards_states(self) -> bool:
+        """FSDP and ZeRO (2 and 3) divide gradients and optimizer states across ranks."""
+        return self.processes > 1 and self.strategy in ("fsdp", "deepspeed")
 
     @property
     def tokens(self) -> int:
@@ -277,6 +291,27 @@ def activation_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
 
 # --- the whole estimate ---------------------------------------------------------------------------
 
+def communication_bytes(arch: Architecture, shape: StepShape, weights: int, gradients: int) -> int:
+    """Per rank: DDP's gradient buckets (a copy of the gradients); for sharded weights, the gathered
+    root module (embeddings, LM head) and two decoder layers (the current one and the prefetched
+    next); two layers' unsharded gradients (FSDP's reduce-scatter) or ZeRO's bucket (about hidden^2
+    values); NCCL's own buffers."""
+    if shape.processes == 1:
+        return 0
+    nccl = 256 * 2**20
+    if shape.strategy == "ddp":
+        return gradients + nccl
+    per_param = weights / max(parameter_count(arch).total, 1)
+    counts = parameter_count(arch)
+    layer = (counts.decoder_linear + counts.experts) / arch.num_layers
+    gathered = 0.0
+    if shape.shards_weights:
+        gathered = (counts.embedding + counts.lm_head + 2 * layer) * per_param
+    # gradients are reduce-scattered a layer at a time (FSDP); ZeRO uses a bucket of about hidden^2
+    reduce = arch.hidden_size ** 2 * 4 if shape.strategy == "deepspeed" else 2 * gradients / arch.num_layers
+    return int(gathered + reduce + nccl)
+
+
 def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CONTEXT_BYTES) -> MemoryEstimate:
     weights, constants = weight_bytes(arch, shape)
     tensors = adapter_tensors(arch, shape)
@@ -286,19 +321,35 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
     paged = shape.optimizer.startswith("paged_")
     activations, head = activation_bytes(arch, shape)
     full = shape.method == "full"  # the whole model is trainable: its weights are the trainable ones
+    n = shape.processes
+    comm = communication_bytes(arch, shape, weights if not full else adapter, adapter)
+    offloaded = 0
+    if shape.shards_weights:
+        weights, constants, adapter_here = weights // n, constants // n, adapter // n
+    else:
+        adapter_here = adapter
+    gradients = adapter // n if shape.shards_states else adapter
+    if shape.shards_states:
+        states //= n
+    if shape.cpu_offload and shape.shards_states:  # optimizer states (and sharded weights) live in CPU memory
+        offloaded = states + (weights if shape.shards_weights and not full else 0)
+        weights = 0 if shape.shards_weights and not full else weights
+        states = 0
     components = {
         "weights": 0 if full else weights,
         "quantization_constants": constants,
-        "trainable_weights" if full else "adapter_weights": adapter,
-        "gradients": adapter,
+        "trainable_weights" if full else "adapter_weights": adapter_here,
+        "gradients": gradients,
         "optimizer_states": 0 if paged else states,
         "optimizer_states_paged": states if paged else 0,
         "activations": activations,
         "logits_and_loss": head,
+        "communication_buffers": comm,
     }
     allocated = sum(components.values()) - components["optimizer_states_paged"]
     overhead = int(ALLOCATOR_OVERHEAD * allocated)
     components["allocator_overhead"] = overhead
     components["cuda_context"] = context_bytes
+    components["offloaded_to_cpu"] = offloaded  # in host memory: reported, not counted on the GPU
     required = allocated + overhead + context_bytes + components["optimizer_states_paged"]
     return MemoryEstimate(components, allocated, required, trainable)

@@ -59,7 +59,8 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         method="lora", rank=recipe.method.rank, dropout=recipe.method.dropout, targets=_targets(recipe),
         seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
         attention=memory.attention_for(arch, t.attention),
-        quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True)
+        quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True,
+        zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload)
 
     size = datasize.measure(recipe, recipe_dir, model.path)
 
@@ -77,18 +78,21 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         raise _located(doc, ("budget",), "no GPU to plan for: budget.gpus names none the catalog prices; "
                                           "give budget.prices or budget.custom_gpus")
     b = recipe.budget
-    counts = [b.gpu_count] if b.gpu_count else [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= b.max_gpus]
+    limit = min(b.max_gpus, b.nodes * b.gpus_per_node)
+    counts = [b.gpu_count] if b.gpu_count else [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= limit]
+    d = recipe.distributed
+    strategies = ["ddp", "fsdp"] if d.strategy == "auto" else [d.strategy]
     auto = recipe.method.name == "auto"
     methods = ["lora", "qlora"] if auto else [recipe.method.name]
     pinned_mbs = t.micro_batch_size if isinstance(t.micro_batch_size, int) else None
     pinned_gc = t.gradient_checkpointing if isinstance(t.gradient_checkpointing, bool) else None
 
-    def option(gpu, count, method, margin=1.0, shape=base):
+    def option(gpu, count, method, margin=1.0, shape=base, strategy="single"):
         return evaluate(arch, shape, gpu, count, method, t.batch_size, train_tokens, pinned_mbs, pinned_gc,
-                        b.max_cost_usd, b.max_hours, margin)
+                        b.max_cost_usd, b.max_hours, margin, strategy, math.ceil(count / b.gpus_per_node))
 
-    options = [option(g, n, m, LORA_MARGIN if (auto and m == "lora") else 1.0)
-               for g in gpus for m in methods for n in counts]
+    options = [option(g, n, m, LORA_MARGIN if (auto and m == "lora") else 1.0, strategy=st)
+               for g in gpus for m in methods for n in counts for st in (strategies if n > 1 else ["single"])]
     feasible = sorted((o for o in options if o.within_budget), key=rank_key)
     suggestions: list[str] = []
     if feasible:
@@ -109,14 +113,14 @@ def _prefer_lora(feasible: list[Option]) -> Option:
     return next((o for o in same_hardware if o.method == "lora"), best)
 
 
-def _distributed(recipe: Recipe, count: int) -> DistributedPlan:
-    d, b = recipe.distributed, recipe.budget
+def _distributed(recipe: Recipe, chosen: Option) -> DistributedPlan:
+    count, strategy = chosen.count, chosen.strategy
     if count == 1:
         return DistributedPlan(strategy="single", processes=1)
-    strategy = "ddp" if d.strategy == "auto" else d.strategy
-    nodes = math.ceil(count / b.gpus_per_node)
+    nodes = math.ceil(count / recipe.budget.gpus_per_node)
     return DistributedPlan(strategy=strategy, processes=count, nodes=nodes, gpus_per_node=count // nodes,
-                           zero_stage=d.zero_stage if strategy == "deepspeed" else None, cpu_offload=d.cpu_offload)
+                           zero_stage=recipe.distributed.zero_stage if strategy == "deepspeed" else None,
+                           cpu_offload=recipe.distributed.cpu_offload and strategy in ("fsdp", "deepspeed"))
 
 
 def _closest(options: list[Option]) -> Option:
@@ -188,10 +192,27 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
     why_gpu = ("pinned by budget.gpu" if recipe.budget.gpu else
                f"cheapest option that fits ({len(options)} GPU x count x method options compared)")
     d.append(Decision(what="gpu", choice=gpu.name, reason=f"{why_gpu}; price: {gpu.price_label}"))
-    d.append(Decision(what="gpu_count", choice=str(chosen.count),
-                      reason="pinned by budget.gpu_count" if recipe.budget.gpu_count else
-                      ("one GPU is cheapest" if chosen.count == 1 else
-                       "fewer GPUs would exceed budget.max_hours")))
+    fewer = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count < chosen.count]
+    if recipe.budget.gpu_count:
+        why_count = "pinned by budget.gpu_count"
+    elif chosen.count == 1:
+        why_count = "one GPU is the cheapest option"
+    elif fewer and not any(o.fits for o in fewer):
+        why_count = f"the smallest count that fits ({', '.join(sorted({str(o.count) for o in fewer}))} do not)"
+    elif fewer and not any(o.within_budget for o in fewer):
+        why_count = "fewer GPUs would exceed the budget (max_hours / max_cost_usd)"
+    else:
+        why_count = "the cheapest count that fits"
+    d.append(Decision(what="gpu_count", choice=str(chosen.count), reason=why_count))
+    if chosen.count > 1:
+        single = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count == 1]
+        why = ("pinned by distributed.strategy" if recipe.distributed.strategy != "auto" else
+               {"ddp": "DDP: each GPU holds the whole model, the cheapest way to share the work that fits",
+                "fsdp": "FSDP: the model does not fit one GPU whole, so weights, gradients and optimizer "
+                        "states are sharded across the GPUs"}.get(chosen.strategy, chosen.strategy))
+        if single and not single[0].fits:
+            why += f"; one {gpu.name} would need {single[0].memory.required_bytes / gib:.0f} GiB"
+        d.append(Decision(what="strategy", choice=chosen.strategy, reason=why))
     s = chosen.shape
     d.append(Decision(what="micro_batch_size", choice=str(s.micro_batch_size),
                       reason="pinned by training.micro_batch_size" if pinned_mbs else
@@ -245,7 +266,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     alternatives = []
     for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o))):
         alternatives.append(Alternative(
-            gpu=o.gpu.name, count=o.count, method=o.method, fits=o.fits,
+            gpu=o.gpu.name, count=o.count, method=o.method, strategy=o.strategy, fits=o.fits,
             allocated_peak_bytes=o.memory.allocated_peak_bytes, required_bytes=o.memory.required_bytes,
             capacity_bytes=o.gpu.memory_bytes, micro_batch_size=o.shape.micro_batch_size if o.fits else None,
             gradient_checkpointing=o.shape.gradient_checkpointing if o.fits else None,
@@ -300,7 +321,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         warnings=warnings,
         economics=economics_of(recipe, counts.total, chosen.usd, fits),
         output_dir=recipe.output.dir or f"runs/{recipe.name or recipe_path.stem}",
-        distributed=_distributed(recipe, chosen.count),
+        distributed=_distributed(recipe, chosen),
         recipe=recipe,
         lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(),
                   overrides=list(overrides), data_sha256=data_hashes,

@@ -31,6 +31,16 @@ def count(n: int) -> str:
     return str(n)
 
 
+def _distributed(plan: Plan) -> str:
+    d = plan.distributed
+    if d.processes == 1:
+        return ""
+    name = {"ddp": "DDP", "fsdp": "FSDP full shard",
+            "deepspeed": f"DeepSpeed ZeRO-{d.zero_stage}"}.get(d.strategy, d.strategy)
+    where = f" on {d.nodes} machines" if d.nodes > 1 else ""
+    return f", {name}{' + CPU offload' if d.cpu_offload else ''}{where}"
+
+
 def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     m, t, hw = plan.memory, plan.training, plan.hardware
     adapter = ""
@@ -44,7 +54,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("model", f"{plan.model.name} ({count(plan.model.parameters)} params, "
                   f"{count(plan.model.trainable_parameters)} trainable)"),
         ("method", plan.method.upper() + adapter),
-        ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})"),
+        ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})" + _distributed(plan)),
         ("fits", ("yes" if plan.fits else "NO") + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
                  f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})"),
         ("batch", f"micro batch {t.micro_batch_size} x accumulation {t.gradient_accumulation_steps} x "
@@ -95,11 +105,12 @@ def render_text(plan: Plan, suggestions: list[str], trace: Optional[dict] = None
     console.print(dec)
 
     alt = Table(title="alternatives", title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("gpu", "n", "method", "fits", "needs", "hours", "cost", "note"):
+    for col in ("gpu", "n", "strategy", "method", "fits", "needs", "hours", "cost", "note"):
         alt.add_column(col, justify="right" if col in ("n", "needs", "hours", "cost") else "left")
     for a in plan.alternatives[:ALTERNATIVES_SHOWN]:
         fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
-        alt.add_row(a.gpu, str(a.count), a.method, fits, gib(a.required_bytes), hours(a.hours), usd(a.usd), a.note)
+        alt.add_row(a.gpu, str(a.count), a.strategy, a.method, fits, gib(a.required_bytes), hours(a.hours),
+                    usd(a.usd), a.note)
     console.print(alt)
     if len(plan.alternatives) > ALTERNATIVES_SHOWN:
         console.print(f"  ... {len(plan.alternatives) - ALTERNATIVES_SHOWN} more in --format json")
@@ -124,12 +135,12 @@ def render_markdown(plan: Plan, suggestions: list[str], trace: Optional[dict] = 
     lines += [f"| **required** | **{gib(plan.memory.required_bytes)}** of {gib(plan.memory.capacity_bytes)} |",
               "", "</details>", "", "**Decisions**", "", "| what | choice | reason |", "|---|---|---|"]
     lines += [f"| {d.what} | {d.choice} | {d.reason} |" for d in plan.decisions]
-    lines += ["", "**Alternatives**", "", "| GPU | n | method | fits | needs | time | cost | note |",
-              "|---|---:|---|---|---:|---:|---:|---|"]
+    lines += ["", "**Alternatives**", "", "| GPU | n | strategy | method | fits | needs | time | cost | note |",
+              "|---|---:|---|---|---|---:|---:|---:|---|"]
     for a in plan.alternatives[:ALTERNATIVES_SHOWN]:
         fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
-        lines.append(f"| {a.gpu} | {a.count} | {a.method} | {fits} | {gib(a.required_bytes)} | {hours(a.hours)} "
-                     f"| {usd(a.usd)} | {a.note} |")
+        lines.append(f"| {a.gpu} | {a.count} | {a.strategy} | {a.method} | {fits} | {gib(a.required_bytes)} "
+                     f"| {hours(a.hours)} | {usd(a.usd)} | {a.note} |")
     lines += _economics_markdown(plan)
     lines += [f"", *[f"> warning: {w}" for w in plan.warnings]]
     if trace:

@@ -12,6 +12,9 @@ from .architecture import Architecture, parameter_count
 # QLoRA dequantizes every weight twice per step (forward and backward), DoRA recomputes weight norms.
 UTILIZATION = {"full": 0.40, "lora": 0.35, "dora": 0.25, "qlora": 0.25, "qdora": 0.18}
 SCALING_PER_DOUBLING = {True: 0.95, False: 0.90}  # data parallel efficiency, NVLink or PCIe
+ACROSS_NODES = 0.85  # a further factor per doubling of machines (the network is slower than NVLink)
+STRATEGY_EFFICIENCY = {"single": 1.0, "ddp": 1.0, "deepspeed2": 0.95, "fsdp": 0.90, "deepspeed3": 0.85}
+OFFLOAD_EFFICIENCY = 0.6  # optimizer steps on the CPU, transfers over PCIe
 SETUP_HOURS = 0.1  # loading the model, the baseline and final evaluations
 
 
@@ -40,15 +43,20 @@ def flops_per_token(arch: Architecture, method: str, seq_len: int, checkpointing
     return fwd + backward + (fwd if checkpointing else 0)
 
 
-def scaling(count: int, nvlink: bool) -> float:
-    return SCALING_PER_DOUBLING[bool(nvlink)] ** math.log2(count) if count > 1 else 1.0
+def scaling(count: int, nvlink: bool, nodes: int = 1, strategy: str = "single", offload: bool = False) -> float:
+    eff = SCALING_PER_DOUBLING[bool(nvlink)] ** math.log2(count) if count > 1 else 1.0
+    if nodes > 1:
+        eff *= ACROSS_NODES ** math.log2(nodes)
+    eff *= STRATEGY_EFFICIENCY.get(strategy, 1.0)
+    return eff * (OFFLOAD_EFFICIENCY if offload else 1.0)
 
 
 def estimate(arch: Architecture, method: str, seq_len: int, checkpointing: bool, train_tokens: float,
-             tflops: float, count: int, nvlink: bool) -> TimeEstimate:
+             tflops: float, count: int, nvlink: bool, nodes: int = 1, strategy: str = "single",
+             offload: bool = False) -> TimeEstimate:
     per_token = flops_per_token(arch, method, seq_len, checkpointing)
     util = UTILIZATION[method]
-    eff = scaling(count, nvlink)
+    eff = scaling(count, nvlink, nodes, strategy, offload)
     tokens_per_second = tflops * 1e12 * util * count * eff / per_token
     hours = train_tokens / tokens_per_second / 3600 + SETUP_HOURS
     return TimeEstimate(hours, per_token, util, tokens_per_second, eff)
@@ -62,4 +70,6 @@ def assumptions(method: str) -> list[str]:
         f"data parallel efficiency {SCALING_PER_DOUBLING[True]:.0%} (NVLink) / {SCALING_PER_DOUBLING[False]:.0%} "
         f"(PCIe) per doubling of GPUs",
         f"{SETUP_HOURS * 60:.0f} minutes for loading and evaluation",
+        f"strategy efficiency: DDP 100%, ZeRO-2 95%, FSDP 90%, ZeRO-3 85%; CPU offload {OFFLOAD_EFFICIENCY:.0%}; "
+        f"{ACROSS_NODES:.0%} per doubling of machines",
     ]

@@ -50,6 +50,8 @@ def _packages(plan: Plan) -> None:
     needed = ["torch", "transformers", "peft", "trl", "accelerate", "datasets"]
     if plan.method in ("qlora", "qdora") or plan.training.optimizer != "adamw":
         needed.append("bitsandbytes")
+    if plan.distributed.strategy == "deepspeed":
+        needed.append("deepspeed")
     if Path(plan.recipe.data.train).suffix.lower() == ".parquet":
         needed.append("pyarrow")
     trackers = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -78,6 +80,10 @@ def _device(plan: Plan) -> Device:
                 f"({plan.memory.required_bytes / GIB:.1f} GiB on {plan.hardware.gpu}); plan for it with "
                 f"--set budget.custom_gpus='[{{name: here, memory_gb: {props.total_memory / GIB:.1f}, bf16_tflops: 100}}]' "
                 f"--set budget.gpu=here")
+        here = torch.cuda.device_count()
+        if plan.distributed.processes > 1 and here < plan.distributed.gpus_per_node:
+            raise RecipeError(f"the plan runs {plan.distributed.gpus_per_node} processes on each machine, and this one "
+                              f"has {here} GPU(s): plan with --set budget.gpu_count={here}")
         return Device("cuda", props.name, props.total_memory, precision)
     if plan.model.parameters > CPU_MAX_PARAMETERS:
         raise RecipeError(f"no GPU here, and a {plan.model.parameters / 1e9:.1f}B-parameter model is too large to "

@@ -123,12 +123,16 @@ def _model(plan: Plan, model_dir: str, device: Device):
 
         q = plan.adapter.quantization
         if q["bits"] == 4:
+            sharded = plan.distributed.strategy in ("fsdp", "deepspeed")
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type=q["type"], bnb_4bit_use_double_quant=q["double_quant"],
-                bnb_4bit_compute_dtype=dtype)
+                bnb_4bit_compute_dtype=dtype,
+                # FSDP / ZeRO-3 shard the packed weights: store them in a float dtype they can flatten
+                bnb_4bit_quant_storage=dtype if sharded else torch.uint8)
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["device_map"] = {"": device.torch_device}
+        if plan.distributed.strategy not in ("fsdp", "deepspeed"):
+            kwargs["device_map"] = {"": device.torch_device}
     weights_dtype = torch.float32 if plan.method == "full" else dtype
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype, **kwargs)
 

@@ -112,6 +112,7 @@ class Alternative(Frozen):
     gpu: str
     count: int
     method: str
+    strategy: str = "single"
     fits: bool
     allocated_peak_bytes: int
     required_bytes: int

@@ -65,7 +65,7 @@ def test_auto_takes_lora_when_it_fits_with_margin(tmp_path):
 
 
 def test_auto_falls_back_to_qlora_on_a_small_card(tmp_path):
-    plan = compile_file(write(tmp_path, recipe(base="Qwen/Qwen2.5-14B-Instruct", budget="  gpu: L4"))).plan
+    plan = compile_file(write(tmp_path, recipe(base="Qwen/Qwen2.5-14B-Instruct", budget="  gpu: L4\n  max_gpus: 1"))).plan
     assert plan.method == "qlora" and plan.fits
     assert "QLoRA's 4-bit base fits" in plan.decisions[0].reason
 
@@ -140,7 +140,7 @@ def test_unknown_target_module_is_a_located_error(tmp_path, cli):
 def test_markdown_output(cli):
     code, out, _ = cli("plan", "--format", "markdown", ROOT / "recipes" / "support-triage-llama3-8b.yaml")
     assert code == 0 and out.startswith("### Plan: `support-triage`")
-    assert "| GPU | n | method |" in out and "**Decisions**" in out
+    assert "| GPU | n | strategy | method |" in out and "**Decisions**" in out
 
 
 def test_lock_file_round_trips_and_goes_stale(tmp_path, cli):
@@ -229,3 +229,42 @@ def test_trace_flag_measures_the_planned_step(tmp_path, cli):
     traced = data["trace"]
     assert traced["peak_bytes"] > 0 and traced["trainable_params"] == data["model"]["trainable_parameters"]
     assert abs(traced["error"]) < 0.25  # tiny models are dominated by fixed-size buffers; see test_memory_vs_trace
+
+
+def test_70b_lora_bf16_example_shards_across_gpus():
+    plan = compile_file(str(ROOT / "recipes" / "long-docs-llama3.1-70b-lora.yaml")).plan
+    assert plan.fits and plan.method == "lora" and plan.hardware.count > 1
+    assert plan.distributed.strategy in ("fsdp", "deepspeed") and plan.distributed.processes == plan.hardware.count
+    single = [a for a in plan.alternatives if a.count == 1]
+    assert single and not any(a.fits for a in single)
+    assert any(d.what == "strategy" for d in plan.decisions)
+
+
+def test_sharding_arithmetic():
+    from recipe_ft.compiler import memory
+    from recipe_ft.compiler.models import resolve_model
+
+    arch = resolve_model("meta-llama/Llama-3.1-70B-Instruct", ROOT).architecture
+    base = memory.StepShape(method="lora", seq_len=1024, gradient_checkpointing=True)
+    one = memory.estimate(arch, base).components
+    fsdp = memory.estimate(arch, __import__("dataclasses").replace(base, processes=4, strategy="fsdp")).components
+    ddp = memory.estimate(arch, __import__("dataclasses").replace(base, processes=4, strategy="ddp")).components
+    zero2 = memory.estimate(arch, __import__("dataclasses").replace(base, processes=4, strategy="deepspeed",
+                                                                     zero_stage=2)).components
+    offload = memory.estimate(arch, __import__("dataclasses").replace(base, processes=4, strategy="deepspeed",
+                                                                       zero_stage=3, cpu_offload=True)).components
+    assert fsdp["weights"] == one["weights"] // 4 and fsdp["optimizer_states"] == one["optimizer_states"] // 4
+    assert fsdp["gradients"] == one["gradients"] // 4 and fsdp["activations"] == one["activations"]
+    assert ddp["weights"] == one["weights"] and ddp["communication_buffers"] >= one["gradients"]
+    assert zero2["weights"] == one["weights"] and zero2["optimizer_states"] == one["optimizer_states"] // 4
+    assert offload["optimizer_states"] == 0 and offload["weights"] == 0 and offload["offloaded_to_cpu"] > 0
+    assert one["communication_buffers"] == 0
+
+
+def test_multi_node_when_one_machine_is_not_enough(tmp_path):
+    text = recipe(base="meta-llama/Llama-3.1-70B-Instruct", method="lora",
+                  budget="  gpu: H100-80GB\n  gpu_count: 16\n  max_gpus: 16\n  nodes: 2\n  gpus_per_node: 8",
+                  training="  gradient_checkpointing: true\n")
+    plan = compile_file(write(tmp_path, text)).plan
+    assert plan.distributed.nodes == 2 and plan.distributed.gpus_per_node == 8 and plan.distributed.processes == 16
+    assert plan.time.scaling_efficiency < 0.9
