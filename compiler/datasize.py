@@ -25,17 +25,29 @@ CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD_TOKENS = 5  # role header and end-of-turn tokens per chat message
 EXAMPLE_OVERHEAD_TOKENS = 8  # BOS, template scaffolding, EOS
 DEFAULT_TOKENS_PER_EXAMPLE = 512
+DECLARED_PADDING = 1.25  # padding to the longest of a micro batch, when lengths are declared, not sampled
 
 
 @dataclass(frozen=True)
 class DataSize:
     examples: int
     tokens_per_example: float  # mean, after truncation to max_seq_len
-    padded_tokens_per_example: float  # what a micro batch computes without packing
     counted_with: str  # tokenizer | heuristic | declared
     truncated: int = 0
     note: str = ""
-    lengths: tuple = field(default=(), repr=False, compare=False)
+    lengths: tuple = field(default=(), repr=False, compare=False)  # a sample, clipped to max_seq_len
+    max_len: int = 0
+
+    def padded_tokens_per_example(self, micro_batch: int) -> float:
+        """Tokens computed per example when each micro batch is padded to its longest sequence:
+        simulated from the sampled lengths, or a stated 25% on the mean when there are none."""
+        if micro_batch <= 1:
+            return self.tokens_per_example
+        if len(self.lengths) < 2:
+            return min(self.tokens_per_example * DECLARED_PADDING, self.max_len or self.tokens_per_example)
+        rng = random.Random(0)
+        trials = 200
+        return sum(max(rng.choice(self.lengths) for _ in range(micro_batch)) for _ in range(trials)) / trials
 
 
 def sha256(path: Path) -> Optional[str]:
@@ -114,15 +126,16 @@ def _tokenizer(model_dir: Optional[Path]):
         return None
 
 
-def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path], micro_batch: int = 1) -> DataSize:
-    """Examples and tokens per example for planning, with how they were counted."""
+def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> DataSize:
+    """Examples and tokens per example for planning, with how they were counted. Declared sizes win
+    over the file (a sample can stand for the real data set); the file is read for what is not declared."""
     declared_n, declared_t = recipe.data.examples, recipe.data.tokens_per_example
     max_len = recipe.training.max_seq_len
     path = recipe_dir / recipe.data.train
     lengths: list[int] = []
     count = 0
     counted_with = "declared"
-    note = ""
+    notes = []
     if path.is_file() and not (declared_n and declared_t):
         try:
             tokenizer = _tokenizer(model_dir)
@@ -131,48 +144,28 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path], micro_b
                 count += 1
                 if len(lengths) < SAMPLE_ROWS:
                     text, messages = example_text(row, recipe.data.format, templates)
-                    if tokenizer is not None:
-                        n = len(tokenizer.encode(text).ids)
-                    else:
-                        n = math.ceil(len(text) / CHARS_PER_TOKEN)
+                    n = (len(tokenizer.encode(text).ids) if tokenizer is not None
+                         else math.ceil(len(text) / CHARS_PER_TOKEN))
                     lengths.append(n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS)
             counted_with = "tokenizer" if tokenizer is not None else "heuristic"
         except (ImportError, OSError, ValueError, UnicodeDecodeError) as exc:
-            note = f"could not read {recipe.data.train} ({exc.__class__.__name__}); used declared sizes"
+            notes.append(f"could not read {recipe.data.train} ({exc.__class__.__name__}); used declared sizes")
             lengths, count = [], 0
     if recipe.data.eval_fraction and count:
-        count = count - math.floor(count * recipe.data.eval_fraction)
-    examples = declared_n or count or 0
-    truncated = sum(1 for n in lengths if n > max_len)
+        count -= math.floor(count * recipe.data.eval_fraction)
+    if declared_n and count and declared_n != count:
+        notes.append(f"data.examples declares {declared_n}; the file has {count}")
     clipped = [min(n, max_len) for n in lengths]
     if declared_t:
-        mean = float(min(declared_t, max_len))
-        padded = mean if micro_batch == 1 else min(mean * 1.25, max_len)
-        counted_with = "declared"
+        mean, counted_with, clipped = float(min(declared_t, max_len)), "declared", []
     elif clipped:
         mean = sum(clipped) / len(clipped)
-        padded = _padded_mean(clipped, micro_batch)
     else:
-        mean = float(min(DEFAULT_TOKENS_PER_EXAMPLE, max_len))
-        padded = mean
-        counted_with = "declared"
-        note = note or (f"no data file and no data.tokens_per_example: assumed {DEFAULT_TOKENS_PER_EXAMPLE} "
-                        f"tokens per example")
+        mean, counted_with = float(min(DEFAULT_TOKENS_PER_EXAMPLE, max_len)), "declared"
+        notes.append(f"no data file and no data.tokens_per_example: assumed {DEFAULT_TOKENS_PER_EXAMPLE} "
+                     f"tokens per example")
+    examples = declared_n or count
     if not examples:
-        note = note or "no examples counted and none declared (data.examples)"
-    if declared_n and count and declared_n != count:
-        note = (note + "; " if note else "") + f"data.examples declares {declared_n}; the file has {count}"
-    return DataSize(examples, mean, padded, counted_with if not declared_n or lengths else "declared",
-                    truncated, note, tuple(clipped))
-
-
-def _padded_mean(lengths: list[int], micro_batch: int) -> float:
-    """Mean tokens per example when each micro batch is padded to its longest sequence."""
-    if micro_batch <= 1 or len(lengths) < 2:
-        return sum(lengths) / len(lengths)
-    rng = random.Random(0)
-    trials = 200
-    total = 0
-    for _ in range(trials):
-        total += max(rng.choice(lengths) for _ in range(micro_batch))
-    return total / trials
+        notes.append("no examples counted and none declared (data.examples)")
+    return DataSize(examples, mean, counted_with, sum(1 for n in lengths if n > max_len), "; ".join(notes),
+                    tuple(clipped), max_len)

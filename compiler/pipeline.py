@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..schemas.recipe import Recipe
@@ -49,8 +50,6 @@ def compile_file(path: str, overrides: list[str] = ()):
     if misplaced or not result.ok:
         raise RecipeError(f"{path}: invalid recipe", problems)
     for warning in result.warnings:
-        import sys
-
         print(warning, file=sys.stderr)
     return compile_plan(result.recipe, Path(path), doc, tuple(overrides))
 

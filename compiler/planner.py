@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,9 +66,8 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
     size = datasize.measure(recipe, recipe_dir, model.path)
 
     def train_tokens(mbs: int) -> float:
-        per_example = size.tokens_per_example if t.packing else (
-            datasize._padded_mean(list(size.lengths), mbs) if size.lengths else
-            (size.padded_tokens_per_example if mbs > 1 else size.tokens_per_example))
+        """Tokens computed in training: padded to the longest of each micro batch unless packed."""
+        per_example = size.tokens_per_example if t.packing else size.padded_tokens_per_example(mbs)
         sequences = size.examples * t.epochs
         if t.max_steps:
             sequences = min(sequences, t.max_steps * t.batch_size)
@@ -102,7 +102,7 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         suggestions = _suggest(arch, recipe, base, gpus, options, option)
 
     plan = _assemble(recipe, recipe_path, model, arch, size, chosen, options, targeted, auto, bool(feasible),
-                     overrides, pinned_mbs, pinned_gc)
+                     overrides, pinned_mbs, pinned_gc, train_tokens(chosen.shape.micro_batch_size))
     return Compiled(plan, 0 if feasible else EXIT_NOTHING_FITS, suggestions)
 
 
@@ -239,7 +239,7 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
 
 
 def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, targeted, auto, fits,
-              overrides, pinned_mbs, pinned_gc) -> Plan:
+              overrides, pinned_mbs, pinned_gc, tokens: float) -> Plan:
     counts = parameter_count(arch)
     s, mem, gpu = chosen.shape, chosen.memory, chosen.gpu
     t = recipe.training
@@ -279,8 +279,6 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     if recipe.model.trust_remote_code:
         warnings.append("model.trust_remote_code is on: the model's own code will run")
     recipe_bytes = recipe_path.read_bytes()
-    import hashlib
-
     return Plan(
         tool_version=__version__,
         name=recipe.name or recipe_path.stem,
@@ -308,7 +306,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                       examples=size.examples, tokens_per_example=round(size.tokens_per_example, 1),
                       counted_with=size.counted_with, truncated_examples=size.truncated, note=size.note),
         time=TimePlan(hours=round(time_est.hours, 3) if time_est else 0.0,
-                      train_tokens=int(time_est and (time_est.tokens_per_second * (time_est.hours - timing.SETUP_HOURS) * 3600) or 0),
+                      train_tokens=int(tokens),
                       flops_per_token=time_est.flops_per_token if time_est else 0.0,
                       utilization=time_est.utilization if time_est else 0.0,
                       tokens_per_second=round(time_est.tokens_per_second, 1) if time_est else 0.0,
