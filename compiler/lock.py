@@ -16,10 +16,13 @@ from ..schemas.errors import RecipeError
 
 
 def write(plan: Plan, path: Path) -> None:
-    """Write atomically: a reader never sees half a plan, a failed write leaves the old one."""
-    text = plan.model_dump_json(indent=2) + "\n"
+    """Write atomically: a reader never sees half a plan, a failed write leaves the old one. The
+    recipe's path is stored relative to the plan file, so the two can move together."""
     path = Path(path)
     directory = path.resolve().parent
+    recipe = os.path.relpath(Path(plan.lock.recipe_path).resolve(), directory)
+    plan = plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": recipe})})
+    text = plan.model_dump_json(indent=2) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
@@ -43,20 +46,20 @@ def read(path: Path) -> Plan:
         raise RecipeError(f"{path}: plan schema version {version or 'missing'}; this recipe reads "
                           f"{PLAN_SCHEMA_VERSION.split('.')[0]}.x. Re-create it with `recipe plan -o`")
     try:
-        return Plan.model_validate(data)
+        plan = Plan.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise RecipeError(f"{path}: not a valid plan ({where}: {first['msg']}); re-create it with "
                           f"`recipe plan -o`") from None
+    recipe = Path(path).resolve().parent / plan.lock.recipe_path  # stored relative to the plan file
+    return plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": str(recipe)})})
 
 
-def staleness(plan: Plan, base: Path | None = None) -> list[str]:
+def staleness(plan: Plan) -> list[str]:
     """Why the plan no longer matches its recipe, data or catalogs; empty when it is fresh."""
     lock = plan.lock
     recipe_path = Path(lock.recipe_path)
-    if base is not None and not recipe_path.is_absolute():
-        recipe_path = base / recipe_path
     reasons = []
     try:
         digest = hashlib.sha256(recipe_path.read_bytes()).hexdigest()
