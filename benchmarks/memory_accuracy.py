@@ -1,6 +1,7 @@
 """Compare the memory estimate (compiler/memory.py) with published peak-GPU-memory figures.
 
-    python benchmarks/memory_accuracy.py             # table, medians, OOM verdicts; exit 1 if an OOM is claimed to fit
+    python benchmarks/memory_accuracy.py             # tables (single- and multi-GPU rows), medians, OOM verdicts;
+                                                     # exit 1 if an OOM is claimed to fit
     python benchmarks/memory_accuracy.py --components  # also each estimate's components
 
 The figures are in benchmarks/data/published_memory.csv: the rows of the project's shared
@@ -26,6 +27,20 @@ columns this benchmark adds:
   that builds full fp32 logits) is a fit here too. Only those are checked.
 - `est_*`: the configuration as StepShape fields; assumptions are stated in the row's `notes`.
 
+Multi-GPU rows (num_gpus > 1) are estimated per GPU and reported in a section of their own, with a
+summary line of their own (the line before the last):
+
+- the StepShape gets processes = num_gpus and the strategy, ZeRO stage and CPU offload read from
+  `parallelism_offload` (`parallelism`): FSDP full shard -> fsdp, FSDP NO_SHARD -> ddp (a replica per
+  GPU), DeepSpeed ZeRO-n -> deepspeed stage n; "offload" unless "no offload" / "offload disabled";
+- the figure is per GPU unless `what_memory_means` (or the figure as printed) says it is the sum over
+  the GPUs (Qwen's table): then it is divided by num_gpus (`figure_gpus`);
+- `comparable` there means: measured on a runtime like ours with FSDP / DeepSpeed (transformers +
+  peft, accelerate or torch FSDP wrapped per decoder layer, DeepSpeed ZeRO through the HF Trainer),
+  for a catalog model, with a known configuration;
+- a row with a known card (`gpu_name`) is also a fit check (est.required_bytes per GPU against the
+  card), and `oom_seq_len` an OOM check, counted as for single-GPU rows by `outcome_transfers`.
+
 Pure Python: imports the compiler, never torch.
 """
 
@@ -33,9 +48,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +76,7 @@ MEANING = {"allocated": "alloc", "reserved": "reserved", "nvidia_smi": "smi"}
 
 # Models of the table that are not in the catalog, as Llama-shaped configs built from the figures of
 # ../shared/reference/model_arch.csv (Qwen-1: fused c_attn with bias, SwiGLU with the intermediate
-# size per branch; LLaMA-65B: the v1 architecture). Same parameter shapes, not the same code.
+# size per branch; LLaMA-65B: the v1 architecture; Yi-34B). Same parameter shapes, not the same code.
 STAND_INS = {
     "Qwen/Qwen-1_8B": dict(hidden_size=2048, num_hidden_layers=24, intermediate_size=5504,
                            vocab_size=151936, num_attention_heads=16, num_key_value_heads=16,
@@ -71,8 +87,14 @@ STAND_INS = {
     "Qwen/Qwen-14B": dict(hidden_size=5120, num_hidden_layers=40, intermediate_size=13696,
                           vocab_size=152064, num_attention_heads=40, num_key_value_heads=40,
                           attention_bias=True),
+    "Qwen/Qwen-72B": dict(hidden_size=8192, num_hidden_layers=80, intermediate_size=24576,
+                          vocab_size=152064, num_attention_heads=64, num_key_value_heads=64,
+                          attention_bias=True),
     "huggyllama/llama-65b": dict(hidden_size=8192, num_hidden_layers=80, intermediate_size=22016,
                                  vocab_size=32000, num_attention_heads=64, num_key_value_heads=64),
+    # Yi-34B: LlamaForCausalLM with GQA (model_arch.csv), so the stand-in has the same code, too
+    "01-ai/Yi-34B": dict(hidden_size=7168, num_hidden_layers=60, intermediate_size=20480,
+                         vocab_size=64000, num_attention_heads=56, num_key_value_heads=8),
 }
 
 
@@ -103,6 +125,49 @@ def gib(n: float) -> float:
     return n / GIB
 
 
+def num_gpus(row: dict) -> int:
+    """The GPUs of the run (1 where not stated)."""
+    text = (row.get("num_gpus") or "").strip()
+    return int(text) if text else 1
+
+
+def parallelism(row: dict) -> tuple[str, int, bool] | None:
+    """(strategy, ZeRO stage, CPU offload) of the run, read from `parallelism_offload`: ("single", 3,
+    False) on one GPU; None for a multi-GPU layout the estimator does not model (or not stated)."""
+    if num_gpus(row) <= 1:
+        return "single", 3, False
+    text = (row.get("parallelism_offload") or "").lower()
+    offload = "offload" in text and not re.search(r"no (cpu )?offload|offload disabled", text)
+    if "no_shard" in text or "no shard" in text:  # FSDP NO_SHARD: a full replica per GPU, as DDP
+        return "ddp", 3, False
+    if "fsdp" in text:
+        if re.search(r"shard_grad_op|hybrid", text):
+            return None
+        return "fsdp", 3, offload
+    stage = re.search(r"zero-?(\d)", text)
+    if "deepspeed" in text and stage:
+        return ("deepspeed", int(stage.group(1)), offload) if stage.group(1) in ("2", "3") else None
+    if "ddp" in text:
+        return "ddp", 3, False
+    return None
+
+
+def figure_gpus(row: dict) -> int | None:
+    """How many GPUs the published figure is summed over: num_gpus where `what_memory_means` (or the
+    figure as printed) says it is the sum over the GPUs, else 1 where the row says it is per GPU
+    (per-GPU, rank 0); None for a multi-GPU row that says neither."""
+    n = num_gpus(row)
+    if n <= 1:
+        return 1
+    stated = " ".join((row.get(k) or "") for k in ("what_memory_means", "peak_mem_GB")).lower()
+    if re.search(r"\bsum over (\d+ )?gpus", stated):
+        return n
+    context = stated + " " + " ".join((row.get(k) or "") for k in ("notes", "source")).lower()
+    if re.search(r"per[- ]gpu|\brank 0\b", context):
+        return 1
+    return None
+
+
 def architecture(row: dict) -> tuple[Architecture, bool] | None:
     """(architecture, is_stand_in) for the row's model, or None when neither catalog nor stand-in."""
     name = row.get("model_name", "")
@@ -127,6 +192,10 @@ def step_shape(row: dict, arch: Architecture, seq_len: int | None = None) -> mem
     if not row.get("est_method"):
         return None
     method = row["est_method"]
+    layout = parallelism(row)
+    if layout is None:
+        return None
+    strategy, zero_stage, cpu_offload = layout
     return memory.StepShape(
         method=method,
         rank=int(row["est_rank"] or 0) if method != "full" else 0,
@@ -141,6 +210,10 @@ def step_shape(row: dict, arch: Architecture, seq_len: int | None = None) -> mem
         attention=memory.attention_for(arch, "auto"),
         quant_bits=int(row["est_quant_bits"] or 4),
         double_quant=row["est_double_quant"] != "no",
+        processes=num_gpus(row),
+        strategy=strategy,
+        zero_stage=zero_stage,
+        cpu_offload=cpu_offload,
     )
 
 
@@ -164,12 +237,17 @@ class Comparison:
     stand_in: bool
     shape: memory.StepShape
     estimate: memory.MemoryEstimate
-    published_bytes: int
+    published_bytes: int  # per GPU: the figure, divided by num_gpus where it is a sum over the GPUs
     estimate_bytes: int
+    summed_over: int = 1  # GPUs the published figure is the sum over (1: a per-GPU figure)
 
     @property
     def id(self) -> str:
         return self.row["id"]
+
+    @property
+    def multi_gpu(self) -> bool:
+        return self.shape.processes > 1
 
     @property
     def comparable(self) -> bool:
@@ -206,6 +284,8 @@ class OutcomeCheck:
     def id(self) -> str:
         return self.row["id"]
 
+    shape: memory.StepShape | None = None
+
     @property
     def claims_fit(self) -> bool:
         return self.estimate.fits(self.capacity_bytes)
@@ -217,9 +297,12 @@ class OutcomeCheck:
 
 @dataclass
 class Report:
+    """The single-GPU rows; `multi` holds the multi-GPU rows (num_gpus > 1) as a Report of their own."""
+
     comparisons: list[Comparison]
     checks: list[OutcomeCheck]
     skipped: list[tuple[dict, str]]  # rows with a figure but no estimate, and why
+    multi: Report | None = field(default=None)
 
     @property
     def comparable(self) -> list[Comparison]:
@@ -257,7 +340,21 @@ def capacity_bytes(row: dict) -> int:
     return figure_bytes(row)
 
 
+def _not_estimated(row: dict) -> str:
+    if row.get("est_method") and parallelism(row) is None:
+        return f"multi-GPU layout not modelled: {row['parallelism_offload'] or 'not stated'}"
+    return row["why_not"] or "configuration not stated"
+
+
 def evaluate(rows: list[dict]) -> Report:
+    single = [r for r in rows if num_gpus(r) <= 1]
+    multi = [r for r in rows if num_gpus(r) > 1]
+    report = _evaluate(single)
+    report.multi = _evaluate(multi)
+    return report
+
+
+def _evaluate(rows: list[dict]) -> Report:
     comparisons, checks, skipped = [], [], []
     for row in rows:
         measure = row["measure"]
@@ -265,32 +362,46 @@ def evaluate(rows: list[dict]) -> Report:
         shape = step_shape(row, resolved[0]) if resolved else None
         if measure in NUMERIC_MEASURES:
             published = figure_bytes(row)
+            summed = figure_gpus(row)
             if published is None:
                 skipped.append((row, "figure is not a number"))
             elif shape is None:
-                skipped.append((row, row["why_not"] or "configuration not stated"))
+                skipped.append((row, _not_estimated(row)))
+            elif summed is None:
+                skipped.append((row, "figure: per GPU or sum over the GPUs not stated"))
             else:
                 arch, stand_in = resolved
                 est = memory.estimate(arch, shape)
-                comparisons.append(Comparison(row, arch, stand_in, shape, est, published,
-                                              matching_estimate(est, measure)))
+                comparisons.append(Comparison(row, arch, stand_in, shape, est, round(published / summed),
+                                              matching_estimate(est, measure), summed))
+                if row.get("gpu_name"):  # it ran on a card of known size: it fitted there
+                    transfers = row["outcome_transfers"]
+                    cap = capacity_bytes(row)
+                    checks.append(OutcomeCheck(row, "fits", shape.seq_len, cap, est,
+                                               transfers in ("both", "fit"), shape))
+                    if row.get("oom_seq_len"):  # the next size up did not fit
+                        n = int(row["oom_seq_len"])
+                        longer = step_shape(row, arch, n)
+                        checks.append(OutcomeCheck(row, "oom", n, cap, memory.estimate(arch, longer),
+                                                   transfers in ("both", "oom"), longer))
         elif measure in ("oom", "bound"):
             if shape is None:
-                skipped.append((row, row["why_not"] or "configuration not stated"))
+                skipped.append((row, _not_estimated(row)))
                 continue
             arch, _ = resolved
             transfers = row["outcome_transfers"]
             cap = capacity_bytes(row)
             if row["outcome"] == "oom":
                 checks.append(OutcomeCheck(row, "oom", shape.seq_len, cap, memory.estimate(arch, shape),
-                                           transfers in ("both", "oom")))
+                                           transfers in ("both", "oom"), shape))
                 continue
             checks.append(OutcomeCheck(row, "fits", shape.seq_len, cap, memory.estimate(arch, shape),
-                                       transfers in ("both", "fit")))
+                                       transfers in ("both", "fit"), shape))
             if row.get("oom_seq_len"):  # the next size up did not fit
                 n = int(row["oom_seq_len"])
-                checks.append(OutcomeCheck(row, "oom", n, cap, memory.estimate(arch, step_shape(row, arch, n)),
-                                           transfers in ("both", "oom")))
+                longer = step_shape(row, arch, n)
+                checks.append(OutcomeCheck(row, "oom", n, cap, memory.estimate(arch, longer),
+                                           transfers in ("both", "oom"), longer))
     return Report(comparisons, checks, skipped)
 
 
@@ -328,19 +439,59 @@ def _check_line(c: OutcomeCheck) -> str:
         status = "WRONG" if c.wrong else "ok"
     else:
         status = "not counted"
-    return (f"{c.id:<13} {_model(c.row):<24} {c.row['est_method']:<6} "
+    layout = f" {_layout(c.shape):<13}" if c.shape is not None and c.shape.processes > 1 else ""
+    return (f"{c.id:<13} {_model(c.row):<24} {c.row['est_method']:<6}{layout} "
             f"{c.seq_len:>7} tok  card {gib(c.capacity_bytes):6.1f} GiB  published {c.kind:<4}  "
             f"estimate {gib(c.estimate.required_bytes):6.1f} GiB -> {verdict:<4}  {status}")
 
 
+def _layout(s: memory.StepShape) -> str:
+    """The multi-GPU layout in a few characters: fsdp x2 +off, zero3 x8, ddp x2."""
+    name = f"zero{s.zero_stage}" if s.strategy == "deepspeed" else s.strategy
+    return f"{name} x{s.processes}" + (" +off" if s.cpu_offload else "")
+
+
+def _multi_table(comparisons: list[Comparison], components: bool) -> list[str]:
+    """Per GPU: the published figure (/n: a sum over n GPUs, divided), the estimate, and the parts of
+    the estimate sharding changes (weights incl. quantization constants and adapters or trainable
+    weights, gradients + optimizer states, communication buffers, activations + LM head)."""
+    head = (f"{'id':<6} {'model':<22} {'method':<6} {'layout':<13} {'seq x mbs':>10} "
+            f"{'published GiB/GPU, meaning':>27} {'estimate':>8} {'error':>7}  "
+            f"{'weights':>7} {'grad+opt':>8} {'comm':>5} {'act':>5} {'logits':>6}")
+    lines = [head, "-" * len(head)]
+    for c in comparisons:
+        s, k = c.shape, c.estimate.components
+        weights = (k["weights"] + k["quantization_constants"]
+                   + k.get("adapter_weights", 0) + k.get("trainable_weights", 0))
+        states = k["gradients"] + k["optimizer_states"] + k["optimizer_states_paged"]
+        act = k["activations"] + k["logits_and_loss"]
+        summed = f"/{c.summed_over}" if c.summed_over > 1 else ""
+        lines.append(
+            f"{c.id:<6} {_model(c.row, c.stand_in):<22} {s.method:<6} {_layout(s):<13} "
+            f"{f'{s.seq_len}x{s.micro_batch_size}':>10} "
+            f"{gib(c.published_bytes):>12.2f}{summed:<3} {MEANING[c.measure]:<11} {gib(c.estimate_bytes):>8.2f} "
+            f"{100 * c.error:>+6.1f}%  {gib(weights):>7.2f} {gib(states):>8.2f} "
+            f"{gib(k['communication_buffers']):>5.2f} {gib(act):>5.2f} {gib(c.full_logits_bytes):>6.2f}")
+        if components:
+            parts = ", ".join(f"{n} {gib(v):.2f}" for n, v in k.items() if v)
+            lines.append(f"{'':<8}{parts}")
+    return lines
+
+
 def _bias_lines(comparisons: list[Comparison]) -> list[str]:
-    """Signed median error by meaning of the figure and by source group."""
+    """Signed median error by meaning of the figure and by source group (and, for multi-GPU rows, by
+    strategy and by CPU offload)."""
     lines = []
     groups: dict[str, list[Comparison]] = {}
     for c in comparisons:
         groups.setdefault(f"measure={c.measure}", []).append(c)
         groups.setdefault(f"source={c.id.rstrip('0123456789')}", []).append(c)
         groups.setdefault(f"method={c.shape.method}", []).append(c)
+        if c.multi_gpu:
+            s = c.shape
+            groups.setdefault(f"strategy={f'zero{s.zero_stage}' if s.strategy == 'deepspeed' else s.strategy}",
+                              []).append(c)
+            groups.setdefault(f"cpu_offload={'yes' if s.cpu_offload else 'no'}", []).append(c)
     for key in sorted(groups):
         cs = groups[key]
         signed = statistics.median(c.error for c in cs)
@@ -354,6 +505,92 @@ def summary_line(report: Report) -> str:
     return (f"comparable rows: {len(comp)}, median |error| {_pct(median_abs(comp))}, max {_pct(max_abs(comp))}; "
             f"all estimated rows: {len(report.comparisons)}, median |error| {_pct(median_abs(report.comparisons))}; "
             f"OOM rows claimed to fit: {len(report.oom_claimed_fit)}")
+
+
+def multi_summary_line(report: Report) -> str:
+    """The summary of the multi-GPU rows (report.multi): per-GPU errors, OOM and fit checks."""
+    m = report.multi or Report([], [], [])
+    comp = m.comparable
+    return (f"multi-GPU comparable rows: {len(comp)}, median |error| {_pct(median_abs(comp))}, "
+            f"max {_pct(max_abs(comp))}; all estimated multi-GPU rows: {len(m.comparisons)}, "
+            f"median |error| {_pct(median_abs(m.comparisons))}; "
+            f"multi-GPU OOM rows claimed to fit: {len(m.oom_claimed_fit)}; "
+            f"fit rows claimed to OOM: {len(m.fit_claimed_oom)}")
+
+
+def _checks_summary(report: Report) -> list[str]:
+    counted_oom = [c for c in report.oom_checks if c.counted]
+    uncounted_fit = [c for c in report.oom_checks if not c.counted and c.claims_fit]
+    counted_fit = [c for c in report.fit_checks if c.counted]
+    return [f"  OOM rows claimed to fit: {len(report.oom_claimed_fit)} (of {len(counted_oom)} OOM configurations "
+            f"that transfer; {len(uncounted_fit)} more from runtimes that need more memory than ours "
+            "are estimated to fit here, not counted)",
+            f"  fit rows claimed to OOM: {len(report.fit_claimed_oom)} (of {len(counted_fit)} that transfer)"]
+
+
+def _skipped_lines(skipped: list[tuple[dict, str]]) -> list[str]:
+    out = []
+    by_reason: dict[str, list[dict]] = {}
+    for row, why in skipped:
+        by_reason.setdefault(why, []).append(row)
+    for why, rows in by_reason.items():
+        figs = ", ".join(f"{r['id']} {r['peak_mem_value']} {r['figure_unit']} {r['measure']}" for r in rows[:6])
+        more = f", ... ({len(rows)} rows)" if len(rows) > 6 else ""
+        out.append(f"  {why}")
+        out.append(f"      {figs}{more}")
+    return out
+
+
+def _logits_shortfall(comparisons: list[Comparison], what: str) -> list[str]:
+    """How many fp32 copies of the full logits the estimate falls short by, on the adapter rows (no
+    chunked loss) where one copy is >= 5% of the (per-GPU) figure: a runtime whose loss builds them."""
+    big = [c for c in comparisons if c.full_logits_bytes >= 0.05 * c.published_bytes
+           and c.shape.method != "full" and "chunked" not in c.row["notes"].lower()]
+    if not big:
+        return []
+    copies = [(c.published_bytes - c.estimate_bytes) / c.full_logits_bytes for c in big]
+    return [f" shortfall in fp32 full-logits copies, (published - estimate) / logits, on the {len(big)} "
+            f"{what} (no chunked loss) where one copy is >= 5% of the figure: median {statistics.median(copies):.1f} "
+            f"(range {min(copies):.1f} to {max(copies):.1f})"]
+
+
+def render_multi(report: Report, components: bool = False) -> list[str]:
+    """The multi-GPU section: per-GPU comparisons, fit / OOM checks on the card, error by group."""
+    m = report.multi or Report([], [], [])
+    out = ["== Multi-GPU rows (num_gpus > 1), per GPU: StepShape(processes = num_gpus, strategy / ZeRO stage / "
+           "CPU offload from parallelism_offload)",
+           "   layout: fsdp = FSDP full shard, zeroN = DeepSpeed ZeRO-N, ddp = a replica per GPU (DDP, FSDP NO_SHARD), "
+           "+off = CPU offload",
+           "   published /n: the figure is the sum over n GPUs (what_memory_means), divided by n",
+           "   weights (incl. quantization constants, adapters), grad+opt, comm (communication_buffers), act "
+           "(activations + LM head): the estimate's parts per GPU, GiB"]
+    comp = m.comparable
+    out.append(f" comparable (our runtime with FSDP / DeepSpeed: transformers + peft, accelerate or torch FSDP, "
+               f"DeepSpeed via the HF Trainer; catalog model): {len(comp)}")
+    out += _multi_table(comp, components)
+    others = [c for c in m.comparisons if not c.comparable]
+    out.append(f" not comparable, estimated for reference: {len(others)}   (* = stand-in architecture)")
+    out += _multi_table(others, components)
+    reasons: dict[str, list[str]] = {}
+    for c in others:
+        reasons.setdefault(c.row["why_not"], []).append(c.id)
+    for why, ids in reasons.items():
+        out.append(f"  {_ids(ids)}: {why}")
+    out.append(f" not estimated (figure shown as published): {len(m.skipped)}")
+    out += _skipped_lines(m.skipped)
+    out.append(" fit and OOM checks (est.required_bytes per GPU against the card; counted as outcome_transfers says)")
+    for c in m.checks:
+        out.append("  " + _check_line(c))
+    out += _checks_summary(m)
+    out.append(" error by group (signed: + = estimate above published)")
+    out.append("  comparable multi-GPU rows:")
+    out += ["  " + line for line in _bias_lines(comp)]
+    out.append("  all estimated multi-GPU rows:")
+    out += ["  " + line for line in _bias_lines(m.comparisons)]
+    out += _logits_shortfall(comp, "comparable multi-GPU adapter rows")
+    worst = sorted(m.comparisons, key=lambda c: -abs(c.error))[:5]
+    out.append(" worst multi-GPU rows: " + ", ".join(f"{c.id} {100 * c.error:+.1f}%" for c in worst))
+    return out
 
 
 def render(report: Report, components: bool = False) -> str:
@@ -384,27 +621,14 @@ def render(report: Report, components: bool = False) -> str:
     out.append("")
 
     out.append(f"== Not estimated (figure shown as published): {len(report.skipped)}")
-    by_reason: dict[str, list[dict]] = {}
-    for row, why in report.skipped:
-        by_reason.setdefault(why, []).append(row)
-    for why, rows in by_reason.items():
-        figs = ", ".join(f"{r['id']} {r['peak_mem_value']} {r['figure_unit']} {r['measure']}" for r in rows[:6])
-        more = f", ... ({len(rows)} rows)" if len(rows) > 6 else ""
-        out.append(f"  {why}")
-        out.append(f"      {figs}{more}")
+    out += _skipped_lines(report.skipped)
     out.append("")
 
     out.append("== OOM and fit checks (est.required_bytes against the card)")
     out.append("   counted only where the published outcome transfers to our runtime (column outcome_transfers)")
     for c in report.checks:
         out.append("  " + _check_line(c))
-    counted_oom = [c for c in report.oom_checks if c.counted]
-    uncounted_fit = [c for c in report.oom_checks if not c.counted and c.claims_fit]
-    out.append(f"  OOM rows claimed to fit: {len(report.oom_claimed_fit)} (of {len(counted_oom)} OOM configurations "
-               f"that transfer; {len(uncounted_fit)} more from runtimes that need more memory than ours "
-               "are estimated to fit here, not counted)")
-    counted_fit = [c for c in report.fit_checks if c.counted]
-    out.append(f"  fit rows claimed to OOM: {len(report.fit_claimed_oom)} (of {len(counted_fit)} that transfer)")
+    out += _checks_summary(report)
     out.append("")
 
     out.append("== Error by group (signed: + = estimate above published)")
@@ -414,20 +638,18 @@ def render(report: Report, components: bool = False) -> str:
     out += _bias_lines(report.comparisons)
     out.append("")
 
-    big = [c for c in report.comparisons if c.full_logits_bytes >= 0.05 * c.published_bytes
-           and c.shape.method != "full" and "chunked" not in c.row["notes"].lower()]
-    if big:
-        copies = [(c.published_bytes - c.estimate_bytes) / c.full_logits_bytes for c in big]
-        out.append(f" shortfall in fp32 full-logits copies, (published - estimate) / logits, on the {len(big)} "
-                   f"adapter rows (no chunked loss) where one copy is >= 5% of the figure: median {statistics.median(copies):.1f} "
-                   f"(range {min(copies):.1f} to {max(copies):.1f})")
+    out += _logits_shortfall(report.comparisons, "adapter rows")
+    out.append("")
+
+    out += render_multi(report, components)
     out.append("")
 
     worst = sorted(report.comparisons, key=lambda c: -abs(c.error))[:5]
     out.append("worst rows: " + ", ".join(f"{c.id} {100 * c.error:+.1f}%" for c in worst))
     out.append(f"aim: median |error| <= {_pct(AIM)} on comparable rows: "
                f"{'met' if comp and median_abs(comp) <= AIM else 'NOT met'}")
-    out.append(summary_line(report))
+    out.append(multi_summary_line(report))
+    out.append(summary_line(report))  # the last line: single-GPU rows
     return "\n".join(out)
 
 
@@ -442,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = evaluate(load_rows(args.data))
     print(render(report, components=args.components))
-    return 1 if report.oom_claimed_fit else 0
+    return 1 if report.oom_claimed_fit or (report.multi and report.multi.oom_claimed_fit) else 0
 
 
 if __name__ == "__main__":

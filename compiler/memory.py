@@ -291,23 +291,24 @@ def activation_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
 
 # --- the whole estimate ---------------------------------------------------------------------------
 
-def communication_bytes(arch: Architecture, shape: StepShape, weights: int, gradients: int) -> int:
+def communication_bytes(arch: Architecture, shape: StepShape, gradients: int) -> int:
     """Per rank: DDP's gradient buckets (a copy of the gradients); for sharded weights, the gathered
-    root module (embeddings, LM head) and two decoder layers (the current one and the prefetched
-    next); two layers' unsharded gradients (FSDP's reduce-scatter) or ZeRO's bucket (about hidden^2
-    values); NCCL's own buffers."""
+    root module (embeddings and LM head, never quantized, in the compute dtype) and two decoder
+    layers as stored (4-bit / 8-bit packed, else the compute dtype: mixed precision gathers bf16 even
+    for fp32 master weights); two layers' unsharded gradients (FSDP's reduce-scatter) or ZeRO's bucket
+    (about hidden^2 values); NCCL's own buffers."""
     if shape.processes == 1:
         return 0
     nccl = 256 * 2**20
     if shape.strategy == "ddp":
         return gradients + nccl
-    per_param = weights / max(parameter_count(arch).total, 1)
     counts = parameter_count(arch)
+    compute = _dtype_bytes(shape.precision)
     layer = (counts.decoder_linear + counts.experts) / arch.num_layers
+    stored = {4: 0.5, 8: 1.0}.get(shape.quant_bits, compute) if shape.method in QUANTIZED else compute
     gathered = 0.0
     if shape.shards_weights:
-        gathered = (counts.embedding + counts.lm_head + 2 * layer) * per_param
-    # gradients are reduce-scattered a layer at a time (FSDP); ZeRO uses a bucket of about hidden^2
+        gathered = (counts.embedding + counts.lm_head) * compute + 2 * layer * stored
     reduce = arch.hidden_size ** 2 * 4 if shape.strategy == "deepspeed" else 2 * gradients / arch.num_layers
     return int(gathered + reduce + nccl)
 
@@ -322,19 +323,26 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
     activations, head = activation_bytes(arch, shape)
     full = shape.method == "full"  # the whole model is trainable: its weights are the trainable ones
     n = shape.processes
-    comm = communication_bytes(arch, shape, weights if not full else adapter, adapter)
+    comm = communication_bytes(arch, shape, adapter)
     offloaded = 0
+    # bitsandbytes keeps its quantization constants outside parameters and buffers: never sharded
     if shape.shards_weights:
-        weights, constants, adapter_here = weights // n, constants // n, adapter // n
+        weights, adapter_here = weights // n, adapter // n
     else:
         adapter_here = adapter
     gradients = adapter // n if shape.shards_states else adapter
     if shape.shards_states:
         states //= n
-    if shape.cpu_offload and shape.shards_states:  # optimizer states (and sharded weights) live in CPU memory
-        offloaded = states + (weights if shape.shards_weights and not full else 0)
-        weights = 0 if shape.shards_weights and not full else weights
+    if shape.cpu_offload and shape.shards_states:  # optimizer states (and sharded weights) in CPU memory
+        offloaded = states
         states = 0
+        if shape.shards_weights:  # parameter offload: the frozen shards, or under full fine-tuning the
+            if full:              # trainable shards and their gradients
+                offloaded += adapter_here + gradients
+                adapter_here = gradients = 0
+            else:
+                offloaded += weights
+                weights = 0
     components = {
         "weights": 0 if full else weights,
         "quantization_constants": constants,
