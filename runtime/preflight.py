@@ -62,8 +62,9 @@ def _packages(plan: Plan) -> None:
         if trackers_missing:
             raise RecipeError(f"training.report_to asks for {', '.join(trackers_missing)}, which is not installed: "
                               f"pip install {' '.join(trackers_missing)}, or remove it from training.report_to")
+        extra = "train,deepspeed" if "deepspeed" in missing else "train"
         raise RecipeError(f"missing packages for `recipe run`: {', '.join(missing)}. Install the training stack: "
-                          f"pip install 'recipe-ft[train]' (on a GPU host, the CUDA build of torch first)")
+                          f"pip install 'recipe-ft[{extra}]' (on a GPU host, the CUDA build of torch first)")
 
 
 def _device(plan: Plan) -> Device:
