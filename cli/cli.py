@@ -1,6 +1,7 @@
 """The `recipe` command line. It wires the compiler (and, lazily, the runtime) together.
 
-Exit codes: 0 success, 1 invalid recipe, 2 bad usage, 3 nothing fits the budget.
+Exit codes: 0 success, 1 invalid recipe or data (or another user error), 2 bad usage, 3 nothing fits
+the budget, 4 trained but below eval.min_score (not promoted), 130 interrupted (a checkpoint was saved).
 """
 
 from __future__ import annotations
