@@ -18,7 +18,6 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

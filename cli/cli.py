@@ -136,8 +136,8 @@ def plan(
     raise typer.Exit(compiled.exit_code)
 
 
-@app.command()
-def run(
+@app.command(name="run")
+def run_command(
     target: str = typer.Argument(..., help="A recipe (YAML or TOML), or a plan lock file from `recipe plan -o`."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),

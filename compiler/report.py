@@ -142,7 +142,7 @@ def render_markdown(plan: Plan, suggestions: list[str], trace: Optional[dict] = 
         lines.append(f"| {a.gpu} | {a.count} | {a.strategy} | {a.method} | {fits} | {gib(a.required_bytes)} "
                      f"| {hours(a.hours)} | {usd(a.usd)} | {a.note} |")
     lines += _economics_markdown(plan)
-    lines += [f"", *[f"> warning: {w}" for w in plan.warnings]]
+    lines += ["", *[f"> warning: {w}" for w in plan.warnings]]
     if trace:
         lines.append(f"Traced peak allocated: {gib(trace['peak_bytes'])} ({trace['error']:+.1%} vs estimate)")
     if not plan.fits:

@@ -1,5 +1,7 @@
+import importlib.util
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,16 @@ def cli(capsys, monkeypatch):
         return code, out, err
 
     return invoke
+
+
+@contextmanager
+def benchmark_module(name: str):
+    """Import benchmarks/NAME.py as a module for the duration of a test module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)

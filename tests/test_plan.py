@@ -185,7 +185,7 @@ def test_data_counted_from_file_with_heuristic(tmp_path):
 
 
 def test_data_counted_with_a_local_tokenizer(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     shutil.copytree(CONFIGS / "llama", tmp_path / "m")

@@ -1,27 +1,18 @@
 """benchmarks/plan_speed.py works: once, with --runs 1. No timing assertions (those belong to the
 benchmark, not the tests)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "plan_speed.py"
+from conftest import benchmark_module
+
 
 
 @pytest.fixture(scope="module")
 def plan_speed():
-    spec = importlib.util.spec_from_file_location("plan_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("plan_speed") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_recipe_side_valid_json_and_no_training_stack(plan_speed):

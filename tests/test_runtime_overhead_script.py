@@ -1,29 +1,19 @@
 """benchmarks/runtime_overhead.py works: a tiny version (1 repeat, a few steps, a small variable-length
 file) produces every number. No timing assertions (those belong to the benchmark, not the tests)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+
+from conftest import benchmark_module
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "runtime_overhead.py"
 
 
 @pytest.fixture(scope="module")
 def runtime_overhead():
-    spec = importlib.util.spec_from_file_location("runtime_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("runtime_overhead") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_padding_fraction(runtime_overhead):
