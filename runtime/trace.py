@@ -342,6 +342,11 @@ def spec_for_plan(plan) -> TraceSpec:
 
 def trace_plan(plan) -> dict:
     """Trace the plan's step; the measured peak beside the plan's estimate."""
+    if plan.distributed.processes > 1:
+        from ..schemas.errors import UsageError
+
+        raise UsageError(f"--trace measures one unsharded GPU's step; this plan runs {plan.distributed.processes} "
+                         f"processes ({plan.distributed.strategy}). Trace it with --set budget.gpu_count=1")
     try:
         import peft  # noqa: F401
         import torch  # noqa: F401
@@ -352,11 +357,6 @@ def trace_plan(plan) -> dict:
 
         raise UsageError(f"--trace needs the training stack ({exc.name} is missing): "
                          f"pip install 'recipe-ft[train]'") from None
-    if plan.distributed.processes > 1:
-        from ..schemas.errors import UsageError
-
-        raise UsageError(f"--trace measures one unsharded GPU's step; this plan runs {plan.distributed.processes} "
-                         f"processes ({plan.distributed.strategy}). Trace it with --set budget.gpu_count=1")
     result = trace(spec_for_plan(plan))
     estimated = plan.memory.allocated_peak_bytes
     return {
