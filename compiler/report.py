@@ -41,6 +41,10 @@ def _distributed(plan: Plan) -> str:
     return f", {name}{' + CPU offload' if d.cpu_offload else ''}{where}"
 
 
+def fit_label(a) -> str:
+    return "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
+
+
 def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     m, t, hw = plan.memory, plan.training, plan.hardware
     adapter = ""
@@ -108,7 +112,7 @@ def render_text(plan: Plan, suggestions: list[str], trace: Optional[dict] = None
     for col in ("gpu", "n", "strategy", "method", "fits", "needs", "hours", "cost", "note"):
         alt.add_column(col, justify="right" if col in ("n", "needs", "hours", "cost") else "left")
     for a in plan.alternatives[:ALTERNATIVES_SHOWN]:
-        fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
+        fits = fit_label(a)
         alt.add_row(a.gpu, str(a.count), a.strategy, a.method, fits, gib(a.required_bytes), hours(a.hours),
                     usd(a.usd), a.note)
     console.print(alt)
@@ -138,7 +142,7 @@ def render_markdown(plan: Plan, suggestions: list[str], trace: Optional[dict] = 
     lines += ["", "**Alternatives**", "", "| GPU | n | strategy | method | fits | needs | time | cost | note |",
               "|---|---:|---|---|---|---:|---:|---:|---|"]
     for a in plan.alternatives[:ALTERNATIVES_SHOWN]:
-        fits = "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
+        fits = fit_label(a)
         lines.append(f"| {a.gpu} | {a.count} | {a.strategy} | {a.method} | {fits} | {gib(a.required_bytes)} "
                      f"| {hours(a.hours)} | {usd(a.usd)} | {a.note} |")
     lines += _economics_markdown(plan)

@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
+from .preflight import torch_dtype
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "fp16": 5e-3}  # max |difference| / max |logit|
 
@@ -26,12 +27,6 @@ def read_run(run_dir: Path) -> Plan:
     from ..schemas.plan import Plan as PlanModel
 
     return PlanModel.model_validate_json(path.read_text())
-
-
-def _dtype(precision: str):
-    import torch
-
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
 def _precision(plan: Plan) -> str:
@@ -50,7 +45,7 @@ def load_for_eval(plan: Plan, model_path: Optional[Path]):
     base_dir = plan.model.path or plan.model.name
     trust = plan.recipe.model.trust_remote_code
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = _dtype(_precision(plan))
+    dtype = torch_dtype(_precision(plan))
     if model_path is not None and (model_path / "config.json").is_file() and not (model_path / "adapter_config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype, trust_remote_code=trust).to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust)
@@ -141,7 +136,7 @@ def merge(run_dir: Path, output: Optional[Path] = None, log=print) -> dict:
     if not (adapter / "adapter_config.json").is_file():
         raise RecipeError(f"{adapter}: no adapter (was the run interrupted? resume it with `recipe run --resume`)")
     precision = _precision(plan)
-    dtype = _dtype(precision)
+    dtype = torch_dtype(precision)
     base_dir = plan.model.path or plan.model.name
     trust = plan.recipe.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=trust)

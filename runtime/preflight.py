@@ -19,6 +19,13 @@ CPU_MAX_PARAMETERS = 2_000_000_000  # plans up to this size may run on a CPU (sl
 GIB = 2**30
 
 
+def torch_dtype(precision: str):
+    """The torch dtype of a plan's precision name (bf16 | fp16 | fp32)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
 @dataclass(frozen=True)
 class Device:
     kind: str  # "cuda" | "cpu"

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .preflight import torch_dtype
+
 
 @dataclass(frozen=True)
 class TraceSpec:
@@ -219,7 +221,7 @@ def trace(spec: TraceSpec) -> TraceResult:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     start = time.perf_counter()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[spec.precision]
+    dtype = torch_dtype(spec.precision)
     full = spec.method == "full"
     quantized = spec.method in ("qlora", "qdora")
     weight_dtype = torch.float32 if full else dtype  # full fine-tuning keeps fp32 master weights

@@ -17,7 +17,7 @@ from typing import Optional
 from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
 from . import data as data_mod
-from .preflight import Device, preflight
+from .preflight import Device, preflight, torch_dtype
 
 COMPLETE = "CHECKPOINT_COMPLETE"  # written after a checkpoint is fully saved
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -115,7 +115,7 @@ def _model(plan: Plan, model_dir: str, device: Device):
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[device.precision]
+    dtype = torch_dtype(device.precision)
     kwargs = dict(trust_remote_code=plan.recipe.model.trust_remote_code, revision=plan.recipe.model.revision,
                   attn_implementation=plan.training.attention)
     if plan.method in ("qlora", "qdora"):
