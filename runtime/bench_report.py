@@ -105,14 +105,22 @@ def plot(endpoints: list, out_dir: Path) -> dict:
             mine["latency histogram"] = name
         if st["over_time"]:
             fig, ax = plt.subplots(figsize=(6, 3.5))
-            ts = [r["t"] for r in st["over_time"]]
-            ax.plot(ts, [r["tokens_per_s"] for r in st["over_time"]], marker="o", label="output tokens/s")
+            rows = st["over_time"]
+            ts = [r["t"] for r in rows]
+            ax.plot(ts, [r["tokens_per_s"] for r in rows], marker="o", label="output tokens/s")
             ax.set_xlabel("time since start (s)")
             ax.set_ylabel("output tokens/s")
+            ax.set_ylim(bottom=0)
             ax2 = ax.twinx()
-            ax2.bar(ts, [r["failed"] for r in st["over_time"]], width=0.4, color="red", alpha=0.4,
-                    label="failed requests")
-            ax2.set_ylabel("failed requests")
+            done = [r["completed"] for r in rows]
+            ax2.bar(ts, done, width=0.5, color="grey", alpha=0.35, label="requests completed")
+            if any(r["failed"] for r in rows):
+                ax2.bar(ts, [r["failed"] for r in rows], bottom=done, width=0.5, color="red", alpha=0.5,
+                        label="requests failed")
+            ax2.set_ylabel("requests per interval")
+            ax2.set_ylim(bottom=0)
+            handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+            ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize="small")
             ax.set_title(f"{e['name']}: throughput over time")
             fig.tight_layout()
             name = f"throughput_{e['name']}.png"

@@ -106,26 +106,52 @@ def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def serve(model_dir: Path, name: str, log_path: Path, adapter: Optional[Path] = None, max_len: int = 2048,
-          trust_remote_code: bool = False, ready_timeout: float = 300.0, engine: Optional[str] = None,
-          log=print):
-    """Start the server, yield a Served once /health answers, stop it on the way out."""
-    engine = engine or choose_engine()
-    port = free_port()
-    cmd = command(engine, model_dir, adapter, name, port, max_len, trust_remote_code)
-    url = f"http://{HOST}:{port}"
+def _sigterm_as_exit():
+    """While serving, SIGTERM unwinds like Ctrl-C does, so the server is still stopped."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def running(cmd: list, url: str, log_path: Path, ready_timeout: float):
+    """Run a server command in its own process group; yield its Popen once GET /health answers; always stop it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log_path.open("w", encoding="utf-8") as out:
+    with log_path.open("w", encoding="utf-8") as out, _sigterm_as_exit():
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
         try:
-            log(f"serving {model_dir} with {engine} on {url} (log: {log_path})")
             try:
                 wait_ready(url, proc, max(1, int(ready_timeout / POLL_SECONDS)))
             except RecipeError as exc:
                 tail = log_path.read_text(encoding="utf-8", errors="replace")[-1500:]
-                raise RecipeError(f"{exc.message}\n{tail}") from None
-            yield Served(url, name, engine, proc.pid, port, cmd, log_path)
+                raise RecipeError(f"{exc.message}\n{tail}".rstrip()) from None
+            yield proc
         finally:
             stop(proc)
+
+
+@contextlib.contextmanager
+def serve(model_dir: Path, name: str, log_path: Path, adapter: Optional[Path] = None, max_len: int = 2048,
+          trust_remote_code: bool = False, ready_timeout: float = 300.0, engine: Optional[str] = None,
+          log=print):
+    """Start the model's server, yield a Served once /health answers, stop it on the way out."""
+    engine = engine or choose_engine()
+    port = free_port()
+    cmd = command(engine, model_dir, adapter, name, port, max_len, trust_remote_code)
+    url = f"http://{HOST}:{port}"
+    log(f"serving {model_dir} with {engine} on {url} (log: {log_path})")
+    with running(cmd, url, log_path, ready_timeout) as proc:
+        yield Served(url, name, engine, proc.pid, port, cmd, log_path)

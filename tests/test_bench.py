@@ -248,3 +248,36 @@ def test_unreachable_endpoint_counts_errors(tmp_path, cli):
                      "--requests", 4, "--warmup", 0, "-o", out)
     st = only_report(out)["endpoints"][0]["stats"]
     assert code == 5 and st["errors"] == 4 and st["error_rate"] == 1.0 and st["latency_ms"]["p95"] is None
+
+
+def test_default_load_is_the_economics_peak_rate_and_plan_reads_the_latest_report(tmp_path, cli):
+    recipe = write_recipe(tmp_path, p95=100000, max_error_rate=1)
+    with Stub(lambda k, body: ("ok", 0.0, "bug")) as stub:
+        code, _, _ = cli("bench", recipe, "--endpoint", stub.url, "--requests", 2, "--warmup", 0,
+                         "--set", "eval.min_score=0")
+    assert code == 0 and stub.count == 2
+    (out,) = (tmp_path / "runs" / "bench-stub" / "bench").iterdir()
+    load = only_report(out)["load"]
+    assert load["rate"] == pytest.approx(20000 / 86400 * 3) and load["source"].startswith("economics: 20,000")
+    # plan --bench RUN_DIR takes its latest report; this one names no GPU, so the catalog figure stays and it says so.
+    code, plan_out, _ = cli("plan", recipe, "--format", "json", "--bench", tmp_path / "runs" / "bench-stub")
+    assert code == 0
+    caveats = json.loads(plan_out)["economics"]["caveats"]
+    assert any("names no catalog GPU" in c and str(out) in c for c in caveats)
+
+
+def test_measured_decode_replaces_the_catalog_figure_for_that_gpu():
+    from recipe_ft.compiler import economics
+    from recipe_ft.compiler.bench_economics import Measured
+    from recipe_ft.compiler.pipeline import load_recipe
+
+    recipe, _ = load_recipe(str(Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml"))
+    plain = economics.evaluate(recipe, 8e9, 1.0)
+    fast = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1e6, "test figure"))
+    assert fast.serving.gpu == plain.serving.gpu and fast.serving.decode_tokens_per_second == 1e6
+    assert fast.serving.decode_tokens_per_second != plain.serving.decode_tokens_per_second
+    assert any("measured, test figure" in c for c in fast.caveats)
+    # Measured far slower than the catalog says: that GPU now needs many replicas, or another GPU wins.
+    slow = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1.0, "slow"))
+    assert slow.serving.gpu != plain.serving.gpu or slow.serving.replicas > plain.serving.replicas
+    assert slow.self_hosted_monthly_usd >= plain.self_hosted_monthly_usd
