@@ -51,17 +51,31 @@ class Options:
 
 def resolve(target: str, overrides: list):
     """(plan, the directory its paths are relative to, run directory) for a recipe or a run directory."""
-    from ..compiler import lock
     from ..compiler.pipeline import plan_for_run
 
     path = Path(target)
     if path.is_dir():
         if not (path / "plan.json").is_file():
             raise UsageError(f"{target}: not a run directory (no plan.json); give the recipe or its output.dir")
-        plan = lock.read(path / "plan.json")
-        return plan, Path(plan.lock.recipe_path).resolve().parent, path.resolve()
+        if overrides:
+            raise UsageError("--set applies to a recipe, not to a run directory (its plan is fixed)")
+        from ..schemas.plan import Plan
+
+        plan = Plan.model_validate_json((path / "plan.json").read_text(encoding="utf-8"))
+        run_dir = path.resolve()
+        return plan, recipe_dir(plan, run_dir), run_dir
     plan, plan_dir = plan_for_run(target, overrides, True)
     return plan, plan_dir, (plan_dir / plan.output_dir).resolve()
+
+
+def recipe_dir(plan, run_dir: Path) -> Path:
+    """Where a run's recipe (and so its relative data paths) lives: the run directory minus output.dir,
+    else the recorded recipe path."""
+    out = Path(plan.output_dir)
+    if not out.is_absolute() and len(run_dir.parts) > len(out.parts) and run_dir.parts[-len(out.parts):] == out.parts:
+        return Path(*run_dir.parts[:-len(out.parts)])
+    recorded = Path(plan.lock.recipe_path)
+    return (recorded if recorded.is_absolute() else Path.cwd() / recorded).resolve().parent
 
 
 def held_out(plan, plan_dir: Path) -> tuple[list, list]:

@@ -164,6 +164,9 @@ def make_handler(gen: Generator, name: str):
                     piece, shown = text[len(shown):], text
                     if piece:
                         event({"content": piece})
+                rest = gen.tokenizer.decode(new, skip_special_tokens=True)[len(shown):]
+                if rest:  # what was held back: an incomplete UTF-8 sequence at the very end
+                    event({"content": rest})
                 event({}, "length" if len(new) >= max_tokens else "stop")
                 if (req.get("stream_options") or {}).get("include_usage"):
                     event({}, usage=_usage(ids, new))

@@ -281,3 +281,28 @@ def test_measured_decode_replaces_the_catalog_figure_for_that_gpu():
     slow = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1.0, "slow"))
     assert slow.serving.gpu != plain.serving.gpu or slow.serving.replicas > plain.serving.replicas
     assert slow.self_hosted_monthly_usd >= plain.self_hosted_monthly_usd
+
+
+def test_a_run_directory_is_a_target(tmp_path, cli, monkeypatch):
+    from recipe_ft.compiler.pipeline import compile_file
+
+    recipe = write_recipe(tmp_path, p95=100000, max_error_rate=1)
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "bench-stub"
+    run_dir.mkdir(parents=True)
+    plan = compile_file("recipe.yaml").plan  # recorded with a relative recipe path, as `recipe run` does
+    (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with Stub(lambda k, body: ("ok", 0.0, label_of(body))) as stub:
+        code, stdout, _ = cli("bench", run_dir, "--endpoint", stub.url, "--concurrency", 2, "--requests", 4,
+                              "--set", "eval.min_score=0", cwd=elsewhere)
+        assert code == 2  # --set does not apply to a finished run
+        code, stdout, _ = cli("bench", run_dir, "--endpoint", stub.url, "--concurrency", 2, "--requests", 4)
+    assert code == 0, stdout
+    (out,) = (run_dir / "bench").iterdir()
+    report = only_report(out)
+    assert report["run_dir"] == str(run_dir.resolve())
+    assert report["endpoints"][0]["quality"] == {"metric": "exact_match", "score": 1.0, "examples_scored": 4,
+                                                 "examples_held_out": 10, "details": {"correct": 4, "total": 4}}
+    assert report["verdict"]["text"] == "safe to switch"
