@@ -23,11 +23,15 @@ class Measured:
     gpus: int
     output_tokens_per_s: float
     label: str  # the figure with where it comes from
+    model: Optional[str] = None  # the model the bench measured (the plan's model name)
 
-    def statement(self, applied: bool) -> str:
+    def statement(self, applied: bool, chosen: Optional[str] = None) -> str:
         if applied:
-            return (f"serving throughput: measured, {self.label}, replaces the catalog's estimate for "
+            text = (f"serving throughput: measured, {self.label}, replaces the catalog's estimate for "
                     f"{self.gpus} x {self.gpu}")
+            if chosen and chosen != self.gpu:
+                text += f"; the cheapest option, {chosen}, still uses the catalog's estimate"
+            return text
         if self.gpu is None:
             return (f"serving throughput: the bench report ({self.label}) names no catalog GPU (run `recipe bench "
                     f"--gpu NAME`), so the catalog's estimate is used")
@@ -67,7 +71,8 @@ def read(path: Path) -> Measured:
     how = f"{load['rate']:.3g} requests/s" if load.get("rate") else f"{load.get('concurrency')} concurrent"
     label = (f"{tok_s:,.1f} output tokens/s at {how} ({path}, {report.get('created', '?')}; a lower bound on "
              f"capacity unless that load saturated the server)")
-    return Measured(gpu.name if gpu else None, int(hardware.get("gpus") or 1), float(tok_s), label)
+    return Measured(gpu.name if gpu else None, int(hardware.get("gpus") or 1), float(tok_s), label,
+                    report.get("model"))
 
 
 def apply(plan, bench: Path):
@@ -77,5 +82,7 @@ def apply(plan, bench: Path):
     measured = read(bench)
     if plan.economics is None:
         raise UsageError("--bench needs an economics: section in the recipe")
+    if measured.model is not None and measured.model != plan.model.name:
+        raise UsageError(f"--bench {bench}: it measured {measured.model}, but this plan serves {plan.model.name}")
     economics = evaluate(plan.recipe, plan.model.parameters, plan.cost.usd, plan.fits, measured)
     return plan.model_copy(update={"economics": economics})

@@ -281,7 +281,8 @@ def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float
 
     caveats = []
     if measured is not None:
-        caveats.append(measured.statement(any(o.gpu.name == measured.gpu for o in options)))
+        caveats.append(measured.statement(any(o.gpu.name == measured.gpu for o in options),
+                                          best.gpu.name if best else None))
     if best is not None and days is None:
         caveats.append(f"savings never repay the one-time {_usd(one_time)}: self-hosting costs more per month "
                        f"than the API; stay on the API" + ("" if spec.scale_to_zero else

@@ -321,7 +321,7 @@ def bench(target: str, overrides: list, opts: Options, log=print) -> int:
     candidate = endpoints[0]
     report = {
         "kind": "recipe bench", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "recipe": plan.name, "target": str(target), "run_dir": str(run_dir),
+        "recipe": plan.name, "model": plan.model.name, "target": str(target), "run_dir": str(run_dir),
         "load": {"mode": "rate" if load.rate else "concurrency", "rate": load.rate, "concurrency": load.concurrency,
                  "duration_s": load.duration, "max_requests": load.max_requests, "timeout_s": load.timeout,
                  "max_tokens": load.max_tokens, "source": load_source, "held_out_examples": len(prompts)},

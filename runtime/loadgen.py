@@ -137,6 +137,9 @@ def send(endpoint: Endpoint, messages: list, load: Load, outcome: Outcome, t0: f
             detail = resp.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
             outcome.error = f"HTTP {resp.status}" + (f": {detail[:200]}" if detail else "")
             return outcome
+        if (resp.getheader("Content-Type") or "").startswith("application/json"):  # the server did not stream
+            _whole(json.loads(resp.read()), outcome, pieces, time.perf_counter() - t0)
+            return outcome
         while True:
             left = deadline - time.perf_counter()
             if left <= 0 or stop.is_set():
@@ -182,6 +185,20 @@ def send(endpoint: Endpoint, messages: list, load: Load, outcome: Outcome, t0: f
         if conn is not None:
             conn.close()
     return outcome
+
+
+def _whole(body: dict, outcome: Outcome, pieces: list, now: float) -> None:
+    """A non-streamed completion: no time to first token; one content piece."""
+    if body.get("error"):
+        outcome.error = f"error: {str(body['error'])[:200]}"
+        return
+    content = ((body.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
+    usage = body.get("usage") or {}
+    outcome.output_tokens = usage.get("completion_tokens")
+    outcome.prompt_tokens = usage.get("prompt_tokens")
+    if content:
+        pieces.append(content)
+        outcome.token_times.append(now)
 
 
 def run(endpoint: Endpoint, prompts: list, load: Load, on_start=None) -> LoadResult:

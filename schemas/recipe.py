@@ -276,6 +276,15 @@ class SLASpec(Section):
     max_error_rate: Optional[float] = Field(
         None, ge=0, le=1, description="Most share of requests that fail or time out")
 
+    @model_validator(mode="after")
+    def _rules(self) -> "SLASpec":
+        problems = []
+        if self.p95_latency_ms is None and self.min_tokens_per_s is None and self.max_error_rate is None:
+            problems.append(("p95_latency_ms", "serving.sla sets no target: give p95_latency_ms, "
+                                               "min_tokens_per_s or max_error_rate"))
+        cross_field(problems)
+        return self
+
 
 class ServingSpec(Section):
     sla: Optional[SLASpec] = Field(None, description="Service-level targets checked by `recipe bench`")

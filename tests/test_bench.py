@@ -218,6 +218,9 @@ def test_side_by_side_safe_to_switch_and_keys_never_written(tmp_path, cli, monke
     econ = json.loads(plan_out)["economics"]
     assert any("measured" in c and "L4" in c for c in econ["caveats"])
     assert any(a.startswith("decode on L4: measured by `recipe bench`") for a in econ["assumptions"])
+    code, _, err = cli("plan", recipe, "--set", "model.base=meta-llama/Llama-3.2-1B-Instruct", "--bench",
+                       out / "bench_report.json")
+    assert code == 2 and "it measured meta-llama/Llama-3.2-3B-Instruct" in err
     code, plain, _ = cli("plan", recipe, "--format", "json")
     assert not any("measured" in c for c in json.loads(plain)["economics"]["caveats"])
 
@@ -306,3 +309,47 @@ def test_a_run_directory_is_a_target(tmp_path, cli, monkeypatch):
     assert report["endpoints"][0]["quality"] == {"metric": "exact_match", "score": 1.0, "examples_scored": 4,
                                                  "examples_held_out": 10, "details": {"correct": 4, "total": 4}}
     assert report["verdict"]["text"] == "safe to switch"
+
+
+def test_a_server_that_does_not_stream_is_measured_too(tmp_path, cli):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Plain(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "bug"}}],
+                               "usage": {"prompt_tokens": 20, "completion_tokens": 1}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    server.block_on_close = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        recipe = write_recipe(tmp_path, p95=100000, max_error_rate=0)
+        code, _, _ = cli("bench", recipe, "--endpoint", f"http://127.0.0.1:{server.server_address[1]}",
+                         "--concurrency", 1, "--requests", 3, "--warmup", 0, "--set", "eval.min_score=0",
+                         "-o", tmp_path / "out")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    st = only_report(tmp_path / "out")["endpoints"][0]["stats"]
+    assert code == 0 and st["requests_ok"] == 3 and st["output_tokens"] == 3 and st["mean_input_tokens"] == 20
+
+
+def test_an_empty_sla_is_a_located_error(tmp_path, cli):
+    recipe = write_recipe(tmp_path)
+    text = recipe.read_text()
+    start = text.index("serving:")
+    recipe.write_text(text[:start] + "serving:\n  sla: {}\n" + text[text.index("output:"):])
+    code, out, _ = cli("validate", recipe)
+    assert code == 1 and "serving.sla sets no target" in out and "recipe.yaml:" in out

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from bench_stub import Stub  # noqa: E402
 from recipe_ft.runtime import demo  # noqa: E402
 
 
@@ -26,9 +27,12 @@ def test_serve_demo_model_and_bench_it(tmp_path, cli, demo_dir):
     # What `recipe export --merge` leaves: a model directory in the run's merged/ (here the untrained model).
     shutil.copytree(recipe.parent / "tiny-llama", recipe.parent / "runs" / "quickstart" / "merged")
     recipe.write_text(recipe.read_text() + "serving:\n  sla:\n    max_error_rate: 0.5\n    min_tokens_per_s: 0.01\n")
-    code, stdout, err = cli("bench", recipe, "--serve", "--rate", 4, "--duration", 30, "--requests", 6,
-                            "--timeout", 120, "--max-tokens", 4, "--serve-timeout", 600)
+    with Stub(lambda k, body: ("ok", 0.0, "billing")) as api:  # the API it replaces, side by side
+        code, stdout, err = cli("bench", recipe, "--serve", "--endpoint", api.url, "--model", "quickstart",
+                                "--model", "api-model", "--rate", 4, "--duration", 30, "--requests", 6,
+                                "--timeout", 120, "--max-tokens", 4, "--serve-timeout", 600)
     assert code == 0, stdout + err
+    assert api.count == 7 and {b["model"] for b in api.bodies} == {"api-model"}  # 1 warm-up + 6
     (out,) = (recipe.parent / "runs" / "quickstart" / "bench").iterdir()
     report = json.loads((out / "bench_report.json").read_text())
     serve = report["serve"]
@@ -39,7 +43,9 @@ def test_serve_demo_model_and_bench_it(tmp_path, cli, demo_dir):
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", serve["port"]), timeout=5):
         pass
     assert report["load"]["mode"] == "rate" and report["load"]["rate"] == 4 and report["load"]["source"] == "--rate"
-    (tuned,) = report["endpoints"]
+    tuned, replaced = report["endpoints"]
+    assert replaced["role"] == "baseline" and replaced["stats"]["requests_ok"] == 6
+    assert tuned["model"] == "quickstart" and tuned["url"] == serve["url"] + "/v1/chat/completions"
     st = tuned["stats"]
     assert st["requests_sent"] == 6 and st["requests_ok"] == 6 and st["error_rate"] == 0
     assert st["tokens_counted_from"] == "server usage"
@@ -57,7 +63,7 @@ def test_serve_demo_model_and_bench_it(tmp_path, cli, demo_dir):
     md = (out / "bench_report.md").read_text()
     assert "Served with transformers" in md and "| latency p50 / p95 / p99 ms |" in md
     if report["images"]:  # matplotlib installed ([train] extra)
-        for name in report["images"]["tuned"].values():
+        for name in [*report["images"]["tuned"].values(), *report["images"]["replaced"].values()]:
             assert (out / name).read_bytes().startswith(b"\x89PNG")
     assert (out / "serve.log").is_file()
 
