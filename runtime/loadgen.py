@@ -201,7 +201,7 @@ def _whole(body: dict, outcome: Outcome, pieces: list, now: float) -> None:
         outcome.token_times.append(now)
 
 
-def run(endpoint: Endpoint, prompts: list, load: Load, on_start=None) -> LoadResult:
+def run(endpoint: Endpoint, prompts: list, load: Load) -> LoadResult:
     """Drive the endpoint with prompts (cycled) at the given load; returns when every request is done."""
     if not prompts:
         raise ValueError("no prompts to send")
@@ -226,8 +226,6 @@ def run(endpoint: Endpoint, prompts: list, load: Load, on_start=None) -> LoadRes
             return outcome
 
     def one(outcome: Outcome) -> None:
-        if on_start:
-            on_start(outcome)
         try:
             send(endpoint, messages[outcome.example], load, outcome, t0, stop)
         finally:
