@@ -82,8 +82,9 @@ def plan(
                                                           "family: training cost, serving cost, break-even "
                                                           "(needs economics: in the recipe)."),
     bench: Optional[Path] = typer.Option(None, "--bench", help="Serving throughput measured by `recipe bench`: "
-                                                               "a bench_report.json, or a run directory (its "
-                                                               "latest), instead of the catalog's estimate."),
+                                                               "a bench_report.json, a run directory (its "
+                                                               "latest), or `latest` (the recipe's run "
+                                                               "directory's), instead of the catalog's estimate."),
 ) -> None:
     """Compile a recipe into a plan: memory, method, GPU, time and cost, with reasons."""
     if format not in ("text", "json", "markdown"):

@@ -1,6 +1,7 @@
 """`recipe plan --bench`: economics from a measured serving throughput instead of the catalog's estimate.
 
-A `recipe bench` report (bench_report.json, or a run directory: its latest one) says how many output
+A `recipe bench` report (bench_report.json, or a run directory: its latest one; `latest`: the recipe's
+own run directory's) says how many output
 tokens/s the tuned model sustained on which GPU type and count (`recipe bench --gpu`). For that GPU type
 the plan's serving estimate takes the measured rate as its decode rate; other GPU types keep the
 catalog's scaled figure. Pure stdlib: no torch, no network.
@@ -15,6 +16,9 @@ from typing import Optional
 
 from ..schemas.errors import UsageError
 from . import catalogs
+
+
+LATEST = "latest"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def apply(plan, bench: Path):
     """The plan with its economics recomputed from the measured throughput (unchanged without economics)."""
     from .economics import evaluate
 
+    if str(bench) == LATEST and not bench.exists():  # the recipe's own run directory
+        bench = Path(plan.lock.recipe_path).resolve().parent / plan.output_dir
     measured = read(bench)
     if plan.economics is None:
         raise UsageError("--bench needs an economics: section in the recipe")

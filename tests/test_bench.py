@@ -267,6 +267,8 @@ def test_default_load_is_the_economics_peak_rate_and_plan_reads_the_latest_repor
     assert code == 0
     caveats = json.loads(plan_out)["economics"]["caveats"]
     assert any("names no catalog GPU" in c and str(out) in c for c in caveats)
+    code, latest_out, _ = cli("plan", recipe, "--format", "json", "--bench", "latest", cwd=tmp_path)
+    assert code == 0 and json.loads(latest_out)["economics"]["caveats"] == caveats
 
 
 def test_measured_decode_replaces_the_catalog_figure_for_that_gpu():
