@@ -80,6 +80,7 @@ def plot(endpoints: list, out_dir: Path) -> dict:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return {}
     images: dict = {}
@@ -117,10 +118,13 @@ def plot(endpoints: list, out_dir: Path) -> dict:
             if any(r["failed"] for r in rows):
                 ax2.bar(ts, [r["failed"] for r in rows], bottom=done, width=0.5, color="red", alpha=0.5,
                         label="requests failed")
-            ax2.set_ylabel("requests per interval")
+            ax2.set_ylabel("requests per second")
             ax2.set_ylim(bottom=0)
+            ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_zorder(ax2.get_zorder() + 1)  # the line over the bars
+            ax.patch.set_visible(False)
             handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-            ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize="small")
+            ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize="small")
             ax.set_title(f"{e['name']}: throughput over time")
             fig.tight_layout()
             name = f"throughput_{e['name']}.png"

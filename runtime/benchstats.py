@@ -7,6 +7,8 @@
 - Output tokens/s sustained = output tokens of all successful requests / wall time of the run (the
   first start to the last end); requests/s sustained = successful requests / the same wall time.
 - Error rate = (errors + timeouts) / requests sent.
+- Throughput over time: per second of the run, the content chunks streamed (one token each from vLLM
+  and runtime/openai_server.py), requests completed and failed.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def demo_dir(tmp_path_factory):
     return recipe.parent
 
 
-def test_serve_demo_model_and_bench_it(tmp_path, cli, demo_dir):
+def test_serve_demo_model_and_bench_it(tmp_path, cli, demo_dir, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the server inherits it: a tiny model on a shared CPU
     shutil.copytree(demo_dir, tmp_path / "quick")
     recipe = tmp_path / "quick" / "recipe.yaml"
     # What `recipe export --merge` leaves: a model directory in the run's merged/ (here the untrained model).
