@@ -8,7 +8,7 @@ throughput); every constant below is stated in the plan's ``economics.assumption
   4-bit) must take at most 80% of a replica's memory (1, 2, 4 or 8 GPUs of one type). One replica
   serves a request in ``input / prefill rate + output / decode rate`` GPU-seconds, where the decode
   rate is a published vLLM figure for an 8B model on H100 scaled by 8B / parameters and by memory
-  bandwidth, and the prefill rate is compute-bound: bf16 TFLOPS x 40% / (2 x parameters). Replicas
+  bandwidth (with `recipe plan --bench`: the rate `recipe bench` measured, on the GPU type it ran on), and the prefill rate is compute-bound: bf16 TFLOPS x 40% / (2 x parameters). Replicas
   cover the average request rate times a peak factor of 3; always on unless ``scale_to_zero``, then
   only busy GPU-hours are paid. Of the GPUs that hold the model, the one with the lowest monthly cost
   at this volume is taken (at one replica: the cheapest per hour).
