@@ -1,7 +1,8 @@
 """The `recipe` command line. It wires the compiler (and, lazily, the runtime) together.
 
 Exit codes: 0 success, 1 invalid recipe or data (or another user error), 2 bad usage, 3 nothing fits
-the budget, 4 trained but below eval.min_score (not promoted), 130 interrupted (a checkpoint was saved).
+the budget, 4 trained but below eval.min_score (not promoted), 5 (bench) the served model misses serving.sla,
+130 interrupted (a checkpoint was saved).
 """
 
 from __future__ import annotations
@@ -80,13 +81,17 @@ def plan(
     compare: bool = typer.Option(False, "--compare", help="Plan the same recipe at 2-4 sizes of its model's "
                                                           "family: training cost, serving cost, break-even "
                                                           "(needs economics: in the recipe)."),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="Serving throughput measured by `recipe bench`: "
+                                                               "a bench_report.json, a run directory (its "
+                                                               "latest), or `latest` (the recipe's run "
+                                                               "directory's), instead of the catalog's estimate."),
 ) -> None:
     """Compile a recipe into a plan: memory, method, GPU, time and cost, with reasons."""
     if format not in ("text", "json", "markdown"):
         raise UsageError(f"--format {format!r}: expected text, json or markdown")
     if compare:
-        if output is not None or trace:
-            raise UsageError("--compare cannot be combined with -o or --trace")
+        if output is not None or trace or bench is not None:
+            raise UsageError("--compare cannot be combined with -o, --trace or --bench")
         from .compiler import compare as comparing
 
         table = comparing.compare(recipe, set_)
@@ -106,6 +111,10 @@ def plan(
 
     compiled = compile_file(recipe, set_)
     result = compiled.plan
+    if bench is not None:
+        from .compiler.bench_economics import apply as apply_bench
+
+        result = apply_bench(result, bench)
     traced = None
     if trace:
         from .runtime.trace import trace_plan
@@ -211,6 +220,53 @@ def export(
     from .runtime.run import export_run
 
     raise typer.Exit(export_run(run_dir, merge, output))
+
+
+@app.command()
+def bench(
+    target: str = typer.Argument(..., help="The recipe, or its run directory (output.dir)."),
+    endpoint: List[str] = typer.Option([], "--endpoint", help="An OpenAI-compatible base URL; twice: the tuned "
+                                                              "model, then the API it replaces, side by side."),
+    serve: bool = typer.Option(False, "--serve", help="Start the run's exported model on 127.0.0.1 for the bench "
+                                                      "(vLLM with a GPU, else transformers); stopped at the end."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="With --serve: this model directory "
+                                                                       "instead of the run's merged/ or adapter/."),
+    model: List[str] = typer.Option([], "--model", help="Model name to ask each endpoint for, in order "
+                                                        "(default: the recipe's name, then economics.api_model)."),
+    api_key_env: List[str] = typer.Option([], "--api-key-env", help="Environment variable holding each "
+                                                                    "endpoint's API key, in order (default for "
+                                                                    "non-loopback URLs: OPENAI_API_KEY)."),
+    rate: Optional[float] = typer.Option(None, "--rate", min=0.001, help="Requests per second (open loop)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Requests in flight (closed loop)."),
+    duration: float = typer.Option(60.0, "--duration", min=0.1, help="Seconds during which requests start."),
+    requests: int = typer.Option(500, "--requests", min=1, help="Most requests to send."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds before a request counts as timed out."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Output tokens per request "
+                                                                               "(default: economics.output_tokens_per_request)."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Unmeasured requests sent to each endpoint first."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="The catalog GPU the tuned model runs on, to price it "
+                                                          "and to feed `recipe plan --bench`."),
+    gpu_count: int = typer.Option(1, "--gpu-count", min=1, help="GPUs behind the tuned endpoint."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Report directory "
+                                                                       "(default RUN_DIR/bench/<UTC time>)."),
+    serve_timeout: float = typer.Option(300.0, "--serve-timeout", min=1, help="Seconds to wait for --serve's server."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Benchmark served models on the recipe's held-out inputs: latency, throughput, quality, SLA; exit 5 on SLA failure."""
+    from .runtime.bench import Options, bench as run_bench
+
+    if gpu is not None:
+        from .compiler.catalogs import find_gpu
+
+        found = find_gpu(gpu)
+        if found is None:
+            raise UsageError(f"--gpu {gpu!r}: not a GPU in the catalog")
+        gpu = found.name
+    opts = Options(endpoints=endpoint, models=model, key_envs=api_key_env, serve=serve, model_dir=model_dir,
+                   rate=rate, concurrency=concurrency, duration=duration, requests=requests, timeout=timeout,
+                   max_tokens=max_tokens, warmup=warmup, gpu=gpu, gpu_count=gpu_count, output=output,
+                   serve_timeout=serve_timeout)
+    raise typer.Exit(run_bench(target, set_, opts))
 
 
 @app.command()

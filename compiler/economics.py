@@ -8,7 +8,7 @@ throughput); every constant below is stated in the plan's ``economics.assumption
   4-bit) must take at most 80% of a replica's memory (1, 2, 4 or 8 GPUs of one type). One replica
   serves a request in ``input / prefill rate + output / decode rate`` GPU-seconds, where the decode
   rate is a published vLLM figure for an 8B model on H100 scaled by 8B / parameters and by memory
-  bandwidth, and the prefill rate is compute-bound: bf16 TFLOPS x 40% / (2 x parameters). Replicas
+  bandwidth (with `recipe plan --bench`: the rate `recipe bench` measured, on the GPU type it ran on), and the prefill rate is compute-bound: bf16 TFLOPS x 40% / (2 x parameters). Replicas
   cover the average request rate times a peak factor of 3; always on unless ``scale_to_zero``, then
   only busy GPU-hours are paid. Of the GPUs that hold the model, the one with the lowest monthly cost
   at this volume is taken (at one replica: the cheapest per hour).
@@ -117,12 +117,13 @@ def break_even_days(one_time_usd: float, monthly_saving_usd: Optional[float]) ->
 
 
 def serving_option(gpu: ServingGPU, n: int, parameters: float, requests_per_day: float, input_tokens: float,
-                   output_tokens: float, scale_to_zero: bool, reference: Reference) -> ServingOption:
-    """Throughput and monthly cost of serving on replicas of ``n`` x ``gpu``."""
+                   output_tokens: float, scale_to_zero: bool, reference: Reference,
+                   measured_decode: Optional[float] = None) -> ServingOption:
+    """Throughput and monthly cost of serving on replicas of ``n`` x ``gpu`` (decode measured, when given)."""
     efficiency = 1.0 if n == 1 else TP_EFFICIENCY
     prefill = n * efficiency * gpu.tflops * 1e12 * PREFILL_UTILIZATION / (2 * parameters)
-    decode = (n * efficiency * reference.output_tok_s * (reference.params / parameters)
-              * (gpu.bandwidth_gbs / reference.bandwidth_gbs))
+    decode = measured_decode or (n * efficiency * reference.output_tok_s * (reference.params / parameters)
+                                 * (gpu.bandwidth_gbs / reference.bandwidth_gbs))
     seconds = input_tokens / prefill + output_tokens / decode
     rps = 1 / seconds
     peak = requests_per_day / SECONDS_PER_DAY * PEAK_FACTOR
@@ -137,15 +138,19 @@ def serving_option(gpu: ServingGPU, n: int, parameters: float, requests_per_day:
 
 def serving_options(parameters: float, quantization: str, requests_per_day: float, input_tokens: float,
                     output_tokens: float, scale_to_zero: bool, gpus: Sequence[ServingGPU],
-                    reference: Reference) -> list[ServingOption]:
-    """For each GPU type, the smallest replica that holds the weights; cheapest per month first."""
+                    reference: Reference, measured=None) -> list[ServingOption]:
+    """For each GPU type, the smallest replica that holds the weights; cheapest per month first.
+    ``measured`` (compiler.bench_economics.Measured): that GPU type is served at its measured size and rate."""
     need = weights_bytes(parameters, quantization)
     out = []
     for gpu in gpus:
         n = next((n for n in REPLICA_SIZES if need <= WEIGHT_SHARE * n * gpu.memory_bytes), None)
+        decode = None
+        if measured is not None and gpu.name == measured.gpu:
+            n, decode = measured.gpus, measured.output_tokens_per_s
         if n is not None:
             out.append(serving_option(gpu, n, parameters, requests_per_day, input_tokens, output_tokens,
-                                      scale_to_zero, reference))
+                                      scale_to_zero, reference, decode))
     return sorted(out, key=lambda o: (round(o.monthly_usd, 6), o.usd_per_replica_hour, o.gpu.name))
 
 
@@ -207,14 +212,15 @@ def api_price(spec: EconomicsSpec) -> tuple[float, float, str, Optional[str], bo
 # --------------------------------------------------------------------------- the evaluation
 
 
-def evaluate(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True) -> Optional[Economics]:
+def evaluate(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True,
+             measured=None) -> Optional[Economics]:
     """The plan's `economics` section, or None when the recipe has no `economics:`."""
     spec = recipe.economics
     if spec is None:
         return None
     has_eval = recipe.data.eval is not None or recipe.data.eval_fraction is not None
     return compute(spec, parameters, training_usd, serving_gpus(recipe.budget), reference(),
-                   has_eval=has_eval, fits=fits)
+                   has_eval=has_eval, fits=fits, measured=measured)
 
 
 def _usd(x: float) -> str:
@@ -229,14 +235,14 @@ def _days(days: float) -> str:
 
 
 def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float], gpus: Sequence[ServingGPU],
-            ref: Reference, has_eval: bool = True, fits: bool = True) -> Economics:
+            ref: Reference, has_eval: bool = True, fits: bool = True, measured=None) -> Economics:
     rpd, tin, tout = spec.requests_per_day, spec.input_tokens_per_request, spec.output_tokens_per_request
     quant = spec.serving_quantization
     pin, pout, price_source, as_of, retired, api_model = api_price(spec)
     api_monthly = api_monthly_usd(rpd, tin, tout, pin, pout)
     tokens_month = rpd * DAYS_PER_MONTH * (tin + tout)
 
-    options = serving_options(parameters, quant, rpd, tin, tout, spec.scale_to_zero, gpus, ref)
+    options = serving_options(parameters, quant, rpd, tin, tout, spec.scale_to_zero, gpus, ref, measured)
     best = options[0] if options else None
     serving = None
     if best is not None:
@@ -274,6 +280,9 @@ def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float
                    f"({_usd(api_monthly)} API vs {_usd(best.monthly_usd)} self-hosted)")
 
     caveats = []
+    if measured is not None:
+        caveats.append(measured.statement(any(o.gpu.name == measured.gpu for o in options),
+                                          best.gpu.name if best else None))
     if best is not None and days is None:
         caveats.append(f"savings never repay the one-time {_usd(one_time)}: self-hosting costs more per month "
                        f"than the API; stay on the API" + ("" if spec.scale_to_zero else
@@ -317,6 +326,8 @@ def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float
         f"({ref.label}), scaled by {ref.params / 1e9:g}B / parameters and by memory bandwidth relative to "
         f"{ref.gpu}'s {ref.bandwidth_gbs:,.0f} GB/s; quantized serving assumed no faster than bf16",
         f"prefill: dense bf16 TFLOPS x {PREFILL_UTILIZATION:.0%} / (2 x parameters) input tokens/s",
+        *([] if measured is None else [f"decode on {measured.gpu}: measured by `recipe bench`, {measured.label}, "
+                                       f"not the catalog's scaled figure"]),
         f"GPU time per request = input tokens / prefill rate + output tokens / decode rate; replicas = "
         f"ceil(requests/day / 86,400 x {PEAK_FACTOR:g} (peak factor) / requests per second of one replica)",
         (f"scale to zero: only busy GPU-hours are paid (requests x GPU time per request); cold starts and "

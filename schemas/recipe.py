@@ -267,6 +267,29 @@ class EconomicsSpec(Section):
     hourly_rate: NonNegativeFloat = 0.0
 
 
+class SLASpec(Section):
+    """What the served model must sustain before it takes traffic; `recipe bench` checks each line."""
+
+    p95_latency_ms: Optional[PositiveFloat] = Field(None, description="Most 95th-percentile request latency, ms")
+    min_tokens_per_s: Optional[PositiveFloat] = Field(
+        None, description="Least output tokens per second sustained by the endpoint, all requests together")
+    max_error_rate: Optional[float] = Field(
+        None, ge=0, le=1, description="Most share of requests that fail or time out")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "SLASpec":
+        problems = []
+        if self.p95_latency_ms is None and self.min_tokens_per_s is None and self.max_error_rate is None:
+            problems.append(("p95_latency_ms", "serving.sla sets no target: give p95_latency_ms, "
+                                               "min_tokens_per_s or max_error_rate"))
+        cross_field(problems)
+        return self
+
+
+class ServingSpec(Section):
+    sla: Optional[SLASpec] = Field(None, description="Service-level targets checked by `recipe bench`")
+
+
 class OutputSpec(Section):
     dir: Optional[Name] = Field(None, description="Run directory; default runs/<name>")
 
@@ -282,6 +305,7 @@ class Recipe(Section):
     budget: BudgetSpec = BudgetSpec()
     eval: EvalSpec = EvalSpec()
     economics: Optional[EconomicsSpec] = None
+    serving: Optional[ServingSpec] = None
     distributed: DistributedSpec = DistributedSpec()
     output: OutputSpec = OutputSpec()
 
