@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ def time_model() -> dict:
 
 def generation(arch_text: str) -> str:
     """'Ampere (GA102)' -> 'Ampere'; 'Blackwell Ultra' -> 'Blackwell'."""
-    return (arch_text or "").split(" ")[0].split("(")[0] or "unknown"
+    return (arch_text or "").split(" ")[0].split("(")[0]
 
 
 def utilization_for(gen: str) -> tuple[float, str]:
