@@ -54,6 +54,10 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
     except RecipeError as exc:
         raise _located(doc, ("model", "base"), exc.message) from None
     arch = model.architecture
+    if recipe.training.precision == "bf16-pure" and recipe.distributed.strategy == "deepspeed":
+        raise _located(doc, ("training", "precision"),
+                       "training.precision bf16-pure cannot run under DeepSpeed: its bf16 mode keeps fp32 master "
+                       "weights in the optimizer; use distributed.strategy fsdp (or auto), or precision bf16")
     try:
         targeted = [] if recipe.method.name == "full" else memory.resolve_targets(arch, _targets(recipe))
     except RecipeError as exc:

@@ -11,7 +11,8 @@ Per micro batch (tokens = micro batch x row length):
   more forward of the decoder layers under gradient checkpointing; each pass takes the larger of
   its FLOPs at the calibrated utilization and reading its weights from memory (small micro batches
   are memory-bound);
-- memory-bound: bitsandbytes dequantisation of every quantized weight in each pass (read the packed
+- memory-bound: peft's adapter path per token (the input cast to fp32 adapters, dropout, rank-r
+  matmuls that stream their inputs, the scaling and the add), bitsandbytes dequantisation of every quantized weight in each pass (read the packed
   weight, write bf16), DoRA's weight norm in each forward (W + BA built and reduced), autocast's bf16
   copies of fp32 master weights, gradient accumulation, the optimizer step (AdamW reads and writes
   parameters, gradients and both moments), shared over the micro batches of an optimizer step;
@@ -178,14 +179,30 @@ def _optimizer_bytes_per_param(shape) -> tuple[float, float, float]:
     return p, p, m
 
 
-def memory_seconds(arch: Architecture, shape, gpu: GPUSpeed, trainable: int) -> dict[str, float]:
-    """Memory-bound work: per micro batch (dequantisation, DoRA norms, casts, accumulation) and per
-    optimizer step (the optimizer)."""
+def adapter_bytes_per_token(arch: Architecture, shape) -> float:
+    """What peft's adapter path streams per token in one forward, over all targeted modules: the input
+    cast to the adapters' dtype (fp32 on a bf16 base), dropout (read, write, mask), LoRA A reading its
+    input (a rank-r matmul is memory-bound), B writing its output, the scaling and the add."""
+    if shape.method == "full":
+        return 0.0
+    width = 4 if shape.method in ("lora", "dora") else 2
+    total = 0.0
+    for m in _targets(arch, shape):
+        per_in = width + (2 * width + 1 if shape.dropout > 0 else 0) + (2 + width if width == 4 else 0)
+        total += (m.in_features * per_in + m.out_features * 8) * m.count
+    return total
+
+
+def memory_seconds(arch: Architecture, shape, gpu: GPUSpeed, trainable: int, tokens: float = 0.0) -> dict[str, float]:
+    """Memory-bound work: per micro batch (adapter paths, dequantisation, DoRA norms, casts,
+    accumulation) and per optimizer step (the optimizer)."""
     bw = gpu.bandwidth
     n = shape.processes if shape.shards_states else 1
     forward_passes = 2 if shape.gradient_checkpointing else 1
     passes = forward_passes + 1
     out = {}
+    if tokens and shape.method != "full":  # forward passes, and a backward that streams twice as much
+        out["adapter_elementwise"] = (forward_passes + 2) * tokens * adapter_bytes_per_token(arch, shape) / bw
     if shape.method in ("qlora", "qdora"):
         quantized = sum(m.weight_params for m in linear_modules(arch))
         packed = 0.5 if shape.quant_bits == 4 else 1.0
@@ -247,7 +264,7 @@ def estimate(arch: Architecture, shape, gpu: GPUSpeed, count: int, train_tokens:
     for name, per_token in parts.items():
         if per_token:
             compute += max(per_token * tokens / peak, weight_read)  # roofline of the pass
-    mem = memory_seconds(arch, shape, gpu, trainable)
+    mem = memory_seconds(arch, shape, gpu, trainable, tokens)
     comm = communication_seconds(arch, shape, gpu, count, nodes, trainable)
     micro = compute + sum(mem.values()) + comm
     gas = shape.gradient_accumulation_steps
@@ -270,7 +287,8 @@ def assumptions(est: Optional[TimeEstimate], gpu_name: str, calibration: Optiona
         "length + LoRA A/B (+ DoRA's base re-run on dropped-out inputs); backward 2x the matmuls for full "
         "fine-tuning, 1x for a frozen base (activation gradients only), attention 2.5x its forward (2x eager); "
         "+1 forward of the decoder layers with gradient checkpointing",
-        f"memory-bound parts at {BANDWIDTH_EFFICIENCY:.0%} of the GPU's bandwidth: 4-bit dequantisation of every "
+        f"memory-bound parts at {BANDWIDTH_EFFICIENCY:.0%} of the GPU's bandwidth: peft's adapter path per token "
+        "(input cast, dropout, LoRA A and B, scale and add), 4-bit dequantisation of every "
         "quantized weight in each pass, DoRA's weight norm in each forward, fp32 master weights cast to bf16 "
         "in each forward, the AdamW step (parameters, gradients, moments read and written), small micro batches "
         "bound by reading the weights",
