@@ -301,7 +301,7 @@ def assumptions(est: Optional[TimeEstimate], gpu_name: str, calibration: Optiona
         f"{SETUP_HOURS * 60:.0f} minutes for loading and evaluation",
     ]
     if est and est.step_seconds:
-        out.append("seconds per optimizer step on one GPU: " + ", ".join(
+        out.append("seconds per optimizer step on one GPU as modelled (before any calibration): " + ", ".join(
             f"{k.replace('_', ' ')} {v:.3g}" for k, v in est.step_seconds.items()))
     if calibration:
         out.append(calibration)
