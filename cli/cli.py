@@ -290,6 +290,20 @@ def demo(
 
 
 @app.command()
+def calibrate(
+    run_dirs: List[Path] = typer.Argument(..., help="Run directories `recipe run` wrote (with run_report.json)."),
+    output: Path = typer.Option(Path(".recipe/calibration.json"), "-o", "--output",
+                                help="The calibration file (later plans find it in the recipe's directory or a "
+                                     "parent, up to the repository root)."),
+) -> None:
+    """Fit the time model's speed per GPU to your own GPU runs; later plans use it and say so."""
+    from .compiler.calibration import calibrate_runs
+
+    for line in calibrate_runs(run_dirs, output):
+        print(line)
+
+
+@app.command()
 def schema(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file instead of stdout."),
 ) -> None:

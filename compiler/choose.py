@@ -9,7 +9,7 @@ from typing import Optional
 from .architecture import Architecture
 from .hardware import Candidate
 from .memory import MemoryEstimate, StepShape, estimate
-from .timing import TimeEstimate, estimate as estimate_time
+from .timing import Rows, TimeEstimate, estimate as estimate_time
 
 LORA_MARGIN = 0.90  # `method: auto` takes LoRA only when it needs at most this share of the card
 
@@ -67,28 +67,25 @@ def fit_step(base: StepShape, arch: Architecture, gpu: Candidate, count: int, ba
     return smallest[0], smallest[1], False
 
 
-def strategy_key(shape: StepShape) -> str:
-    if shape.strategy == "deepspeed":
-        return f"deepspeed{shape.zero_stage}"
-    return shape.strategy
-
-
 def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
              batch_size: int, train_tokens_for, pinned_mbs, pinned_gc, max_cost, max_hours,
-             margin: float = 1.0, strategy: str = "single", nodes: int = 1) -> Option:
+             margin: float = 1.0, strategy: str = "single", nodes: int = 1, rows_for=None,
+             calibration=None) -> Option:
+    """`rows_for(micro_batch)` gives the time model's Rows (default: full rows of seq_len);
+    `calibration(gpu_name)` a factor on the modelled speed from the project's own runs (default 1)."""
     shape0 = replace(base, method=method, processes=count, strategy=strategy if count > 1 else "single")
     shape, mem, fits = fit_step(shape0, arch, gpu, count, batch_size, pinned_mbs, pinned_gc, margin)
     note = ""
-    if not gpu.bf16_supported and base.precision == "bf16":
+    if not gpu.bf16_supported and base.precision in ("bf16", "bf16-pure"):
         return Option(gpu, count, method, shape, mem, False, note="no bf16 on this GPU (use precision fp16)")
     if not fits:
         over = mem.required_bytes - gpu.memory_bytes * margin
         note = f"needs {over / 2**30:.1f} GiB more" if margin == 1.0 else "no margin for LoRA"
         return Option(gpu, count, method, shape, mem, False, note=note)
     tokens = train_tokens_for(shape.micro_batch_size)
-    t = estimate_time(arch, method, shape.seq_len, shape.gradient_checkpointing, tokens,
-                      gpu.tflops, count, gpu.nvlink, nodes, strategy_key(shape),
-                      shape.cpu_offload and shape.shards_states)
+    rows = rows_for(shape.micro_batch_size) if rows_for else Rows(shape.seq_len, shape.seq_len)
+    t = estimate_time(arch, shape, gpu.speed, count, tokens, rows, nodes, mem.trainable_params,
+                      calibration(gpu.name) if calibration else 1.0)
     usd = None if gpu.usd_per_hour is None else t.hours * gpu.usd_per_hour * count
     within = (max_cost is None or (usd is not None and usd <= max_cost)) and (max_hours is None or t.hours <= max_hours)
     if not within:

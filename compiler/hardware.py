@@ -20,6 +20,15 @@ class Candidate:
     price_source: str  # where the price comes from, in full
     provider: Optional[str]
     price_label: str = ""  # short: "aws g6.xlarge on-demand"
+    bandwidth_gbs: float = 0.0  # memory bandwidth; 0 for a custom GPU (the time model assumes one)
+    interconnect: str = ""  # as in the catalog: "yes: NVLink3 600 GB/s", "no: PCIe Gen4"
+    arch: str = ""  # GPU generation as in the catalog: Ampere, Hopper, ...
+
+    @property
+    def speed(self):
+        from .timing import GPUSpeed
+
+        return GPUSpeed(self.name, self.tflops, self.bandwidth_gbs, self.nvlink, self.interconnect, self.arch)
 
 
 def _price(name: str, budget: BudgetSpec) -> tuple[Optional[float], str, Optional[str], str]:
@@ -61,5 +70,6 @@ def candidates(budget: BudgetSpec) -> list[Candidate]:
         if price is None and not explicit:
             continue
         out.append(Candidate(gpu.name, gpu.memory_bytes, gpu.training_tflops, gpu.bf16_supported,
-                             gpu.nvlink, price, source, provider, label))
+                             gpu.nvlink, price, source, provider, label, gpu.bandwidth_gbs, gpu.interconnect,
+                             gpu.arch))
     return out

@@ -132,8 +132,8 @@ def _dtype_bytes(precision: str) -> int:
 def weight_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
     """(weights, quantization constants) of the base model as loaded."""
     counts = parameter_count(arch)
-    if shape.method == "full":
-        return counts.total * 4, 0
+    if shape.method == "full":  # fp32 master weights, or bf16 ones under bf16-pure
+        return counts.total * (2 if shape.precision == "bf16-pure" else 4), 0
     compute = _dtype_bytes(shape.precision)
     if shape.method not in QUANTIZED:
         return counts.total * compute, 0
@@ -152,8 +152,8 @@ def weight_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
 
 def adapter_tensors(arch: Architecture, shape: StepShape) -> list[tuple[int, int, int]]:
     """(numel, bytes per value, instances) of each trainable tensor kind."""
-    if shape.method == "full":
-        return [(parameter_count(arch).total, 4, 1)]
+    if shape.method == "full":  # bf16-pure: bf16 weights, gradients and AdamW moments (8 bytes / parameter)
+        return [(parameter_count(arch).total, 2 if shape.precision == "bf16-pure" else 4, 1)]
     lora_dtype = 2 if shape.method in QUANTIZED else 4
     r = shape.rank
     out = []
@@ -224,7 +224,7 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "dora_dropout_out": sum_out if dora and drop else 0,
         "full_in": all_in if full else 0,
         # autocast's bf16 copies of each layer's fp32 weights, kept for backward (per token)
-        "full_weights_per_token": layer_weights / shape.tokens if full else 0,
+        "full_weights_per_token": layer_weights / shape.tokens if full and shape.precision != "bf16-pure" else 0,
         "full_norm": arch.norms_per_layer * arch.hidden_size if full else 0,
         "full_mlp": mlp if full else 0,
         "eager_scores": arch.num_heads * shape.seq_len if shape.attention == "eager" else 0,
@@ -255,7 +255,8 @@ def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]
 
 def checkpoint_bytes_per_token(arch: Architecture, shape: StepShape) -> int:
     """Gradient checkpointing keeps each layer's input hidden state: bf16, fp32 under full fine-tuning."""
-    return arch.hidden_size * (4 if shape.method == "full" or shape.precision == "fp32" else 2)
+    fp32 = (shape.method == "full" and shape.precision != "bf16-pure") or shape.precision == "fp32"
+    return arch.hidden_size * (4 if fp32 else 2)
 
 
 def layer_bytes_per_token(arch: Architecture, shape: StepShape) -> float:

@@ -12,7 +12,7 @@ from .. import __version__
 from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, DistributedPlan, Hardware, Lock, Memory,
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
-from . import catalogs, datasize, hardware, memory, models, timing
+from . import calibration, catalogs, datasize, hardware, memory, models, timing
 from .architecture import parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
 from .economics import evaluate as economics_of
@@ -20,6 +20,11 @@ from ..schemas.errors import Problem, RecipeError
 from .load import Document
 
 EXIT_NOTHING_FITS = 3
+PURE_BF16_CAVEAT = (
+    "training.precision bf16-pure: weights, gradients and AdamW moments in bf16 with no fp32 master copy "
+    "(8 bytes per parameter, as the HF Trainer runs a model loaded in bf16); an update smaller than bf16's "
+    "resolution (about 1/256 of the weight) is rounded away, so small learning rates and long runs can stall "
+    "or drift from a mixed-precision run: compare the loss curve with a bf16 run when it matters")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
     except RecipeError as exc:
         raise _located(doc, ("model", "base"), exc.message) from None
     arch = model.architecture
+    if recipe.training.precision == "bf16-pure" and recipe.distributed.strategy == "deepspeed":
+        raise _located(doc, ("training", "precision"),
+                       "training.precision bf16-pure cannot run under DeepSpeed: its bf16 mode keeps fp32 master "
+                       "weights in the optimizer; use distributed.strategy fsdp (or auto), or precision bf16")
     try:
         targeted = [] if recipe.method.name == "full" else memory.resolve_targets(arch, _targets(recipe))
     except RecipeError as exc:
@@ -73,6 +82,20 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
             sequences = min(sequences, t.max_steps * t.batch_size)
         return sequences * per_example
 
+    def rows(mbs: int) -> timing.Rows:
+        """The time model's rows: packed rows are full (attention per example under varlen
+        flash-attention, across the row otherwise); unpacked rows padded to the micro batch's longest."""
+        if t.packing:
+            per_example = size.tokens_per_example if base.attention == "flash_attention_2" else t.max_seq_len
+            return timing.Rows(t.max_seq_len, min(per_example, t.max_seq_len))
+        length = size.padded_tokens_per_example(mbs)
+        return timing.Rows(length, length)
+
+    try:
+        calib = calibration.find(recipe_dir)
+    except RecipeError as exc:
+        raise _located(doc, ("budget",), exc.message) from None
+
     gpus = hardware.candidates(recipe.budget)
     if not gpus:
         raise _located(doc, ("budget",), "no GPU to plan for: budget.gpus names none the catalog prices; "
@@ -89,7 +112,8 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
 
     def option(gpu, count, method, margin=1.0, shape=base, strategy="single"):
         return evaluate(arch, shape, gpu, count, method, t.batch_size, train_tokens, pinned_mbs, pinned_gc,
-                        b.max_cost_usd, b.max_hours, margin, strategy, math.ceil(count / b.gpus_per_node))
+                        b.max_cost_usd, b.max_hours, margin, strategy, math.ceil(count / b.gpus_per_node),
+                        rows, calib.factor if calib else None)
 
     options = [option(g, n, m, LORA_MARGIN if (auto and m == "lora") else 1.0, strategy=st)
                for g in gpus for m in methods for n in counts for st in (strategies if n > 1 else ["single"])]
@@ -102,7 +126,8 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         suggestions = _suggest(arch, recipe, base, gpus, options, option)
 
     plan = _assemble(recipe, recipe_path, model, arch, size, chosen, options, targeted, auto, bool(feasible),
-                     overrides, pinned_mbs, pinned_gc, train_tokens(chosen.shape.micro_batch_size))
+                     overrides, pinned_mbs, pinned_gc, train_tokens(chosen.shape.micro_batch_size),
+                     calib.describe(chosen.gpu.name) if calib else None)
     return Compiled(plan, 0 if feasible else EXIT_NOTHING_FITS, suggestions)
 
 
@@ -239,7 +264,7 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
 
 
 def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, targeted, auto, fits,
-              overrides, pinned_mbs, pinned_gc, tokens: float) -> Plan:
+              overrides, pinned_mbs, pinned_gc, tokens: float, calibrated: Optional[str] = None) -> Plan:
     counts = parameter_count(arch)
     s, mem, gpu = chosen.shape, chosen.memory, chosen.gpu
     t = recipe.training
@@ -252,7 +277,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     if method in memory.QUANTIZED:
         q = recipe.method.quantization
         quant = {"bits": q.bits if q else 4, "type": q.type if q else "nf4",
-                 "double_quant": q.double_quant if q else True, "compute_dtype": t.precision}
+                 "double_quant": q.double_quant if q else True, "compute_dtype": "bf16" if t.precision == "bf16-pure" else t.precision}
     adapter = None if method == "full" else Adapter(
         rank=recipe.method.rank, alpha=recipe.method.alpha, dropout=recipe.method.dropout,
         targets=[m.name for m in targeted], use_dora=method in ("dora", "qdora"), quantization=quant)
@@ -276,6 +301,9 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     if size.truncated:
         warnings.append(f"{size.truncated} of {len(size.lengths)} sampled examples are longer than max_seq_len "
                         f"{t.max_seq_len} and will be truncated")
+    if t.precision == "bf16-pure":
+        warnings.append(PURE_BF16_CAVEAT if method == "full" else
+                        "training.precision bf16-pure only changes full fine-tuning; adapters train as with bf16")
     if recipe.model.trust_remote_code:
         warnings.append("model.trust_remote_code is on: the model's own code will run")
     recipe_bytes = recipe_path.read_bytes()
@@ -311,7 +339,10 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                       utilization=time_est.utilization if time_est else 0.0,
                       tokens_per_second=round(time_est.tokens_per_second, 1) if time_est else 0.0,
                       scaling_efficiency=time_est.scaling_efficiency if time_est else 1.0,
-                      assumptions=timing.assumptions(method)),
+                      assumptions=timing.assumptions(time_est, gpu.name, calibrated),
+                      step_seconds=time_est.step_seconds if time_est else {}, setup_hours=timing.SETUP_HOURS,
+                      calibration_factor=time_est.calibration_factor if time_est else 1.0,
+                      calibration=calibrated if time_est else None),
         cost=CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
                       usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None),
         decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options),

@@ -67,7 +67,9 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("data", f"{plan.data.examples:,} examples x {plan.data.tokens_per_example:,.0f} tokens "
                  f"({plan.data.counted_with}); {t.epochs:g} epochs, {t.steps:,} steps"),
         ("time", f"{hours(plan.time.hours)} at {plan.time.tokens_per_second:,.0f} tokens/s "
-                 f"({plan.time.utilization:.0%} utilization assumed)"),
+                 f"({plan.time.utilization:.0%} matmul utilization" +
+                 (f", x {plan.time.calibration_factor:.2f} from this repository's runs)" if plan.time.calibration
+                  else ")")),
         ("cost", f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"),
     ]
 

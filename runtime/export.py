@@ -34,7 +34,7 @@ def _precision(plan: Plan) -> str:
 
     if plan.training.precision == "fp16" and not torch.cuda.is_available():
         return "fp32"
-    return plan.training.precision
+    return "bf16" if plan.training.precision == "bf16-pure" else plan.training.precision
 
 
 def load_for_eval(plan: Plan, model_path: Optional[Path]):
@@ -102,7 +102,7 @@ def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Pat
     base = plan.model.path or plan.model.name
     adapter = run_dir / "adapter"
     max_len = plan.training.max_seq_len
-    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[plan.training.precision]
+    dtype = {"bf16": "bfloat16", "bf16-pure": "bfloat16", "fp16": "float16", "fp32": "float32"}[plan.training.precision]
     written = []
     if merged is not None:
         _write(serve / "vllm_merged.sh", f"#!/bin/sh\n# Serve the merged model with vLLM (OpenAI-compatible API on :8000).\n"

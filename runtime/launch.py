@@ -44,7 +44,7 @@ def deepspeed_config(plan: Plan) -> dict:
     precision = plan.training.precision
     return {
         "zero_optimization": zero,
-        "bf16": {"enabled": precision == "bf16"},
+        "bf16": {"enabled": precision in ("bf16", "bf16-pure")},
         "fp16": {"enabled": precision == "fp16"},
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
@@ -60,7 +60,7 @@ def accelerate_config(plan: Plan, deepspeed_file: Path | None = None, cpu: bool 
         "num_machines": d.nodes,
         "machine_rank": 0,
         "main_process_port": PORT,
-        "mixed_precision": {"bf16": "bf16", "fp16": "fp16"}.get(plan.training.precision, "no"),
+        "mixed_precision": {"bf16": "bf16", "bf16-pure": "bf16", "fp16": "fp16"}.get(plan.training.precision, "no"),
         "rdzv_backend": "static",
         "same_network": True,
         "use_cpu": cpu,

@@ -20,10 +20,10 @@ GIB = 2**30
 
 
 def torch_dtype(precision: str):
-    """The torch dtype of a plan's precision name (bf16 | fp16 | fp32)."""
+    """The torch dtype of a plan's precision name (bf16 | bf16-pure | fp16 | fp32)."""
     import torch
 
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    return {"bf16": torch.bfloat16, "bf16-pure": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _device(plan: Plan) -> Device:
     precision = plan.training.precision
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        if precision in ("bf16", "bf16-pure") and not torch.cuda.is_bf16_supported():
             raise RecipeError(f"this GPU ({props.name}) has no bf16; set training.precision: fp16 and plan again")
         if props.total_memory < plan.memory.required_bytes:
             raise RecipeError(

@@ -52,6 +52,11 @@ def build(plan: Plan, result, plan_sha256: str) -> dict:
             "tokens_per_second": {"planned": plan.time.tokens_per_second, "measured": m.get("tokens_per_second"),
                                   "planned_on": plan.hardware.gpu},
             "hours": {"planned": plan.time.hours, "measured": round(hours, 4)},
+            # what `recipe calibrate` compares: the model's seconds per optimizer step (calibrated as planned)
+            "time_model": {"modelled_seconds_per_step": round(sum(plan.time.step_seconds.values())
+                                                              / plan.time.calibration_factor, 4),
+                           "calibration_factor": plan.time.calibration_factor,
+                           "calibration": plan.time.calibration},
             "cost_usd": {"planned": plan.cost.usd,
                          "at_plan_price": None if price is None else round(hours * price, 4)},
         },

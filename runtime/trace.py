@@ -224,7 +224,8 @@ def trace(spec: TraceSpec) -> TraceResult:
     dtype = torch_dtype(spec.precision)
     full = spec.method == "full"
     quantized = spec.method in ("qlora", "qdora")
-    weight_dtype = torch.float32 if full else dtype  # full fine-tuning keeps fp32 master weights
+    # full fine-tuning keeps fp32 master weights, except bf16-pure
+    weight_dtype = torch.float32 if full and spec.precision != "bf16-pure" else dtype
 
     cfg = dict(spec.config)
     model_type = cfg.pop("model_type")

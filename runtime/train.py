@@ -133,7 +133,8 @@ def _model(plan: Plan, model_dir: str, device: Device):
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         if plan.distributed.strategy not in ("fsdp", "deepspeed"):
             kwargs["device_map"] = {"": device.torch_device}
-    weights_dtype = torch.float32 if plan.method == "full" else dtype
+    # full fine-tuning keeps fp32 master weights, except bf16-pure (bf16 weights and optimizer states)
+    weights_dtype = torch.float32 if plan.method == "full" and device.precision != "bf16-pure" else dtype
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype, **kwargs)
 
 
@@ -162,7 +163,7 @@ def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: 
         per_device_eval_batch_size=t.micro_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         activation_checkpointing=t.gradient_checkpointing,
-        bf16=device.precision == "bf16", fp16=device.precision == "fp16",
+        bf16=device.precision in ("bf16", "bf16-pure"), fp16=device.precision == "fp16",
         learning_rate=t.learning_rate, lr_scheduler_type=r.lr_scheduler, warmup_steps=r.warmup_ratio,
         weight_decay=r.weight_decay, max_grad_norm=r.max_grad_norm, optim=optim,
         num_train_epochs=t.epochs, max_steps=r.max_steps or -1,
@@ -317,6 +318,7 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         "tokens": int(ts.num_input_tokens_seen or 0),
         "tokens_per_second": round((ts.num_input_tokens_seen or 0) / max(seconds, 1e-9), 1),
         "train_loss": output.training_loss,
+        "device": session.device.name,  # `recipe calibrate` fits speed per GPU
         **session.device.peak_memory(),
     }
     adapter_dir = None

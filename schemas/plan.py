@@ -101,6 +101,12 @@ class TimePlan(Frozen):
     tokens_per_second: float
     scaling_efficiency: float
     assumptions: list[str]
+    # seconds per optimizer step on one GPU by part (compute, dequantization, optimizer_step, ...), as
+    # modelled before any calibration factor
+    step_seconds: dict[str, float] = {}
+    setup_hours: float = 0.1
+    calibration_factor: float = 1.0  # the project's own runs on this GPU: measured / modelled speed
+    calibration: Optional[str] = None  # "calibrated on 3 runs of this repository ..."
 
 
 class CostPlan(Frozen):

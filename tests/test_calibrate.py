@@ -1,0 +1,109 @@
+"""`recipe calibrate`: per-GPU speed factors fitted from run reports (made here, as `recipe run` on a
+GPU would write them) move later plans toward the measured hours, and plans name their calibration."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from recipe_ft.compiler import calibration
+from recipe_ft.compiler.pipeline import compile_file
+from recipe_ft.runtime import report as report_mod
+
+RECIPE = ("task: chat\nmodel:\n  base: mistralai/Mistral-7B-v0.1\ndata:\n  train: train.jsonl\n  examples: 5000\n"
+          "  tokens_per_example: 1000\nmethod:\n  name: qlora\nbudget:\n  gpu: A100-80GB\n")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A repository (its root has .git) with a recipe in a subfolder."""
+    monkeypatch.delenv("RECIPE_CALIBRATION", raising=False)
+    (tmp_path / ".git").mkdir()
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "train.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}\n')
+    (recipes / "r.yaml").write_text(RECIPE)
+    return tmp_path
+
+
+def fake_run(run_dir: Path, plan, speed: float, steps: int, device="NVIDIA A100-SXM4-80GB",
+             kind="torch.cuda.max_memory_allocated") -> float:
+    """A run report for `steps` steps of `plan` that ran `speed` x as fast as modelled; its hours."""
+    modelled = sum(plan.time.step_seconds.values()) / plan.time.calibration_factor
+    wall = modelled * steps / speed
+    result = SimpleNamespace(
+        measured={"wall_seconds": wall, "steps": steps, "tokens": 1000 * steps, "tokens_per_second": 1000 * steps / wall,
+                  "train_loss": 1.0, "peak_memory_bytes": 10 * 2**30, "peak_memory_kind": kind, "device": device},
+        interrupted=False, adapter_dir=None, resumed_from=None, data_counts={}, loss_curve=[], evaluation={})
+    report_mod.write(run_dir, report_mod.build(plan, result, "0" * 64))
+    return wall / 3600
+
+
+def test_calibration_moves_later_plans_toward_measured_hours(cli, project):
+    recipe = project / "recipes" / "r.yaml"
+    before = compile_file(str(recipe)).plan
+    assert before.time.calibration is None
+    runs = []
+    for i, speed in enumerate((0.55, 0.6, 0.65)):
+        d = project / "runs" / f"run{i}"
+        fake_run(d, before, speed, steps=20 + i)
+        runs.append(d)
+    code, out, err = cli("calibrate", *runs, cwd=project)
+    assert code == 0, out + err
+    saved = json.loads((project / ".recipe" / "calibration.json").read_text())
+    assert saved["gpus"]["A100-80GB"]["factor"] == pytest.approx(0.6, rel=1e-3)
+    assert "A100-80GB: 3 run(s)" in out
+
+    after = compile_file(str(recipe)).plan
+    measured_train_hours = (before.time.hours - before.time.setup_hours) / 0.6
+    assert abs(after.time.hours - after.time.setup_hours - measured_train_hours) < 0.01 * measured_train_hours
+    assert after.time.hours > before.time.hours and after.cost.usd > before.cost.usd
+    assert after.time.calibration.startswith("calibrated on 3 runs of this repository on A100-80GB")
+    assert after.time.calibration in after.time.assumptions
+    assert after.time.calibration_factor == pytest.approx(0.6, rel=1e-3)
+
+    # a run of the calibrated plan refits without compounding the factor
+    fake_run(project / "runs" / "run3", after, 0.6 / 0.6, steps=30)  # as fast as the calibrated plan said
+    code, out, _ = cli("calibrate", project / "runs" / "run3", cwd=project)
+    assert code == 0
+    entry = json.loads((project / ".recipe" / "calibration.json").read_text())["gpus"]["A100-80GB"]
+    assert len(entry["runs"]) == 4 and entry["factor"] == pytest.approx(0.6, rel=1e-2)
+
+
+def test_other_gpus_and_ignored_calibration_are_untouched(cli, project, monkeypatch):
+    recipe = project / "recipes" / "r.yaml"
+    plan = compile_file(str(recipe)).plan
+    fake_run(project / "runs" / "a", plan, 0.5, steps=10)
+    assert cli("calibrate", project / "runs" / "a", cwd=project)[0] == 0
+    on_h100 = compile_file(str(recipe), ["budget.gpu=H100-80GB"]).plan
+    assert on_h100.time.calibration is None and on_h100.time.calibration_factor == 1.0
+    monkeypatch.setenv("RECIPE_CALIBRATION", "off")
+    assert compile_file(str(recipe)).plan.time.calibration is None
+
+
+def test_cpu_runs_and_missing_reports_are_refused_clearly(cli, project):
+    plan = compile_file(str(project / "recipes" / "r.yaml")).plan
+    fake_run(project / "runs" / "cpu", plan, 0.01, steps=5, device="cpu", kind="peak RSS (CPU)")
+    code, out, err = cli("calibrate", project / "runs" / "cpu", cwd=project)
+    assert code != 0 and "trained on a CPU" in err and "Traceback" not in err
+    assert not (project / ".recipe" / "calibration.json").exists()
+    code, out, err = cli("calibrate", project / "nowhere", cwd=project)
+    assert code != 0 and "no run_report.json" in err
+
+
+def test_a_run_on_another_gpu_than_planned_is_skipped(project):
+    plan = compile_file(str(project / "recipes" / "r.yaml")).plan
+    fake_run(project / "runs" / "h", plan, 1.0, steps=5, device="H100-80GB")
+    got = calibration.read_run(project / "runs" / "h")
+    assert isinstance(got, str) and "ran on H100-80GB, planned for A100-80GB" in got
+
+
+def test_a_broken_calibration_file_is_a_located_error(project):
+    (project / ".recipe").mkdir()
+    (project / ".recipe" / "calibration.json").write_text("{not json")
+    from recipe_ft.schemas.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="not a calibration file"):
+        compile_file(str(project / "recipes" / "r.yaml"))
