@@ -16,7 +16,8 @@ def trained(tmp_path_factory):
     from recipe_ft.cli import run
 
     recipe = demo.make(tmp_path_factory.mktemp("eval") / "qs")
-    assert run(["run", str(recipe), "--set", "eval.min_score=0.5"]) == 0
+    # the gate: above what always answering the held-out set's most common label scores (13 of 40)
+    assert run(["run", str(recipe), "--set", "eval.min_score=0.35"]) == 0
     return recipe
 
 
