@@ -293,7 +293,8 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         log("scoring the base model on the held-out set")
         evaluation["baseline"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
         if plan.distributed.processes == 1:  # before train(), evaluate() would keep the model from DDP wrapping
-            evaluation["baseline_eval_loss"] = trainer.evaluate()["eval_loss"]
+            # absent when truncation left no held-out example with an answer to score
+            evaluation["baseline_eval_loss"] = trainer.evaluate().get("eval_loss")
 
     def stop(signum, frame):
         if state["stop"]:
