@@ -500,10 +500,50 @@ def _bias_lines(comparisons: list[Comparison]) -> list[str]:
     return lines
 
 
+OURS_BUT_LOGITS = "transformers + peft, full logits (no fused LM head)"
+
+
+def difference(c: Comparison) -> str:
+    """What differs between the runtime that measured the row and ours (trl's SFTTrainer with its
+    fused LM head), grouped from the row's why_not: comparable rows differ only in building the full
+    logits."""
+    why = c.row["why_not"].lower()
+    if c.comparable:
+        return OURS_BUT_LOGITS
+    if why.startswith("runtime: torchtune"):
+        return "torchtune: pure-bf16 adapters and Adam states, own code"
+    if "qwen-1" in why:
+        return "Qwen-1 remote code, full fp32 logits; stand-in shapes"
+    if "fp32" in why:
+        return "fp32 base weights (FSDP shards)"
+    return why.split(";")[0]
+
+
+def difference_lines(comparisons: list[Comparison]) -> list[str]:
+    """Every estimated row, grouped by what differs from our runtime and by what the figure measures
+    (reserved figures are compared with allocated x (1 + ALLOCATOR_OVERHEAD), nvidia-smi ones with
+    the required bytes); the comparable rows first, then every row together."""
+    groups: dict[tuple[str, str], list[Comparison]] = {}
+    for c in comparisons:
+        groups.setdefault((difference(c), c.measure), []).append(c)
+    lines = [f"  {'differs from our runtime':<56} {'figure':<10} {'n':>3}  {'median |err|':>12} {'max |err|':>9} "
+             f"{'median err':>10}"]
+
+    def line(label, measure, cs):
+        return (f"  {label:<56} {measure:<10} {len(cs):>3}  {_pct(median_abs(cs)):>12} {_pct(max_abs(cs)):>9} "
+                f"{100 * statistics.median(c.error for c in cs):+9.1f}%")
+
+    for (diff, measure), cs in sorted(groups.items(), key=lambda kv: (kv[0][0] != OURS_BUT_LOGITS, kv[0])):
+        lines.append(line(diff, measure, cs))
+    if comparisons:
+        lines.append(line("every estimated row", "", comparisons))
+    return lines
+
+
 def summary_line(report: Report) -> str:
-    comp = report.comparable
+    comp, every = report.comparable, report.comparisons
     return (f"comparable rows: {len(comp)}, median |error| {_pct(median_abs(comp))}, max {_pct(max_abs(comp))}; "
-            f"all estimated rows: {len(report.comparisons)}, median |error| {_pct(median_abs(report.comparisons))}; "
+            f"all estimated rows: {len(every)}, median |error| {_pct(median_abs(every))}, max {_pct(max_abs(every))}; "
             f"OOM rows claimed to fit: {len(report.oom_claimed_fit)}")
 
 
@@ -513,7 +553,7 @@ def multi_summary_line(report: Report) -> str:
     comp = m.comparable
     return (f"multi-GPU comparable rows: {len(comp)}, median |error| {_pct(median_abs(comp))}, "
             f"max {_pct(max_abs(comp))}; all estimated multi-GPU rows: {len(m.comparisons)}, "
-            f"median |error| {_pct(median_abs(m.comparisons))}; "
+            f"median |error| {_pct(median_abs(m.comparisons))}, max {_pct(max_abs(m.comparisons))}; "
             f"multi-GPU OOM rows claimed to fit: {len(m.oom_claimed_fit)}; "
             f"fit rows claimed to OOM: {len(m.fit_claimed_oom)}")
 
@@ -588,6 +628,8 @@ def render_multi(report: Report, components: bool = False) -> list[str]:
     out.append("  all estimated multi-GPU rows:")
     out += ["  " + line for line in _bias_lines(m.comparisons)]
     out += _logits_shortfall(comp, "comparable multi-GPU adapter rows")
+    out.append(" every estimated multi-GPU row, by what differs from our runtime:")
+    out += difference_lines(m.comparisons)
     worst = sorted(m.comparisons, key=lambda c: -abs(c.error))[:5]
     out.append(" worst multi-GPU rows: " + ", ".join(f"{c.id} {100 * c.error:+.1f}%" for c in worst))
     return out
@@ -639,6 +681,10 @@ def render(report: Report, components: bool = False) -> str:
     out.append("")
 
     out += _logits_shortfall(report.comparisons, "adapter rows")
+    out.append("")
+
+    out.append("== Every estimated row, by what differs from our runtime (and what the figure measures)")
+    out += difference_lines(report.comparisons)
     out.append("")
 
     out += render_multi(report, components)

@@ -11,6 +11,8 @@ warm-up run each (`--warmup`) so that .pyc compilation and a cold page cache are
 * `python -c 'import recipe_ft.cli'`  the CLI's import cost;
 * `recipe plan <recipe> --format json` the whole command (the `recipe` entry point next to
   sys.executable, else `python -m recipe_ft`); its stdout must parse as JSON;
+* the peer path's imports alone (`import accelerate.commands.estimate`: torch, transformers,
+  huggingface_hub, accelerate), so that the report says where the peer's time goes;
 * the peer path: what `accelerate estimate-memory <model>` does after its hub lookup. The model's
   config.json (from the recipe compiler's catalog entry, or the recipe's local model directory) is
   written to a temporary directory; the subprocess imports `accelerate.commands.estimate`, replaces
@@ -202,6 +204,13 @@ def time_peer(config_dir: Path, runs: int, warmup: int = 1) -> Timing:
                         [sys.executable, "-c", PEER, str(config_dir)], runs, warmup, check=check)
 
 
+def time_peer_import(runs: int, warmup: int = 1) -> Timing:
+    """The peer's imports alone (torch, transformers, huggingface_hub, accelerate): what its path spends
+    before it reads the config; the rest is building the empty model and its size table."""
+    return time_command("  of which: import accelerate.commands.estimate",
+                        [sys.executable, "-c", "import accelerate.commands.estimate"], runs, warmup)
+
+
 def peer_size(config_dir: Path) -> dict:
     _, proc = run_once([sys.executable, "-c", PEER_SIZE, str(config_dir)])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -252,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 config_dir = write_config(config, tmp / name.replace("/", "--"))
                 peer = time_peer(config_dir, peer_runs, args.warmup)
+                peer_import = time_peer_import(peer_runs, args.warmup)
                 size = peer_size(config_dir)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            timings.append(peer)
+            timings += [peer, peer_import]
 
     print()
     print(f"{'':<44} {'median':>8} {'min':>8} {'max':>8} {'runs':>5}   (wall seconds)")
@@ -271,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     others = ", ".join(heavy["heavy"]) or "none"
     summary = f"recipe plan: {plan_timing.median:.2f} s (median of {len(plan_timing.times)})"
     if peer is not None:
-        summary += (f" | accelerate estimate path: {peer.median:.2f} s (median of {len(peer.times)})"
-                    f" | ratio {peer.median / plan_timing.median:.1f}x")
+        summary += (f" | accelerate estimate path: {peer.median:.2f} s (median of {len(peer.times)}), of which "
+                    f"{peer_import.median:.2f} s importing torch, transformers and accelerate and "
+                    f"{max(0.0, peer.median - peer_import.median):.2f} s building the empty model and its size table"
+                    f" | ratio {peer.median / plan_timing.median:.1f}x (not the same work: recipe plan computes "
+                    f"the whole plan without torch; the peer only sizes the parameters, with torch)")
     summary += f"; torch imported by recipe plan: {torch_line} (heavy modules: {others})"
     print(summary)
     return 0

@@ -9,8 +9,8 @@ It models what the project's runtime (transformers + peft + trl's SFTTrainer) al
   quantized base (trl casts them, the DoRA magnitude stays fp32); their gradients alike;
 - optimizer states: AdamW's two moments in the parameter dtype; bitsandbytes 8-bit AdamW keeps
   uint8 moments with an fp32 absmax per 256 values for tensors of 4096 values or more; paged
-  optimizers keep their states in CUDA managed memory, outside the caching allocator, so they are
-  in `required_bytes` but not in `allocated_peak_bytes`;
+  optimizers keep the moments of tensors of 1e5 values or more in CUDA managed memory, outside the
+  caching allocator, so those are in `required_bytes` but not in `allocated_peak_bytes`;
 - activations: per decoder layer and token, a linear model over the layer's shapes (hidden,
   intermediate, attention sizes, the inputs of targeted modules, rank, dropout, DoRA, eager
   attention's score matrices) whose coefficients are fitted to the tracer (`recipe plan --trace`,
@@ -170,17 +170,29 @@ def adapter_tensors(arch: Architecture, shape: StepShape) -> list[tuple[int, int
     return out
 
 
-def optimizer_bytes(tensors: list[tuple[int, int, int]], optimizer: str) -> int:
-    total = 0
+# bitsandbytes' paged optimizers put a state in CUDA managed memory only for tensors of this many
+# values or more (Optimizer8bit.get_state_buffer); smaller ones, and every absmax, are ordinary allocations
+PAGED_MIN_NUMEL = 100_000
+
+
+def optimizer_bytes(tensors: list[tuple[int, int, int]], optimizer: str) -> tuple[int, int]:
+    """(optimizer states on the device, states in paged managed memory)."""
+    on_device = paged = 0
+    paging = optimizer.startswith("paged_")
     for numel, size, count in tensors:
+        absmax = 0
         if optimizer.endswith("8bit") and numel >= 4096:
-            per = 2 * numel + 2 * 4 * math.ceil(numel / 256)
+            moments, absmax = 2 * numel, 2 * 4 * math.ceil(numel / 256)
         elif optimizer.endswith("8bit") or optimizer == "paged_adamw_32bit":
-            per = 2 * 4 * numel
+            moments = 2 * 4 * numel
         else:
-            per = 2 * size * numel
-        total += per * count
-    return total
+            moments = 2 * size * numel
+        if paging and numel >= PAGED_MIN_NUMEL:
+            paged += moments * count
+            on_device += absmax * count
+        else:
+            on_device += (moments + absmax) * count
+    return on_device, paged
 
 
 # --- activations ----------------------------------------------------------------------------------
@@ -319,8 +331,7 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
     tensors = adapter_tensors(arch, shape)
     trainable = sum(numel * count for numel, _, count in tensors)
     adapter = sum(numel * size * count for numel, size, count in tensors)
-    states = optimizer_bytes(tensors, shape.optimizer)
-    paged = shape.optimizer.startswith("paged_")
+    states, paged = optimizer_bytes(tensors, shape.optimizer)
     activations, head = activation_bytes(arch, shape)
     full = shape.method == "full"  # the whole model is trainable: its weights are the trainable ones
     n = shape.processes
@@ -334,9 +345,10 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
     gradients = adapter // n if shape.shards_states else adapter
     if shape.shards_states:
         states //= n
+        paged //= n
     if shape.cpu_offload and shape.shards_states:  # optimizer states (and sharded weights) in CPU memory
-        offloaded = states
-        states = 0
+        offloaded = states + paged
+        states = paged = 0
         if shape.shards_weights:  # parameter offload: the frozen shards, or under full fine-tuning the
             if full:              # trainable shards and their gradients
                 offloaded += adapter_here + gradients
@@ -349,8 +361,8 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
         "quantization_constants": constants,
         "trainable_weights" if full else "adapter_weights": adapter_here,
         "gradients": gradients,
-        "optimizer_states": 0 if paged else states,
-        "optimizer_states_paged": states if paged else 0,
+        "optimizer_states": states,
+        "optimizer_states_paged": paged,
         "activations": activations,
         "logits_and_loss": head,
         "communication_buffers": comm,

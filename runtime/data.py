@@ -151,9 +151,12 @@ class _Converter:
         if self.fmt == "text":
             return {"text": _text(row, "text")}
         from jinja2 import TemplateError
+        from jinja2.exceptions import SecurityError
 
         try:
             prompt, completion = (t.render(**row) for t in self.templates)
+        except SecurityError as exc:
+            raise ValueError(f"template refused by the sandbox: {exc}") from None
         except TemplateError as exc:
             raise ValueError(f"template: {exc}") from None
         if not completion.strip():

@@ -2,7 +2,8 @@
 
 It writes a tiny Llama-architecture model (random weights), a byte-level BPE tokenizer trained on
 the demo data with a chat template that marks assistant turns with `{% generation %}`, a synthetic
-support-ticket data set (train and eval, chat format), and a recipe that trains a LoRA on them.
+support-ticket data set (train and eval, chat format: the held-out tickets use wording and items
+the training tickets never have), and a recipe that trains a LoRA on them.
 """
 
 from __future__ import annotations
@@ -11,18 +12,52 @@ import json
 import random
 from pathlib import Path
 
-LABELS = {
-    "billing": ["I was charged twice this month", "my invoice total is wrong", "please refund my last payment",
-                "the card payment failed but money left my account", "I need a receipt for my order"],
-    "bug": ["the app crashes when I export", "the page stays blank after login", "search returns nothing",
-            "sync fails with an error", "the button does nothing when clicked"],
-    "account": ["I cannot log in", "how do I reset my password", "please delete my account",
-                "I want to change my email address", "two factor codes are rejected"],
-    "shipping": ["my parcel has not arrived", "the box arrived damaged", "tracking number does not work",
-                 "can you ship abroad", "I received the wrong item"],
+# Two disjoint halves of the ticket space. A ticket is a frame (label-neutral wording) around a topic
+# (what is wrong: it decides the label) about an item, between an opener and a closer. The training
+# set is written from TRAIN's frames, topics, items, openers and closers; the held-out set from
+# HELD_OUT's, none of which the training set contains. The held-out topics reuse the domain's words
+# (charged, refund, crash, password, parcel...) in new sentences, so the score after tuning measures
+# generalisation to new wording, not recall of training rows.
+TRAIN = {
+    "frames": ["{topic} for {item}", "I have a problem with {item}: {topic}", "about {item}: {topic}",
+               "{topic}, this is for {item}", "since yesterday {topic} ({item})", "can you help? {topic} with {item}"],
+    "topics": {
+        "billing": ["I was charged twice", "you charged the wrong amount", "I want a refund", "the refund is missing",
+                    "the invoice is wrong", "please send the invoice again", "the card payment failed",
+                    "I need a receipt"],
+        "bug": ["the app crashes", "the app crashes on start", "the page stays blank", "export fails with an error",
+                "search returns an error", "the button does nothing", "sync fails", "the screen freezes"],
+        "account": ["I cannot log in", "how do I reset my password", "my password is not accepted",
+                    "please delete my account", "I want to change my email address", "two factor codes are rejected",
+                    "my account is locked", "I cannot change my username"],
+        "shipping": ["my parcel has not arrived", "the parcel is late", "the box arrived damaged",
+                     "the tracking number does not work", "can you ship abroad", "I received the wrong item",
+                     "the delivery is late", "the courier lost my parcel"],
+    },
+    "items": ["order 1042", "the Pro plan", "my headphones", "the desk lamp", "invoice 88", "my phone case",
+              "the yearly subscription", "order 2210"],
+    "openers": ["Hi,", "Hello,", "Good morning,", ""],
+    "closers": ["Thanks.", "Please help.", "Regards.", ""],
 }
-OPENERS = ["Hi,", "Hello,", "Good morning,", "Hey team,", "Dear support,", ""]
-CLOSERS = ["Thanks.", "Please help.", "Regards.", "Any idea?", "", "Cheers."]
+HELD_OUT = {
+    "frames": ["writing about {item} because {topic}", "urgent, {topic} regarding {item}",
+               "{item} again: {topic}, what should I do", "{topic} on {item}, and nobody answered yet"],
+    "topics": {
+        "billing": ["my card was charged again", "my refund never came", "the invoice total looks too high",
+                    "no receipt was sent after payment"],
+        "bug": ["the app keeps crashing", "exporting stops halfway with an error", "a blank page shows after login",
+                "search freezes every time"],
+        "account": ["I forgot my password", "the login code is rejected", "please close my account",
+                    "the email on my account is out of date"],
+        "shipping": ["the delivery never arrived", "tracking shows nothing for my parcel", "the box came crushed",
+                     "a wrong item was shipped to me"],
+    },
+    "items": ["order 5317", "the Family plan", "my smartwatch", "the office chair", "the monthly bundle",
+              "invoice 604"],
+    "openers": ["Good evening,", "Dear support,", "Hey team,"],
+    "closers": ["Cheers.", "Any idea?", "Kind regards."],
+}
+LABELS = sorted(TRAIN["topics"])
 SYSTEM = "Classify the support ticket. Answer with one word: billing, bug, account or shipping."
 
 CHAT_TEMPLATE = (
@@ -71,12 +106,15 @@ output:
 """
 
 
-def tickets(n: int, seed: int) -> list[dict]:
+def tickets(n: int, seed: int, space: dict = TRAIN) -> list[dict]:
+    """n tickets drawn from one half of the ticket space (TRAIN or HELD_OUT)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        label = rng.choice(sorted(LABELS))
-        text = " ".join(p for p in (rng.choice(OPENERS), rng.choice(LABELS[label]) + ".", rng.choice(CLOSERS)) if p)
+        label = rng.choice(LABELS)
+        topic = rng.choice(space["topics"][label])
+        body = rng.choice(space["frames"]).format(topic=topic, item=rng.choice(space["items"])) + "."
+        text = " ".join(p for p in (rng.choice(space["openers"]), body, rng.choice(space["closers"])) if p)
         rows.append({"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text},
                                   {"role": "assistant", "content": label}]})
     return rows
@@ -115,7 +153,7 @@ def make(directory: Path, train_examples: int = 320, eval_examples: int = 40, ep
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     data.mkdir(exist_ok=True)
-    train, held = tickets(train_examples, seed), tickets(eval_examples, seed + 1)
+    train, held = tickets(train_examples, seed, TRAIN), tickets(eval_examples, seed + 1, HELD_OUT)
     for name, rows in (("train", train), ("eval", held)):
         with (data / f"{name}.jsonl").open("w", encoding="utf-8") as f:
             for row in rows:

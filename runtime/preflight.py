@@ -54,7 +54,7 @@ class Device:
 
 
 def _packages(plan: Plan) -> None:
-    needed = ["torch", "transformers", "peft", "trl", "accelerate", "datasets"]
+    needed = ["torch", "transformers", "peft", "trl", "accelerate", "datasets", "matplotlib"]  # matplotlib: loss.png
     if plan.method in ("qlora", "qdora") or plan.training.optimizer != "adamw":
         needed.append("bitsandbytes")
     if plan.distributed.strategy == "deepspeed":

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import struct
-import zlib
 from importlib import metadata
 from pathlib import Path
 
@@ -95,8 +93,8 @@ def markdown(report: dict) -> str:
     lines += _evaluation(report.get("evaluation") or {})
     if report["loss_curve"]:
         first, last = report["loss_curve"][0], report["loss_curve"][-1]
-        lines += [f"Loss: {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step {last['step']} "
-                  f"(plot: loss.png).", ""]
+        lines += [f"Loss: {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step {last['step']}.", "",
+                  "![training and held-out loss, learning rate, planned and measured peak memory](loss.png)", ""]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v), "",
               f"Seed {report['seed']}; recipe sha256 `{report['hashes']['recipe_sha256'][:12]}`, plan sha256 "
               f"`{report['hashes']['plan_sha256'][:12]}`."]
@@ -151,52 +149,10 @@ def write(run_dir: Path, report: dict) -> None:
     (run_dir / "run_report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "run_report.md").write_text(markdown(report))
     if report["loss_curve"]:
-        loss_png([(p["step"], p["loss"]) for p in report["loss_curve"]], run_dir / "loss.png")
+        from .figure import draw
+
+        draw(report, run_dir / "loss.png")
 
 
 def plan_hash(plan: Plan) -> str:
     return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()
-
-
-def loss_png(points: list[tuple[float, float]], path: Path, width: int = 640, height: int = 360) -> None:
-    """A line chart of the loss as a PNG, drawn without plotting libraries."""
-    margin = 40
-    pixels = [[(255, 255, 255)] * width for _ in range(height)]
-
-    def put(x: int, y: int, color) -> None:
-        if 0 <= x < width and 0 <= y < height:
-            pixels[y][x] = color
-
-    axis = (90, 90, 90)
-    for x in range(margin, width - margin + 1):
-        put(x, height - margin, axis)
-    for y in range(margin, height - margin + 1):
-        put(margin, y, axis)
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-
-    def to_px(x, y):
-        px = margin + (x - x0) / (x1 - x0) * (width - 2 * margin)
-        py = height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin)
-        return int(round(px)), int(round(py))
-
-    line = (31, 119, 180)
-    coords = [to_px(x, y) for x, y in points]
-    for (ax, ay), (bx, by) in zip(coords, coords[1:] or coords):
-        steps = max(abs(bx - ax), abs(by - ay), 1)
-        for i in range(steps + 1):
-            x = round(ax + (bx - ax) * i / steps)
-            y = round(ay + (by - ay) * i / steps)
-            for dx in (-1, 0, 1):
-                for dy in (-1, 0, 1):
-                    put(x + dx, y + dy, line)
-    raw = b"".join(b"\x00" + bytes(c for px in row for c in px) for row in pixels)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    path.write_bytes(png)

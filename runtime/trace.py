@@ -9,16 +9,16 @@ what only a GPU adds (cuBLAS workspaces, allocator rounding).
 The model is prepared the way the runtime's trainer (trl's SFTTrainer) prepares it: trl's fused LM
 head (no full logits), `get_peft_model`, adapters cast to bf16 on a quantized base, activation
 checkpointing with input gradients enabled. bitsandbytes cannot quantize fake tensors, so 4-bit and
-8-bit linears are stood in for by modules that store the same packed bytes and dequantize a
-temporary weight in forward and backward, as bitsandbytes' matmul does; 8-bit optimizers keep
-bitsandbytes' state layout (uint8 states with a float32 absmax per 256 values, 32-bit states for
-tensors under 4096 values). Paged optimizer states live in CUDA managed memory, which the caching
-allocator does not count: they are reported apart.
+8-bit linears are stood in for by modules that hold tensors of the sizes bitsandbytes' own objects
+have (measured by runtime/bnb_sizes.py from real `Params4bit` / `Int8Params` quantized on the CPU)
+and dequantize a temporary weight in forward and backward, as bitsandbytes' matmul does; 8-bit and
+paged optimizers get the states the real bitsandbytes AdamW initialises (same module). Paged
+optimizer states live in CUDA managed memory, which the caching allocator does not count: they are
+reported apart.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,24 +124,16 @@ def _quantized_linear_class():
         """Stores a linear layer's weight as bitsandbytes would; `W_q` makes peft's DoRA call dequantize()."""
 
         def __init__(self, linear, bits: int, double_quant: bool, dtype):
+            from .bnb_sizes import quantized_linear
+
             torch.nn.Module.__init__(self)
             self.in_features, self.out_features = linear.in_features, linear.out_features
-            numel = self.in_features * self.out_features
             self.compute_dtype = dtype
-            if bits == 4:
-                packed = torch.empty((numel + 1) // 2, 1, dtype=torch.uint8)
-                blocks = math.ceil(numel / 64)
-                if double_quant:  # 8-bit absmax per 64 values, float32 absmax per 256 of those
-                    constants = [torch.empty(blocks, dtype=torch.uint8),
-                                 torch.empty(math.ceil(blocks / 256), dtype=torch.float32)]
-                else:
-                    constants = [torch.empty(blocks, dtype=torch.float32)]
-            else:  # LLM.int8: int8 weight, one float32 scale per output row
-                packed = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
-                constants = [torch.empty(self.out_features, dtype=torch.float32)]
-            self.weight = torch.nn.Parameter(packed, requires_grad=False)
-            for i, constant in enumerate(constants):
-                self.register_buffer(f"quant_constant_{i}", constant)
+            tensors = quantized_linear(self.out_features, self.in_features, bits, double_quant)
+            weight, others = tensors[0], tensors[1:]  # as bitsandbytes measured them: the packed weight first
+            self.weight = torch.nn.Parameter(_bytes_as(weight), requires_grad=False)
+            for t in others:
+                self.register_buffer(f"quant_{t.name}", _bytes_as(t))
             self.bias = None if linear.bias is None else torch.nn.Parameter(
                 linear.bias.detach().to(dtype), requires_grad=False)
 
@@ -157,6 +149,14 @@ def _quantized_linear_class():
             return out if self.bias is None else out + self.bias
 
     return QuantizedLinear
+
+
+def _bytes_as(record):
+    """A tensor of the measured dtype and size (flat: only the bytes matter to the count)."""
+    import torch
+
+    dtype = getattr(torch, record.dtype)
+    return torch.empty(record.nbytes // dtype.itemsize, dtype=dtype)
 
 
 def _quantize(model, bits: int, double_quant: bool, dtype) -> None:
@@ -194,22 +194,25 @@ def _allocation_free_lm_head_kernels():
             setattr(kernels, name, fn)
 
 
-def _optimizer_states(params, optimizer: str):
-    """Allocate the optimizer's states as the optimizer would; returns (states, paged)."""
+def _optimizer_state_records(model, optimizer: str) -> list:
+    """What the optimizer will keep for the model's trainable parameters, measured before the fake
+    tensor mode (bitsandbytes' own optimizer, on meta copies); [] for torch AdamW."""
+    if optimizer == "adamw":
+        return []
+    from .bnb_sizes import optimizer_states
+
+    shapes = [(tuple(p.shape), str(p.dtype).replace("torch.", "")) for p in model.parameters() if p.requires_grad]
+    return [t for states in optimizer_states(shapes, optimizer) for t in states]
+
+
+def _optimizer_states(params, optimizer: str, records: list):
+    """Allocate the optimizer's states as the optimizer would; returns (on the device, paged)."""
     import torch
 
-    paged = optimizer.startswith("paged_")
-    states = []
-    for p in params:
-        if optimizer.endswith("8bit") and p.numel() >= 4096:
-            blocks = math.ceil(p.numel() / 256)
-            states += [torch.empty(p.shape, dtype=torch.uint8), torch.empty(p.shape, dtype=torch.uint8),
-                       torch.empty(blocks, dtype=torch.float32), torch.empty(blocks, dtype=torch.float32)]
-        elif optimizer.endswith("8bit") or optimizer == "paged_adamw_32bit":
-            states += [torch.empty(p.shape, dtype=torch.float32), torch.empty(p.shape, dtype=torch.float32)]
-        else:  # torch AdamW: states in the parameter's dtype
-            states += [torch.zeros_like(p), torch.zeros_like(p)]
-    return states, paged
+    if optimizer == "adamw":  # torch AdamW: two moments in the parameter's dtype
+        return [t for p in params for t in (torch.zeros_like(p), torch.zeros_like(p))], []
+    on_device = [_bytes_as(t) for t in records if not t.paged]
+    return on_device, [_bytes_as(t) for t in records if t.paged]
 
 
 def trace(spec: TraceSpec) -> TraceResult:
@@ -270,6 +273,7 @@ def trace(spec: TraceSpec) -> TraceResult:
                 model.enable_input_require_grads()
         model.train()
 
+    state_records = _optimizer_state_records(model, spec.optimizer)
     counter = _LiveBytes()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
@@ -286,7 +290,7 @@ def trace(spec: TraceSpec) -> TraceResult:
         b, s = spec.micro_batch_size, spec.seq_len
         autocast = torch.autocast("cpu", dtype=dtype, enabled=spec.precision != "fp32")
         states: list = []
-        paged = False
+        paged: list = []
         grad_bytes = 0
         with counter.mode, _allocation_free_lm_head_kernels():
             for step in range(2):
@@ -301,27 +305,27 @@ def trace(spec: TraceSpec) -> TraceResult:
                     loss.backward()
                     del out, loss, ids, mask
                 grad_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
-                if not states:
-                    states, paged = _optimizer_states(trainable, spec.optimizer)
-                    if paged:  # managed memory: not in the allocator's count
-                        for t in states:
-                            counter._free(t.untyped_storage()._cdata)
+                if not states and not paged:
+                    states, paged = _optimizer_states(trainable, spec.optimizer, state_records)
+                    for t in paged:  # managed memory: not in the allocator's count
+                        counter._free(t.untyped_storage()._cdata)
                 with torch.no_grad():  # the update itself: in place, no temporaries (fused AdamW)
                     for p in trainable:
                         p.add_(p.grad)
                 for p in trainable:
                     p.grad = None
         state_bytes = sum(t.untyped_storage().nbytes() for t in states)
+        paged_bytes = sum(t.untyped_storage().nbytes() for t in paged)
         peak = counter.peak
-    static = weights_bytes + trainable_bytes + (0 if paged else state_bytes)
+    static = weights_bytes + trainable_bytes + state_bytes
     return TraceResult(
         peak_bytes=peak,
         weights_bytes=weights_bytes,
         trainable_bytes=trainable_bytes,
         trainable_params=sum(p.numel() for p in trainable),
         gradient_bytes=grad_bytes,
-        optimizer_bytes=0 if paged else state_bytes,
-        paged_optimizer_bytes=state_bytes if paged else 0,
+        optimizer_bytes=state_bytes,
+        paged_optimizer_bytes=paged_bytes,
         activation_peak_bytes=peak - static,
         seconds=time.perf_counter() - start,
     )

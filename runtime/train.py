@@ -294,7 +294,8 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         log("scoring the base model on the held-out set")
         evaluation["baseline"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
         if plan.distributed.processes == 1:  # before train(), evaluate() would keep the model from DDP wrapping
-            evaluation["baseline_eval_loss"] = trainer.evaluate()["eval_loss"]
+            # absent when truncation left no held-out example with an answer to score
+            evaluation["baseline_eval_loss"] = trainer.evaluate().get("eval_loss")
 
     def stop(signum, frame):
         if state["stop"]:
@@ -339,11 +340,13 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         evaluation["tuned"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
     if not state["stop"]:
         evaluation["gate"] = gate(plan, evaluation.get("tuned"))
-    curve = [{"step": h["step"], "loss": h["loss"]} for h in ts.log_history if "loss" in h]
-    evals = [h["eval_loss"] for h in ts.log_history if "eval_loss" in h]
+    curve = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+             for h in ts.log_history if "loss" in h]
+    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in ts.log_history if "eval_loss" in h]
     if evals:
-        measured["eval_loss"] = evals[-1]
-        evaluation["tuned_eval_loss"] = evals[-1]
+        measured["eval_loss"] = evals[-1]["eval_loss"]
+        measured["eval_curve"] = evals
+        evaluation["tuned_eval_loss"] = evals[-1]["eval_loss"]
     return RunResult(run_dir, adapter_dir, state["stop"], measured, session.counts, curve,
                      str(start_from) if start_from else None, evaluation, main)
 

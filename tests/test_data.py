@@ -57,12 +57,33 @@ def test_template_over_csv_columns_in_a_sandbox(tmp_path):
     records = read_records(path, "d.csv", "template", spec, on_error="skip")
     assert records.rows == [{"prompt": "T: lost parcel", "completion": "shipping"}]
     assert records.problems[0].line == 3 and "renders empty" in records.problems[0].message
-    evil = TemplateSpec(prompt="{{ ''.__class__.__mro__[1].__subclasses__() }}", completion="{{ label }}")
-    with pytest.raises(RecipeError, match="template"):
-        read_records(path, "d.csv", "template", evil)
     missing = TemplateSpec(prompt="{{ nope }}", completion="{{ label }}")
     with pytest.raises(RecipeError, match="'nope' is undefined"):
         read_records(path, "d.csv", "template", missing)
+
+
+# Each escape renders something (or mutates a value) under a plain jinja2.Environment; the sandbox
+# must refuse every one of them, and say so.
+ESCAPES = {
+    "dunder attribute": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "function globals": "{{ lipsum.__globals__ }}",
+    "str.format reaching attributes": "{{ '{0.__class__}'.format(ticket) }}",
+    "method of a column's value": "{{ ticket.__init__.__globals__ }}",
+    "mutating a list": "{% set seen = [] %}{{ seen.append(ticket) }}{{ seen }}",
+    "mutating a dict": "{% set d = {} %}{{ d.update(a=1) }}{{ d }}",
+}
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES), ids=list(ESCAPES))
+def test_the_sandbox_refuses_each_escape(tmp_path, escape):
+    path = tmp_path / "d.csv"
+    path.write_text("ticket,label\nlost parcel,shipping\n")
+    evil = TemplateSpec(prompt=ESCAPES[escape], completion="{{ label }}")
+    with pytest.raises(RecipeError) as info:
+        read_records(path, "d.csv", "template", evil)
+    message = info.value.message
+    assert "d.csv:2: template refused by the sandbox" in message, (escape, message)
+    assert "unsafe" in message, (escape, message)
 
 
 def test_split_is_deterministic_and_disjoint():

@@ -268,3 +268,16 @@ def test_multi_node_when_one_machine_is_not_enough(tmp_path):
     plan = compile_file(write(tmp_path, text)).plan
     assert plan.distributed.nodes == 2 and plan.distributed.gpus_per_node == 8 and plan.distributed.processes == 16
     assert plan.time.scaling_efficiency < 0.9
+
+
+def test_training_cost_counts_every_gpu(tmp_path):
+    """Two GPUs at $2.00 each for H hours cost 2 x 2.00 x H, and the price per hour is $4.00."""
+    budget = "  gpu: H100-80GB\n  gpu_count: {n}\n  max_gpus: 2\n  prices:\n    H100-80GB: 2.0"
+    one = compile_file(write(tmp_path, recipe(method="lora", budget=budget.format(n=1)))).plan
+    two = compile_file(write(tmp_path, recipe(method="lora", budget=budget.format(n=2)))).plan
+    assert (one.hardware.count, two.hardware.count) == (1, 2)
+    assert one.cost.usd_per_hour == pytest.approx(2.0) and two.cost.usd_per_hour == pytest.approx(4.0)
+    assert one.cost.usd == pytest.approx(2.0 * one.time.hours, abs=0.01), "training cost of one GPU"
+    assert two.cost.usd == pytest.approx(2 * 2.0 * two.time.hours, abs=0.01), \
+        "training cost must count both GPUs (GPU-hours x price), not one"
+    assert two.time.hours < one.time.hours < 2 * two.time.hours  # two GPUs: faster, but not free

@@ -41,6 +41,8 @@ def test_whole_script_with_peer(plan_speed, capsys):
     assert plan_speed.main(["--runs", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "accelerate estimate path:" in out and "ratio" in out
+    assert "importing torch, transformers and accelerate" in out  # says where the peer's time goes
+    assert "of which: import accelerate.commands.estimate" in out
     assert "torch imported by recipe plan: no" in out
 
 
