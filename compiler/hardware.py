@@ -7,6 +7,7 @@ from typing import Optional
 
 from ..schemas.recipe import BudgetSpec
 from . import catalogs
+from .stack import CUDA_STACK, Stack, stack_for
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Candidate:
     price_source: str  # where the price comes from, in full
     provider: Optional[str]
     price_label: str = ""  # short: "aws g6.xlarge on-demand"
+    stack: Stack = CUDA_STACK  # the training-stack parts known to work on it
 
 
 def _price(name: str, budget: BudgetSpec) -> tuple[Optional[float], str, Optional[str], str]:
@@ -61,5 +63,5 @@ def candidates(budget: BudgetSpec) -> list[Candidate]:
         if price is None and not explicit:
             continue
         out.append(Candidate(gpu.name, gpu.memory_bytes, gpu.training_tflops, gpu.bf16_supported,
-                             gpu.nvlink, price, source, provider, label))
+                             gpu.nvlink, price, source, provider, label, stack_for(gpu.name)))
     return out

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..schemas.errors import RecipeError
-from .architecture import Architecture, Linear, linear_modules, parameter_count, parameter_targets
+from .architecture import (Architecture, Linear, attention_implementations, linear_modules, parameter_count,
+                           parameter_targets, quantizable_linears)
 from .suggest import close
 
 MODEL_FILE = Path(__file__).parent / "data" / "activation_model.json"
@@ -95,11 +96,14 @@ class MemoryEstimate:
         return self.required_bytes <= capacity_bytes
 
 
-def attention_for(arch: Architecture, requested: str) -> str:
-    """`auto` is sdpa, except where transformers has no sdpa path (Gemma 2's logit softcapping)."""
+def attention_for(arch: Architecture, requested: str, packing: bool = False) -> str:
+    """`auto` is sdpa where the family's transformers class supports it (Gemma 2 does not: eager);
+    with packing, flash_attention_2, whose varlen kernels keep packed examples apart."""
     if requested != "auto":
         return requested
-    return "eager" if arch.attn_logit_softcapping else "sdpa"
+    if packing:
+        return "flash_attention_2"
+    return "sdpa" if "sdpa" in attention_implementations(arch) else "eager"
 
 
 # --- targets ------------------------------------------------------------------------------------
@@ -137,13 +141,14 @@ def weight_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
     compute = _dtype_bytes(shape.precision)
     if shape.method not in QUANTIZED:
         return counts.total * compute, 0
-    quantized = sum(m.weight_params for m in linear_modules(arch))
+    replaced = quantizable_linears(arch)  # only exact nn.Linear modules: Falcon's stay 16-bit
+    quantized = sum(m.weight_params for m in replaced)
     rest = counts.total - quantized
     if shape.quant_bits == 8:
-        rows = sum(m.out_features * m.count for m in linear_modules(arch))
+        rows = sum(m.out_features * m.count for m in replaced)
         return quantized + rest * compute, rows * 4
     constants = 0
-    for m in linear_modules(arch):
+    for m in replaced:
         blocks = math.ceil(m.in_features * m.out_features / 64)
         per = blocks + math.ceil(blocks / 256) * 4 if shape.double_quant else blocks * 4
         constants += per * m.count

@@ -110,15 +110,17 @@ def _quantized_linear_class():
 
     class _Dequantize(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, packed, shape):
+        def forward(ctx, x, packed, shape, keep_input):
             ctx.shape = shape
+            if keep_input:  # bitsandbytes' MatMul8bitLt keeps its input A for backward (ctx.tensors)
+                ctx.save_for_backward(x)
             weight = torch.empty(shape, dtype=x.dtype, device=x.device)  # dequantized, temporary
             return torch.nn.functional.linear(x, weight)
 
         @staticmethod
         def backward(ctx, grad):
             weight = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
-            return grad @ weight, None, None
+            return grad @ weight, None, None, None
 
     class QuantizedLinear(torch.nn.Linear):
         """Stores a linear layer's weight as bitsandbytes would; `W_q` makes peft's DoRA call dequantize()."""
@@ -128,6 +130,7 @@ def _quantized_linear_class():
             self.in_features, self.out_features = linear.in_features, linear.out_features
             numel = self.in_features * self.out_features
             self.compute_dtype = dtype
+            self.bits = bits
             if bits == 4:
                 packed = torch.empty((numel + 1) // 2, 1, dtype=torch.uint8)
                 blocks = math.ceil(numel / 64)
@@ -153,7 +156,7 @@ def _quantized_linear_class():
             return torch.empty(self.out_features, self.in_features, dtype=self.compute_dtype)
 
         def forward(self, x):
-            out = _Dequantize.apply(x, self.weight, (self.out_features, self.in_features))
+            out = _Dequantize.apply(x, self.weight, (self.out_features, self.in_features), self.bits == 8)
             return out if self.bias is None else out + self.bias
 
     return QuantizedLinear

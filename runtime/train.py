@@ -17,6 +17,8 @@ from typing import Optional
 from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
 from . import data as data_mod
+from .conformance import check as check_conformance
+from .conformance import enforce as enforce_conformance
 from .preflight import Device, preflight, torch_dtype
 
 COMPLETE = "CHECKPOINT_COMPLETE"  # written after a checkpoint is fully saved
@@ -35,6 +37,7 @@ class RunResult:
     resumed_from: Optional[str] = None
     evaluation: dict = field(default_factory=dict)  # baseline, tuned, gate
     main_process: bool = True  # rank 0 (the one that writes reports)
+    conformance: dict = field(default_factory=dict)  # the live model checked against plan.build
 
 
 def generation_markers(tokenizer) -> bool:
@@ -116,8 +119,9 @@ def _model(plan: Plan, model_dir: str, device: Device):
     from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype(device.precision)
+    attention = plan.build.attention if plan.build else plan.training.attention  # the compiler's decision
     kwargs = dict(trust_remote_code=plan.recipe.model.trust_remote_code, revision=plan.recipe.model.revision,
-                  attn_implementation=plan.training.attention)
+                  attn_implementation=attention)
     if plan.method in ("qlora", "qdora"):
         from transformers import BitsAndBytesConfig
 
@@ -225,6 +229,7 @@ class Session:
     kind: str
     state: dict  # {"stop": bool}, shared with the callbacks
     eval_rows: list = field(default_factory=list)
+    conformance: dict = field(default_factory=dict)
 
 
 def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
@@ -255,13 +260,16 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
         train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer, peft_config=_peft_config(plan), callbacks=_callbacks(state))
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
+    conformance = check_conformance(plan, trainer, device.precision)
+    enforce_conformance(conformance)  # a model that differs from its plan never trains
+    log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
     if not plan.training.packing:  # trl drops examples whose trained tokens were all truncated away
         counts["train_dropped"] = len(train_rows) - len(trainer.train_dataset)
         if len(trainer.train_dataset) == 0:
             raise RecipeError(f"no training example keeps a token to learn from after truncation to "
                               f"training.max_seq_len {plan.training.max_seq_len} ({counts['train_truncated']} of "
                               f"{len(train_rows)} are longer): raise training.max_seq_len")
-    return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows)
+    return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows, conformance)
 
 
 def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunResult:
@@ -343,7 +351,7 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         measured["eval_loss"] = evals[-1]
         evaluation["tuned_eval_loss"] = evals[-1]
     return RunResult(run_dir, adapter_dir, state["stop"], measured, session.counts, curve,
-                     str(start_from) if start_from else None, evaluation, main)
+                     str(start_from) if start_from else None, evaluation, main, session.conformance)
 
 
 def _record_rank(run_dir: Path, trainer) -> None:
