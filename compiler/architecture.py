@@ -90,6 +90,9 @@ class Architecture:
     hidden_act: str
     attn_logit_softcapping: float | None = None
     final_logit_softcapping: float | None = None
+    # Falcon's first (multi-query) architecture hands sdpa one key/value head for all query heads
+    # and an always-materialised mask: sdpa's math path, which keeps the score matrices like eager
+    sdpa_materializes_scores: bool = False
 
     @property
     def is_moe(self) -> bool:
@@ -270,6 +273,7 @@ def from_config(cfg: dict, where: str) -> Architecture:
         head_dim = need("head_dim")
 
     parallel = False
+    new_arch = False
     if family == "falcon":
         new_arch = _bool(cfg, "new_decoder_architecture", where, False)
         if new_arch:
@@ -373,6 +377,7 @@ def from_config(cfg: dict, where: str) -> Architecture:
         hidden_act=str(act),
         attn_logit_softcapping=_float(cfg, "attn_logit_softcapping", where) if family == "gemma2" else None,
         final_logit_softcapping=_float(cfg, "final_logit_softcapping", where) if family == "gemma2" else None,
+        sdpa_materializes_scores=family == "falcon" and not new_arch and kv < heads,
     )
 
 

@@ -235,7 +235,12 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "eager_scores": arch.num_heads * shape.seq_len if shape.attention == "eager" else 0,
         "softcap_scores": arch.num_heads * shape.seq_len if shape.attention == "eager"
         and arch.attn_logit_softcapping else 0,
+        "sdpa_math_scores": arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
     }
+
+
+def _sdpa_math(arch: Architecture, shape: StepShape) -> bool:
+    return shape.attention == "sdpa" and arch.sdpa_materializes_scores
 
 
 def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
@@ -255,6 +260,8 @@ def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]
         # recomputing a checkpointed layer in backward: its MLP's intermediate gradients
         "checkpoint_mlp": shape.tokens * arch.intermediate_size * max(1, arch.experts_per_token)
         if shape.gradient_checkpointing else 0,
+        # sdpa's math path: one layer's score-sized temporaries in its backward
+        "sdpa_math_backward": shape.tokens * arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
     }
 
 

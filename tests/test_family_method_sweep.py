@@ -32,9 +32,12 @@ METHODS = {
 }
 
 
+FIXTURES = {"falcon": "falcon-new"}  # family -> tests/data/configs/<dir> where the names differ
+
+
 def family_config(family: str) -> dict:
     """The family's test config, scaled to HIDDEN (heads kept), LAYERS layers, a 32k vocabulary."""
-    path = CONFIGS / family / "config.json"
+    path = CONFIGS / FIXTURES.get(family, family) / "config.json"
     assert path.is_file(), f"no config for the supported family '{family}': add tests/data/configs/{family}/config.json"
     cfg = json.loads(path.read_text())
     old = cfg.get("hidden_size") or cfg.get("n_embed")
@@ -56,6 +59,8 @@ def estimate_and_trace(cfg: dict, opts: dict, label: str):
     arch = from_config(cfg, label)
     opts = dict(opts)
     opts.setdefault("attention", memory.attention_for(arch, "auto"))
+    if arch.is_moe:  # peft's ParamWrapper (LoRA on the fused expert tensors) refuses lora_dropout != 0
+        opts["dropout"] = 0.0
     spec = TraceSpec(config=cfg, seq_len=SEQ, **opts)
     shape = memory.StepShape(
         method=spec.method, rank=spec.rank, dropout=spec.dropout, targets="all-linear",
