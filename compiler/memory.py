@@ -219,6 +219,8 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "mlp_gated_silu": mlp if arch.gated_mlp and not gelu else 0,
         "mlp_gated_gelu": mlp if arch.gated_mlp and gelu else 0,
         "mlp_plain": 0 if arch.gated_mlp else mlp,
+        # transformers' NewGELUActivation (phi) is written in Python ops: each keeps its intermediate
+        "mlp_gelu_new": mlp if arch.hidden_act == "gelu_new" else 0,
         "lora_in_fp32": sum_in if fp32_adapters else 0,
         "lora_in_bf16": 0 if fp32_adapters else sum_in,
         "dropout_in_fp32": sum_in if (drop and fp32_adapters) else 0,
@@ -236,7 +238,30 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "softcap_scores": arch.num_heads * shape.seq_len if shape.attention == "eager"
         and arch.attn_logit_softcapping else 0,
         "sdpa_math_scores": arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
+        "int8_inputs": int8_kept_inputs(arch, shape),
     }
+
+
+_OUTPUT_SIDE = {"o_proj", "dense", "down_proj", "fc2", "dense_4h_to_h"}
+
+
+def int8_kept_inputs(arch: Architecture, shape: StepShape) -> int:
+    """Per layer and token: the values of the inputs bitsandbytes' 8-bit matmul keeps for backward
+    (MatMul8bitLt saves its input A), one per distinct input tensor (q/k/v share theirs), less those
+    LoRA already keeps itself (a targeted module without dropout saves the very same tensor)."""
+    if shape.method not in QUANTIZED or shape.quant_bits != 8:
+        return 0
+    n = arch.num_layers
+    targeted = {m.name for m in resolve_targets(arch, shape.targets)}
+    groups: dict[tuple, tuple[int, bool]] = {}
+    for m in quantizable_linears(arch):
+        key = (m.group, m.name in _OUTPUT_SIDE)
+        if arch.parallel_block and arch.norms_per_layer == 1 and not key[1]:
+            key = ("shared", False)  # attention and MLP read one normed input
+        kept_by_lora = m.name in targeted and shape.dropout == 0
+        dim, kept = groups.get(key, (m.in_features * m.count // n, False))
+        groups[key] = (dim, kept or kept_by_lora)
+    return sum(dim for dim, kept in groups.values() if not kept)
 
 
 def _sdpa_math(arch: Architecture, shape: StepShape) -> bool:
