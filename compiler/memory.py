@@ -380,6 +380,14 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
             else:
                 offloaded += weights
                 weights = 0
+    if full and shape.gradient_accumulation_steps == 1 and not shape.shards_states:
+        # full fine-tuning without accumulation: no gradient outlives the optimizer step, and backward
+        # frees each layer's activations as it fills that layer's weight gradients, so the two peak at
+        # different times: on top of the gradients the step adds max(activations + head, gradients)
+        # - gradients (with accumulation the previous micro batches' gradients sit under the activations)
+        extra = max(activations + head, gradients) - gradients
+        head = min(head, extra)
+        activations = extra - head
     components = {
         "weights": 0 if full else weights,
         "quantization_constants": constants,
