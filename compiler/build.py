@@ -23,6 +23,22 @@ def quantization_label(method: str, bits: int, quant_type: str) -> str | None:
     return "int8" if bits == 8 else quant_type
 
 
+def peft_refuses(arch: Architecture, method: str, targets, dropout: float) -> tuple[str, str] | None:
+    """(recipe key, message) where peft 0.21 would refuse the adapter at run time: LoRA on MoE expert
+    tensors (`target_parameters`, peft's ParamWrapper) works only without DoRA and without dropout."""
+    if method == "full" or not expert_parameters(arch) or targets not in ("all-linear", ("all-linear",)):
+        return None
+    if method in ("dora", "qdora"):
+        return ("method.name", f"{method}: peft cannot apply DoRA to {arch.family}'s fused expert tensors "
+                               f"(ParamWrapper does not work with use_dora); use lora / qlora, or list attention "
+                               f"modules in method.targets (q_proj, k_proj, v_proj, o_proj)")
+    if dropout > 0:
+        return ("method.dropout", f"method.dropout {dropout:g}: peft's LoRA on {arch.family}'s fused expert tensors "
+                                  f"(ParamWrapper) does not work with lora_dropout != 0; set method.dropout: 0, or "
+                                  f"list attention modules in method.targets")
+    return None
+
+
 def module_rows(arch: Architecture, method: str, bits: int) -> list[ModuleBuild]:
     quantizing = method in QUANTIZED
     cls = linear_class(arch)

@@ -58,6 +58,11 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
     t = recipe.training
     quant = recipe.method.quantization
     _check_attention(arch, recipe, doc)
+    methods_to_check = ["lora", "qlora"] if recipe.method.name == "auto" else [recipe.method.name]
+    for m in methods_to_check:
+        refused = build_mod.peft_refuses(arch, m, _targets(recipe), recipe.method.dropout)
+        if refused:
+            raise _located(doc, tuple(refused[0].split(".")), refused[1])
     base = memory.StepShape(
         method="lora", rank=recipe.method.rank, dropout=recipe.method.dropout, targets=_targets(recipe),
         seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,

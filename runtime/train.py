@@ -254,6 +254,7 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     if counts["duplicates_in_eval"]:
         log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
     model = _model(plan, model_dir, device)
+    run_dir_existed, checkpoints_existed = run_dir.exists(), (run_dir / "checkpoints").exists()
     state = {"stop": False}
     trainer = SFTTrainer(
         model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
@@ -261,6 +262,11 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
         processing_class=tokenizer, peft_config=_peft_config(plan), callbacks=_callbacks(state))
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
     conformance = check_conformance(plan, trainer, device.precision)
+    if conformance["problems"]:  # leave nothing behind: the trainer made its output directory
+        if not run_dir_existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif not checkpoints_existed:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     enforce_conformance(conformance)  # a model that differs from its plan never trains
     log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
     if not plan.training.packing:  # trl drops examples whose trained tokens were all truncated away

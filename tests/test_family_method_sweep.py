@@ -82,7 +82,11 @@ KNOWN_GAPS = {
     **{(f, "qdora"): "+11..+28%" for f in ("llama", "mistral", "qwen2", "gemma", "gemma2", "phi", "falcon",
                                            "stablelm")},
     **{("mixtral", m): "-16%" for m in ("lora", "qlora", "8bit")},
+    # the tracer, not the estimate: grouped_mm of fp32 master weights fails on CPU fake tensors
+    ("mixtral", "full"): "no trace",
 }
+# cells peft refuses at run time: the compiler must refuse them too (a located error), never plan them
+REFUSED = {("mixtral", "dora"), ("mixtral", "qdora")}
 
 SWEEP = [pytest.param(f, m, id=f"{f}-{m}", marks=pytest.mark.xfail(
     strict=True, reason=f"known estimate gap {KNOWN_GAPS[(f, m)]}")) if (f, m) in KNOWN_GAPS
@@ -91,6 +95,12 @@ SWEEP = [pytest.param(f, m, id=f"{f}-{m}", marks=pytest.mark.xfail(
 
 @pytest.mark.parametrize("family,method", SWEEP)
 def test_estimate_within_10_percent_of_trace(family, method):
+    if (family, method) in REFUSED:
+        from recipe_ft.compiler.build import peft_refuses
+
+        arch = from_config(family_config(family), family)
+        assert peft_refuses(arch, METHODS[method]["method"], "all-linear", 0.0), (family, method)
+        return
     estimated, traced = estimate_and_trace(family_config(family), METHODS[method], f"{family} {method}")
     error = (estimated - traced) / traced
     assert abs(error) <= TOLERANCE, (family, method, estimated, traced, f"{error:+.1%}")
