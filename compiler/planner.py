@@ -224,8 +224,10 @@ def _offload(recipe: Recipe, base, gpus, option) -> list[str]:
             continue
         o = sorted(fits, key=rank_key)[0]
         cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        host = o.memory.components.get("offloaded_to_cpu", 0) * o.count
         found.append(f"{label} fits on {o.count} x {o.gpu.name} ({method.upper()}, "
-                     f"{o.memory.required_bytes / 2**30:.1f} GiB per GPU): {o.time.hours:.1f} h, {cost}; "
+                     f"{o.memory.required_bytes / 2**30:.1f} GiB per GPU, {host / 2**30:,.0f} GiB of CPU memory "
+                     f"offloaded): {o.time.hours:.1f} h, {cost}; "
                      f"offload runs the optimizer on the CPU and moves weights over PCIe, planned at "
                      f"{timing.OFFLOAD_EFFICIENCY:.0%} of the GPUs' speed ({knobs}, distributed.cpu_offload: true"
                      f"{f', budget.gpu_count: {o.count}' if not b.gpu_count else ''})")
