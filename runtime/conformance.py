@@ -113,7 +113,7 @@ def check(plan, trainer, precision: str) -> dict:
 
     args = trainer.args
     packing = "padding_free" if getattr(args, "packing", False) else "off"
-    if packing != "off" and not getattr(args, "padding_free", False):
+    if packing != "off" and not getattr(trainer, "padding_free", getattr(args, "padding_free", False)):
         packing = "padded rows"
     checked.append(f"packing: {packing}")
     if packing != build.packing:

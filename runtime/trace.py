@@ -341,7 +341,9 @@ def spec_for_plan(plan) -> TraceSpec:
         micro_batch_size=t.micro_batch_size, seq_len=t.max_seq_len,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_accumulation_steps=t.gradient_accumulation_steps, optimizer=t.optimizer,
-        precision=t.precision, attention=t.attention, quant_bits=quant.get("bits", 4),
+        # flash_attention_2 keeps no score matrix, as sdpa's fused kernels: traced as sdpa (no flash-attn on CPU)
+        precision=t.precision, attention="sdpa" if t.attention == "flash_attention_2" else t.attention,
+        quant_bits=quant.get("bits", 4),
         double_quant=quant.get("double_quant", True))
 
 

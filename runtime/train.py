@@ -171,6 +171,8 @@ def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: 
         weight_decay=r.weight_decay, max_grad_norm=r.max_grad_norm, optim=optim,
         num_train_epochs=t.epochs, max_steps=r.max_steps or -1,
         max_length=t.max_seq_len, packing=t.packing,
+        # packed rows as the plan counted them: best-fit decreasing, padding-free (varlen attention)
+        packing_strategy="bfd", padding_free=t.packing,
         assistant_only_loss=kind == "messages", completion_only_loss=True if "prompt_completion" in kind else None,
         dataset_text_field="text",
         seed=r.seed, data_seed=r.seed,
