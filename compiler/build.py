@@ -65,7 +65,7 @@ def decide(arch: Architecture, method: str, precision: str, attention: str, pack
     if method == "full":
         weights, trainable = "fp32", "fp32"
     elif method in QUANTIZED:
-        weights, trainable = compute, "bf16" if compute == "bf16" else compute
+        weights, trainable = compute, "bf16"  # trl casts LoRA A/B to bf16 on any quantized base
     else:
         weights, trainable = compute, "fp32"
     states = "uint8" if optimizer.endswith("8bit") else ("fp32" if optimizer == "paged_adamw_32bit" else trainable)
