@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from recipe_ft.compiler.architecture import from_config  # noqa: E402
+from recipe_ft.compiler.architecture import SUPPORTED_FAMILIES, from_config  # noqa: E402
 from recipe_ft.compiler.build import decide  # noqa: E402
 from recipe_ft.compiler.pipeline import compile_file  # noqa: E402
 from recipe_ft.runtime import demo  # noqa: E402
@@ -85,3 +85,36 @@ def test_conforming_run_reports_the_check(tiny, tmp_path, cli):
     assert c["ok"] and not c["problems"]
     assert any(line.startswith("q_proj:") for line in c["checked"])
     assert any(line.startswith("attention: sdpa") for line in c["checked"])
+
+
+@pytest.mark.parametrize("family", SUPPORTED_FAMILIES)
+def test_compiler_tables_match_the_installed_transformers(family):
+    """The compiler's per-family facts (no torch import there) against the transformers classes."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from recipe_ft.compiler.architecture import attention_implementations, linear_class, linear_modules
+
+    cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[family])
+    supported = attention_implementations(from_config({"model_type": family, **_tiny(family)}, family))
+    assert ("sdpa" in supported) == bool(cls._supports_sdpa), family
+    assert ("flash_attention_2" in supported) == bool(cls._supports_flash_attn), family
+    cfg = _tiny(family)
+    arch = from_config({"model_type": family, **cfg}, family)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **cfg))
+    names = {m.name for m in linear_modules(arch)}
+    kinds = {type(m).__name__ for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in names
+             and any(p.isdigit() for p in n.split("."))}
+    assert kinds == {linear_class(arch)}, (family, kinds)
+
+
+def _tiny(family):
+    from pathlib import Path
+
+    directory = {"falcon": "falcon-new"}.get(family, family)
+    cfg = json.loads((Path(__file__).parent / "data" / "configs" / directory / "config.json").read_text())
+    cfg.pop("model_type", None)
+    return cfg
