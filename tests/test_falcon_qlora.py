@@ -4,7 +4,6 @@ integration does not replace: a Falcon "QLoRA" keeps its decoder weights in bf16
 planned as not fitting (its weights alone are about 78 GiB in bf16)."""
 
 import json
-import shutil
 
 import pytest
 
