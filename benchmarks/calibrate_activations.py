@@ -209,11 +209,19 @@ def main(argv=None) -> int:
         print(f"{len(samples)} configurations traced in {time.time() - start:.0f} s")
         args.samples.write_text(json.dumps(samples))
     model = fit(samples)
+    # terms measured apart (their own traces, see "measured_apart") are kept, not refitted
+    out = ROOT / "compiler" / "data" / "activation_model.json"
+    kept = json.loads(out.read_text()) if out.exists() else {}
+    for key in kept.get("measured_apart", {}):
+        for part in ("layer", "transient"):
+            if key in kept.get(part, {}):
+                model[part][key] = kept[part][key]
+    if kept.get("measured_apart"):
+        model["measured_apart"] = kept["measured_apart"]
     model["source"] = ("fitted by benchmarks/calibrate_activations.py to runtime/trace.py "
                        "(transformers + peft + trl fused head, fake tensors) on its calibration grid")
     print(json.dumps(model, indent=2))
     if not args.check:
-        out = ROOT / "compiler" / "data" / "activation_model.json"
         out.write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
         print(f"wrote {out}")
     return 0

@@ -51,12 +51,12 @@ packing each batch is padded to its longest example; with it (trl's "bfd", paddi
 is computed. Packing's own preprocessing happens before `trainer.train()`, so it shows in the
 process column, not in the gain.
 
-Expect a modest gain here, smaller than the padding removed: padding-free packing flattens a batch
-into one row of up to batch x max_seq_len tokens, and sdpa (no varlen kernel, as on a CPU) attends
-over the whole row under a block-diagonal mask, so a packed token costs more attention than the
-same token in a row of its own length. On the demo model, one thread, forward and backward of 2048
-tokens: 8 rows of 256 at 19,800 tokens/s; the same tokens as one packed row at 13,000, the same as one
-2048-token sequence (12,900). A GPU with flash-attention's varlen kernels does not pay this.
+Packing is measured only where it is correct: `recipe run` packs only with flash_attention_2 (trl's
+padding-free rows, varlen kernels keep packed examples apart) on a CUDA GPU with flash-attn. Under
+sdpa or eager, as on a CPU, a packed example attends to the examples before it in its row (the
+demo's tiny Llama: logits differ from the same example alone by about 1.0, with or without
+position_ids), so `recipe run` refuses packing there and this comparison is skipped with that
+reason. (The 1.09x once measured here on a CPU was of that leaky path, and is withdrawn.)
 
 Threads: every training process runs with OMP_NUM_THREADS=1 (`--threads`, the same for both arms).
 With torch's default (one OpenMP thread per core) a training process slows down about tenfold as
@@ -455,6 +455,7 @@ class Results:
     variable: dict | None = None  # length statistics of data/variable.jsonl
     packing_off: list | None = None
     packing_on: list | None = None
+    packing_skipped: str | None = None  # why packing was not measured
 
     @property
     def recipe_tps(self) -> float:
@@ -493,6 +494,20 @@ class Results:
         return median([m.wall_seconds for m in self.packing_off]) / median([m.wall_seconds for m in self.packing_on])
 
 
+def packing_unavailable() -> str | None:
+    """Why packing cannot be measured correctly here, or None: it needs flash_attention_2 on CUDA."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return ("recipe run refuses packing on a CPU: sdpa and eager attend across the packed row (packed "
+                "examples would see each other); only flash_attention_2 on a CUDA GPU keeps them apart")
+    if importlib.util.find_spec("flash_attn") is None:
+        return "packing needs flash_attention_2 and flash-attn is not installed (pip install flash-attn)"
+    return None
+
+
 def benchmark(workdir: Path, steps: int = 1200, repeats: int = 3, train_examples: int | None = None,
               variable_examples: int = 3000, packing_repeats: int = 1, packing: bool = True,
               target: float = 0.95, threads: int = DEFAULT_THREADS, log=print) -> Results:
@@ -514,7 +529,11 @@ def benchmark(workdir: Path, steps: int = 1200, repeats: int = 3, train_examples
                                       "max_length", "seed", "attention", "logging_steps")}
     log(f"settings (both arms): {json.dumps(shown)}")
     log(f"plain trl resolved: {json.dumps(b_runs[0].extra['settings'])}")
-    if packing:
+    skip = packing_unavailable() if packing else None
+    if skip:
+        results.packing_skipped = skip
+        log(f"\npacking: not measured: {skip}")
+    if packing and not skip:
         v = results.variable = write_variable_data(recipe.parent, variable_examples)
         log(f"\npacking: {VARIABLE_DATA}: {v['examples']} chat examples of {v['min']}-{v['max']} tokens "
             f"(median {v['median']}, mean {v['mean']:.0f}; {v['tokens']:,} tokens); random batches of "
@@ -547,6 +566,8 @@ def report(r: Results) -> list[str]:
                      f"s per epoch = {r.packing_epoch_speedup:.2f}x; useful tokens per epoch {on[0].tokens:,} vs "
                      f"{off[0].tokens:,}; steps per epoch {on[0].steps} vs {off[0].steps}")
         summary += f"; packing gain on variable-length data: {r.packing_gain:.1f}x"
+    elif r.packing_skipped:
+        lines.append(f"packing: not measured: {r.packing_skipped}")
     lines.append(summary)
     return lines
 

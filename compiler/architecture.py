@@ -38,6 +38,16 @@ _FAMILIES: dict[str, dict] = {
 
 SUPPORTED_FAMILIES = tuple(_FAMILIES)
 
+# The class of the decoder-layer linear modules in transformers 5, where it is not `nn.Linear`.
+# transformers' bitsandbytes integration replaces only modules whose type is exactly nn.Linear
+# (`replace_with_bnb_linear`), so these stay in the compute dtype under QLoRA / an 8-bit base.
+_LINEAR_CLASS = {"falcon": "FalconLinear"}
+
+# The attention implementations the family's transformers 5 model class declares
+# (`_supports_sdpa`, `_supports_flash_attn`; eager always): Gemma 2 has no sdpa (softcapping).
+_ATTENTION = {family: ("eager", "sdpa", "flash_attention_2") for family in _FAMILIES}
+_ATTENTION["gemma2"] = ("eager", "flash_attention_2")
+
 # Old key spellings still found in some config.json files (Falcon's first releases).
 _KEY_ALIASES = {
     "hidden_size": ("n_embed",),
@@ -80,6 +90,9 @@ class Architecture:
     hidden_act: str
     attn_logit_softcapping: float | None = None
     final_logit_softcapping: float | None = None
+    # Falcon's first (multi-query) architecture hands sdpa one key/value head for all query heads
+    # and an always-materialised mask: sdpa's math path, which keeps the score matrices like eager
+    sdpa_materializes_scores: bool = False
 
     @property
     def is_moe(self) -> bool:
@@ -260,6 +273,7 @@ def from_config(cfg: dict, where: str) -> Architecture:
         head_dim = need("head_dim")
 
     parallel = False
+    new_arch = False
     if family == "falcon":
         new_arch = _bool(cfg, "new_decoder_architecture", where, False)
         if new_arch:
@@ -363,6 +377,7 @@ def from_config(cfg: dict, where: str) -> Architecture:
         hidden_act=str(act),
         attn_logit_softcapping=_float(cfg, "attn_logit_softcapping", where) if family == "gemma2" else None,
         final_logit_softcapping=_float(cfg, "final_logit_softcapping", where) if family == "gemma2" else None,
+        sdpa_materializes_scores=family == "falcon" and not new_arch and kv < heads,
     )
 
 
@@ -454,3 +469,18 @@ def parameter_count(arch: Architecture) -> ParamCounts:
 
     total = embedding + lm_head + decoder_linear + experts + other
     return ParamCounts(total, embedding, lm_head, decoder_linear, experts, other)
+
+
+def linear_class(arch: Architecture) -> str:
+    """The transformers class of the family's decoder-layer linear modules."""
+    return _LINEAR_CLASS.get(arch.family, "Linear")
+
+
+def quantizable_linears(arch: Architecture) -> list[Linear]:
+    """The decoder-layer linears bitsandbytes replaces when the base is loaded in 4 or 8 bits:
+    those that are exactly nn.Linear (none in Falcon; never the MoE expert tensors)."""
+    return linear_modules(arch) if linear_class(arch) == "Linear" else []
+
+
+def attention_implementations(arch: Architecture) -> tuple[str, ...]:
+    return _ATTENTION[arch.family]

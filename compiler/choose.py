@@ -9,6 +9,7 @@ from typing import Optional
 from .architecture import Architecture
 from .hardware import Candidate
 from .memory import MemoryEstimate, StepShape, estimate
+from .stack import missing_note, needed_parts
 from .timing import Rows, TimeEstimate, estimate as estimate_time
 
 LORA_MARGIN = 0.90  # `method: auto` takes LoRA only when it needs at most this share of the card
@@ -26,6 +27,7 @@ class Option:
     usd: Optional[float] = None
     within_budget: bool = False
     note: str = ""
+    runnable: bool = True  # False: the GPU lacks a part of the stack the plan needs (bf16, bitsandbytes, ...)
 
     @property
     def accumulation(self) -> int:
@@ -77,7 +79,12 @@ def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, me
     shape, mem, fits = fit_step(shape0, arch, gpu, count, batch_size, pinned_mbs, pinned_gc, margin)
     note = ""
     if not gpu.bf16_supported and base.precision in ("bf16", "bf16-pure"):
-        return Option(gpu, count, method, shape, mem, False, note="no bf16 on this GPU (use precision fp16)")
+        return Option(gpu, count, method, shape, mem, False, note="no bf16 on this GPU (use precision fp16)",
+                      runnable=False)
+    missing = gpu.stack.missing(needed_parts(method, base.quant_bits, base.optimizer, base.attention))
+    if missing:
+        return Option(gpu, count, method, shape, mem, False, note=missing_note(gpu.name, missing, gpu.stack),
+                      runnable=False)
     if not fits:
         over = mem.required_bytes - gpu.memory_bytes * margin
         note = f"needs {over / 2**30:.1f} GiB more" if margin == 1.0 else "no margin for LoRA"

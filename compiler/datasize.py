@@ -50,6 +50,35 @@ class DataSize:
         return sum(max(rng.choice(self.lengths) for _ in range(micro_batch)) for _ in range(trials)) / trials
 
 
+    def packed_rows(self) -> int:
+        """Rows trl's "bfd" packing makes of the training set: best-fit decreasing of the example
+        lengths (each clipped to max_seq_len) into rows of max_seq_len tokens; simulated on the
+        sampled lengths and scaled to all examples, or the token total over the row length when
+        lengths are declared (a lower bound)."""
+        if not self.examples:
+            return 0
+        if self.lengths and self.max_len:
+            bins = best_fit_decreasing(self.lengths, self.max_len)
+            return max(1, math.ceil(self.examples * bins / len(self.lengths) - 1e-9))
+        row = self.max_len or self.tokens_per_example
+        return max(1, math.ceil(self.examples * self.tokens_per_example / row))
+
+
+def best_fit_decreasing(lengths, capacity: int) -> int:
+    """Bins of `capacity` tokens that best-fit decreasing packs `lengths` into (as trl's "bfd")."""
+    import bisect
+
+    free: list[int] = []  # remaining space of each open bin, sorted
+    for n in sorted((min(n, capacity) for n in lengths), reverse=True):
+        i = bisect.bisect_left(free, n)
+        if i < len(free):
+            space = free.pop(i) - n
+        else:
+            space = capacity - n
+        bisect.insort(free, space)
+    return len(free)
+
+
 def sha256(path: Path) -> Optional[str]:
     if not path.is_file():
         return None

@@ -7,6 +7,7 @@ from typing import Optional
 
 from ..schemas.recipe import BudgetSpec
 from . import catalogs
+from .stack import CUDA_STACK, Stack, stack_for
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Candidate:
     bandwidth_gbs: float = 0.0  # memory bandwidth; 0 for a custom GPU (the time model assumes one)
     interconnect: str = ""  # as in the catalog: "yes: NVLink3 600 GB/s", "no: PCIe Gen4"
     arch: str = ""  # GPU generation as in the catalog: Ampere, Hopper, ...
+    stack: Stack = CUDA_STACK  # the training-stack parts known to work on it
 
     @property
     def speed(self):
@@ -71,5 +73,5 @@ def candidates(budget: BudgetSpec) -> list[Candidate]:
             continue
         out.append(Candidate(gpu.name, gpu.memory_bytes, gpu.training_tflops, gpu.bf16_supported,
                              gpu.nvlink, price, source, provider, label, gpu.bandwidth_gbs, gpu.interconnect,
-                             gpu.arch))
+                             gpu.arch, stack=stack_for(gpu.name)))
     return out

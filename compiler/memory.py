@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..schemas.errors import RecipeError
-from .architecture import Architecture, Linear, linear_modules, parameter_count, parameter_targets
+from .architecture import (Architecture, Linear, attention_implementations, linear_modules, parameter_count,
+                           parameter_targets, quantizable_linears)
 from .suggest import close
 
 MODEL_FILE = Path(__file__).parent / "data" / "activation_model.json"
@@ -95,11 +96,14 @@ class MemoryEstimate:
         return self.required_bytes <= capacity_bytes
 
 
-def attention_for(arch: Architecture, requested: str) -> str:
-    """`auto` is sdpa, except where transformers has no sdpa path (Gemma 2's logit softcapping)."""
+def attention_for(arch: Architecture, requested: str, packing: bool = False) -> str:
+    """`auto` is sdpa where the family's transformers class supports it (Gemma 2 does not: eager);
+    with packing, flash_attention_2, whose varlen kernels keep packed examples apart."""
     if requested != "auto":
         return requested
-    return "eager" if arch.attn_logit_softcapping else "sdpa"
+    if packing:
+        return "flash_attention_2"
+    return "sdpa" if "sdpa" in attention_implementations(arch) else "eager"
 
 
 # --- targets ------------------------------------------------------------------------------------
@@ -137,13 +141,14 @@ def weight_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
     compute = _dtype_bytes(shape.precision)
     if shape.method not in QUANTIZED:
         return counts.total * compute, 0
-    quantized = sum(m.weight_params for m in linear_modules(arch))
+    replaced = quantizable_linears(arch)  # only exact nn.Linear modules: Falcon's stay 16-bit
+    quantized = sum(m.weight_params for m in replaced)
     rest = counts.total - quantized
     if shape.quant_bits == 8:
-        rows = sum(m.out_features * m.count for m in linear_modules(arch))
+        rows = sum(m.out_features * m.count for m in replaced)
         return quantized + rest * compute, rows * 4
     constants = 0
-    for m in linear_modules(arch):
+    for m in replaced:
         blocks = math.ceil(m.in_features * m.out_features / 64)
         per = blocks + math.ceil(blocks / 256) * 4 if shape.double_quant else blocks * 4
         constants += per * m.count
@@ -226,6 +231,8 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "mlp_gated_silu": mlp if arch.gated_mlp and not gelu else 0,
         "mlp_gated_gelu": mlp if arch.gated_mlp and gelu else 0,
         "mlp_plain": 0 if arch.gated_mlp else mlp,
+        # transformers' NewGELUActivation (phi) is written in Python ops: each keeps its intermediate
+        "mlp_gelu_new": mlp if arch.hidden_act == "gelu_new" else 0,
         "lora_in_fp32": sum_in if fp32_adapters else 0,
         "lora_in_bf16": 0 if fp32_adapters else sum_in,
         "dropout_in_fp32": sum_in if (drop and fp32_adapters) else 0,
@@ -242,7 +249,35 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "eager_scores": arch.num_heads * shape.seq_len if shape.attention == "eager" else 0,
         "softcap_scores": arch.num_heads * shape.seq_len if shape.attention == "eager"
         and arch.attn_logit_softcapping else 0,
+        "sdpa_math_scores": arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
+        "int8_inputs": int8_kept_inputs(arch, shape),
     }
+
+
+_OUTPUT_SIDE = {"o_proj", "dense", "down_proj", "fc2", "dense_4h_to_h"}
+
+
+def int8_kept_inputs(arch: Architecture, shape: StepShape) -> int:
+    """Per layer and token: the values of the inputs bitsandbytes' 8-bit matmul keeps for backward
+    (MatMul8bitLt saves its input A), one per distinct input tensor (q/k/v share theirs), less those
+    LoRA already keeps itself (a targeted module without dropout saves the very same tensor)."""
+    if shape.method not in QUANTIZED or shape.quant_bits != 8:
+        return 0
+    n = arch.num_layers
+    targeted = {m.name for m in resolve_targets(arch, shape.targets)}
+    groups: dict[tuple, tuple[int, bool]] = {}
+    for m in quantizable_linears(arch):
+        key = (m.group, m.name in _OUTPUT_SIDE)
+        if arch.parallel_block and arch.norms_per_layer == 1 and not key[1]:
+            key = ("shared", False)  # attention and MLP read one normed input
+        kept_by_lora = m.name in targeted and shape.dropout == 0
+        dim, kept = groups.get(key, (m.in_features * m.count // n, False))
+        groups[key] = (dim, kept or kept_by_lora)
+    return sum(dim for dim, kept in groups.values() if not kept)
+
+
+def _sdpa_math(arch: Architecture, shape: StepShape) -> bool:
+    return shape.attention == "sdpa" and arch.sdpa_materializes_scores
 
 
 def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
@@ -262,6 +297,8 @@ def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]
         # recomputing a checkpointed layer in backward: its MLP's intermediate gradients
         "checkpoint_mlp": shape.tokens * arch.intermediate_size * max(1, arch.experts_per_token)
         if shape.gradient_checkpointing else 0,
+        # sdpa's math path: one layer's score-sized temporaries in its backward
+        "sdpa_math_backward": shape.tokens * arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
     }
 
 
@@ -356,6 +393,14 @@ def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CON
             else:
                 offloaded += weights
                 weights = 0
+    if full and shape.gradient_accumulation_steps == 1 and not shape.shards_states:
+        # full fine-tuning without accumulation: no gradient outlives the optimizer step, and backward
+        # frees each layer's activations as it fills that layer's weight gradients, so the two peak at
+        # different times: on top of the gradients the step adds max(activations + head, gradients)
+        # - gradients (with accumulation the previous micro batches' gradients sit under the activations)
+        extra = max(activations + head, gradients) - gradients
+        head = min(head, extra)
+        activations = extra - head
     components = {
         "weights": 0 if full else weights,
         "quantization_constants": constants,

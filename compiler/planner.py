@@ -12,8 +12,9 @@ from .. import __version__
 from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, DistributedPlan, Hardware, Lock, Memory,
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
+from . import build as build_mod
 from . import calibration, catalogs, datasize, hardware, memory, models, timing
-from .architecture import parameter_count
+from .architecture import attention_implementations, parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
 from .economics import evaluate as economics_of
 from ..schemas.errors import Problem, RecipeError
@@ -65,29 +66,44 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
 
     t = recipe.training
     quant = recipe.method.quantization
+    _check_attention(arch, recipe, doc)
+    methods_to_check = ["lora", "qlora"] if recipe.method.name == "auto" else [recipe.method.name]
+    for m in methods_to_check:
+        refused = build_mod.peft_refuses(arch, m, _targets(recipe), recipe.method.dropout)
+        if refused:
+            raise _located(doc, tuple(refused[0].split(".")), refused[1])
     base = memory.StepShape(
         method="lora", rank=recipe.method.rank, dropout=recipe.method.dropout, targets=_targets(recipe),
         seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
-        attention=memory.attention_for(arch, t.attention),
+        attention=memory.attention_for(arch, t.attention, t.packing),
         quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True,
         zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload)
 
     size = datasize.measure(recipe, recipe_dir, model.path)
 
+    packed_rows = size.packed_rows() if t.packing else 0  # simulated once; every option shares it
+
     def train_tokens(mbs: int) -> float:
-        """Tokens computed in training: padded to the longest of each micro batch unless packed."""
-        per_example = size.tokens_per_example if t.packing else size.padded_tokens_per_example(mbs)
-        sequences = size.examples * t.epochs
+        """Tokens computed in training. Unpacked: each example padded to the longest of its micro
+        batch. Packed (trl's padding-free "bfd"): the examples' own tokens, in rows of up to
+        max_seq_len; max_steps then counts rows, not examples."""
+        if t.packing:
+            rows = packed_rows
+            per_row = size.examples * size.tokens_per_example / max(rows, 1)
+            sequences, per_sequence = rows * t.epochs, per_row
+        else:
+            sequences, per_sequence = size.examples * t.epochs, size.padded_tokens_per_example(mbs)
         if t.max_steps:
             sequences = min(sequences, t.max_steps * t.batch_size)
-        return sequences * per_example
+        return sequences * per_sequence
 
     def rows(mbs: int) -> timing.Rows:
         """The time model's rows: packed rows are full (attention per example under varlen
         flash-attention, across the row otherwise); unpacked rows padded to the micro batch's longest."""
-        if t.packing:
-            per_example = size.tokens_per_example if base.attention == "flash_attention_2" else t.max_seq_len
-            return timing.Rows(t.max_seq_len, min(per_example, t.max_seq_len))
+        if t.packing:  # trl's "bfd" rows: as long as the examples packed into them
+            per_row = min(size.examples * size.tokens_per_example / max(packed_rows, 1), t.max_seq_len)
+            per_example = size.tokens_per_example if base.attention == "flash_attention_2" else per_row
+            return timing.Rows(per_row, min(per_example, per_row))
         length = size.padded_tokens_per_example(mbs)
         return timing.Rows(length, length)
 
@@ -131,6 +147,24 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
     return Compiled(plan, 0 if feasible else EXIT_NOTHING_FITS, suggestions)
 
 
+def _check_attention(arch, recipe: Recipe, doc: Optional[Document]) -> None:
+    """Only an attention the family's transformers class has; packing only where packed examples
+    cannot see each other (varlen flash-attention: trl's padding-free rows)."""
+    t = recipe.training
+    supported = attention_implementations(arch)
+    if t.attention != "auto" and t.attention not in supported:
+        raise _located(doc, ("training", "attention"),
+                       f"training.attention: transformers has no {t.attention} attention for {arch.family} models; "
+                       f"use one of {', '.join(supported)} (or auto)")
+    if t.packing and t.attention in ("sdpa", "eager"):
+        raise _located(doc, ("training", "packing"),
+                       f"training.packing: with {t.attention} attention a packed example attends to the examples "
+                       f"packed before it in the same row (transformers builds one causal mask per row, even with "
+                       f"position_ids); packing needs training.attention: flash_attention_2 (trl's padding-free rows, "
+                       f"varlen kernels keep examples apart, CUDA GPU with flash-attn installed), or set "
+                       f"training.packing: false")
+
+
 def _prefer_lora(feasible: list[Option]) -> Option:
     """`method: auto`: the cheapest hardware, then LoRA on it when it fits with margin, else QLoRA."""
     best = feasible[0]
@@ -152,7 +186,8 @@ def _closest(options: list[Option]) -> Option:
     fitting = [o for o in options if o.fits]
     if fitting:
         return sorted(fitting, key=rank_key)[0]
-    return min(options, key=lambda o: o.memory.required_bytes - o.gpu.memory_bytes)
+    runnable = [o for o in options if o.runnable] or options  # a GPU the stack cannot use is never "closest"
+    return min(runnable, key=lambda o: o.memory.required_bytes - o.gpu.memory_bytes)
 
 
 def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
@@ -182,6 +217,7 @@ def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
             out.append(f"{m.upper()} fits on {fits[0].gpu.name}, which is not among your candidate GPUs "
                        f"(budget.gpus / budget.gpu)")
             break
+    out += _offload(recipe, base, gpus, option)
     cheapest = min(gpus, key=lambda g: g.usd_per_hour if g.usd_per_hour is not None else 1e9)
     seq = recipe.training.max_seq_len // 2
     m = "qlora" if method == "auto" else method
@@ -194,6 +230,36 @@ def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
     if recipe.training.gradient_checkpointing is False:
         out.append("gradient_checkpointing: true would free most activation memory")
     return out or ["nothing in the catalog holds this model for training; try a smaller base model"]
+
+
+def _offload(recipe: Recipe, base, gpus, option) -> list[str]:
+    """CPU offload of the sharded optimizer states and weights (FSDP offload, ZeRO-3 offload): the
+    cheapest that fits among the candidate GPUs and counts, with what it costs in time."""
+    if recipe.distributed.cpu_offload:
+        return []  # already asked for, and it did not fit
+    b = recipe.budget
+    limit = min(b.max_gpus, b.nodes * b.gpus_per_node)
+    counts = [b.gpu_count] if b.gpu_count else [n for n in (2, 4, 8, 16, 32, 64) if n <= limit]
+    method = "qlora" if recipe.method.name == "auto" else recipe.method.name
+    shape = replace(base, cpu_offload=True, zero_stage=3)
+    found = []
+    for strategy, label, knobs in (("fsdp", "FSDP with CPU offload", "distributed.strategy: fsdp"),
+                                   ("deepspeed", "DeepSpeed ZeRO-3 with CPU offload",
+                                    "distributed.strategy: deepspeed, distributed.zero_stage: 3")):
+        fits = [o for o in (option(g, n, method, shape=shape, strategy=strategy) for g in gpus for n in counts
+                            if n > 1) if o.fits]
+        if not fits:
+            continue
+        o = sorted(fits, key=rank_key)[0]
+        cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        host = o.memory.components.get("offloaded_to_cpu", 0) * o.count
+        found.append(f"{label} fits on {o.count} x {o.gpu.name} ({method.upper()}, "
+                     f"{o.memory.required_bytes / 2**30:.1f} GiB per GPU, {host / 2**30:,.0f} GiB of CPU memory "
+                     f"offloaded): {o.time.hours:.1f} h, {cost}; "
+                     f"offload runs the optimizer on the CPU and moves weights and gradients over PCIe, "
+                     f"both in the time model ({knobs}, distributed.cpu_offload: true"
+                     f"{f', budget.gpu_count: {o.count}' if not b.gpu_count else ''})")
+    return found
 
 
 def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pinned_gc, options) -> list[Decision]:
@@ -251,8 +317,17 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
                        if not s.gradient_checkpointing else "on: the step does not fit without it")))
     d.append(Decision(what="attention", choice=s.attention,
                       reason="as asked" if recipe.training.attention != "auto" else
-                      ("eager: transformers has no sdpa path for this family's logit softcapping"
-                       if s.attention == "eager" else "sdpa: fused attention kernels, no score matrix kept")))
+                      {"eager": "eager: transformers declares no sdpa attention for this family "
+                                 "(Gemma 2: logit softcapping)",
+                       "flash_attention_2": "flash_attention_2: packing needs varlen kernels, which keep packed "
+                                            "examples from attending to each other"}.get(
+                          s.attention, "sdpa: fused attention kernels, no score matrix kept")))
+    if recipe.training.packing:
+        rows = size.packed_rows()
+        d.append(Decision(what="packing", choice=f"{size.examples} examples into about {rows} rows of "
+                                                 f"{recipe.training.max_seq_len} tokens",
+                          reason="trl's padding-free best-fit-decreasing rows with flash_attention_2: varlen "
+                                 "kernels keep packed examples apart; steps, tokens and time count rows"))
     d.append(Decision(what="data", choice=f"{size.examples} examples x {size.tokens_per_example:.0f} tokens",
                       reason={"tokenizer": "counted with the model's tokenizer",
                               "heuristic": f"counted from {recipe.data.train}: characters / "
@@ -268,16 +343,19 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     counts = parameter_count(arch)
     s, mem, gpu = chosen.shape, chosen.memory, chosen.gpu
     t = recipe.training
-    steps = math.ceil(size.examples * t.epochs / max(1, s.micro_batch_size * s.gradient_accumulation_steps
-                                                      * chosen.count))
+    sequences = size.packed_rows() if t.packing else size.examples  # what one epoch's batches are made of
+    steps = math.ceil(sequences * t.epochs / max(1, s.micro_batch_size * s.gradient_accumulation_steps
+                                                 * chosen.count))
     if t.max_steps:
         steps = min(steps, t.max_steps)
     method = chosen.method
     quant = None
     if method in memory.QUANTIZED:
         q = recipe.method.quantization
-        quant = {"bits": q.bits if q else 4, "type": q.type if q else "nf4",
-                 "double_quant": q.double_quant if q else True, "compute_dtype": "bf16" if t.precision == "bf16-pure" else t.precision}
+        bits = q.bits if q else 4
+        quant = {"bits": bits, "type": (q.type if q else "nf4") if bits == 4 else "int8",
+                 "double_quant": (q.double_quant if q else True) if bits == 4 else False,
+                 "compute_dtype": "bf16" if t.precision == "bf16-pure" else t.precision}
     adapter = None if method == "full" else Adapter(
         rank=recipe.method.rank, alpha=recipe.method.alpha, dropout=recipe.method.dropout,
         targets=[m.name for m in targeted], use_dora=method in ("dora", "qdora"), quantization=quant)
@@ -306,6 +384,14 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                         "training.precision bf16-pure only changes full fine-tuning; adapters train as with bf16")
     if recipe.model.trust_remote_code:
         warnings.append("model.trust_remote_code is on: the model's own code will run")
+    q = recipe.method.quantization
+    build = build_mod.decide(arch, method, t.precision, s.attention, t.packing, q.bits if q else 4,
+                             q.type if q else "nf4", t.optimizer, mem.trainable_params)
+    kept = [m for m in build.modules if not m.quantized and m.module_class != "Linear"]
+    if method in memory.QUANTIZED and kept:
+        warnings.append(f"{method}: {', '.join(m.name for m in kept)} ({kept[0].module_class}) stay in "
+                        f"{t.precision}: transformers' bitsandbytes integration quantizes only exact nn.Linear "
+                        f"modules; the memory plan counts them unquantized")
     recipe_bytes = recipe_path.read_bytes()
     return Plan(
         tool_version=__version__,
@@ -351,6 +437,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         economics=economics_of(recipe, counts.total, chosen.usd, fits),
         output_dir=recipe.output.dir or f"runs/{recipe.name or recipe_path.stem}",
         distributed=_distributed(recipe, chosen),
+        build=build,
         recipe=recipe,
         lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(),
                   overrides=list(overrides), data_sha256=data_hashes,

@@ -53,7 +53,20 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         adapter = f" r={a.rank} alpha={a.alpha:g} on {len(a.targets)} module types"
         if a.quantization:
             q = a.quantization
-            adapter += f", {q['bits']}-bit {q['type']}{' double quant' if q['double_quant'] else ''}"
+            if q["bits"] == 8:
+                adapter += ", 8-bit LLM.int8 base"
+            else:
+                adapter += f", {q['bits']}-bit {q['type']}{' double quant' if q['double_quant'] else ''}"
+    memory_fits = m.required_bytes <= m.capacity_bytes
+    if memory_fits:
+        time_row = (f"{hours(plan.time.hours)} at {plan.time.tokens_per_second:,.0f} tokens/s "
+                    f"({plan.time.utilization:.0%} matmul utilization" +
+                    (f", x {plan.time.calibration_factor:.2f} from this repository's runs)" if plan.time.calibration
+                     else ")"))
+        cost_row = f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"
+    else:  # no step runs, so no time and no cost: say what is missing instead
+        missing = f"not estimated: the step needs {gib(m.required_bytes - m.capacity_bytes)} more than the card holds"
+        time_row, cost_row = missing, f"not estimated (the GPU costs {usd(plan.cost.usd_per_hour)}/h)"
     return [
         ("model", f"{plan.model.name} ({count(plan.model.parameters)} params, "
                   f"{count(plan.model.trainable_parameters)} trainable)"),
@@ -66,11 +79,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
                   f"{'on' if t.gradient_checkpointing else 'off'}; {t.attention} attention"),
         ("data", f"{plan.data.examples:,} examples x {plan.data.tokens_per_example:,.0f} tokens "
                  f"({plan.data.counted_with}); {t.epochs:g} epochs, {t.steps:,} steps"),
-        ("time", f"{hours(plan.time.hours)} at {plan.time.tokens_per_second:,.0f} tokens/s "
-                 f"({plan.time.utilization:.0%} matmul utilization" +
-                 (f", x {plan.time.calibration_factor:.2f} from this repository's runs)" if plan.time.calibration
-                  else ")")),
-        ("cost", f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"),
+        ("time", time_row),
+        ("cost", cost_row),
     ]
 
 

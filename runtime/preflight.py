@@ -129,9 +129,29 @@ def _model_files(plan: Plan) -> None:
                               f"weights (plans only need the config)")
 
 
+def _attention(plan: Plan, device: Device) -> None:
+    """Packed rows only where packed examples cannot attend to each other: flash_attention_2."""
+    attention = plan.build.attention if plan.build else plan.training.attention
+    if plan.training.packing and attention != "flash_attention_2":
+        raise RecipeError(f"training.packing: this plan packs examples with {attention} attention, which lets a "
+                          f"packed example attend to the ones before it in its row; re-plan (packing now needs "
+                          f"training.attention: flash_attention_2) or set training.packing: false")
+    if attention != "flash_attention_2":
+        return
+    why = " (packing needs it: its varlen kernels keep packed examples apart)" if plan.training.packing else ""
+    if device.kind != "cuda":
+        raise RecipeError(f"training.attention: flash_attention_2{why} runs only on a CUDA GPU, and this run is on "
+                          f"a CPU; here set training.packing: false and training.attention: auto (sdpa/eager pack "
+                          f"examples into one causal mask, so packing is refused on a CPU)")
+    if importlib.util.find_spec("flash_attn") is None:
+        raise RecipeError(f"training.attention: flash_attention_2{why} needs the flash-attn package: "
+                          f"pip install flash-attn --no-build-isolation")
+
+
 def preflight(plan: Plan, plan_dir: Path) -> Device:
     _packages(plan)
     _model_files(plan)
     device = _device(plan)
+    _attention(plan, device)
     _output(plan, plan_dir)
     return device

@@ -60,6 +60,7 @@ def build(plan: Plan, result, plan_sha256: str) -> dict:
         },
         "measured": m,
         "data": result.data_counts,
+        "conformance": getattr(result, "conformance", None) or None,
         "loss_curve": result.loss_curve,
         "evaluation": result.evaluation,
         "promoted": result.evaluation.get("gate", {}).get("promoted"),
@@ -90,6 +91,10 @@ def markdown(report: dict) -> str:
     lines += [f"Data: {d.get('train_examples')} training examples ({d.get('train_skipped')} skipped, "
               f"{d.get('train_truncated')} truncated), "
               f"{d.get('eval_examples')} held out; format {d.get('format')}, trained as {d.get('as')}.", ""]
+    c = report.get("conformance")
+    if c:
+        lines += [("Model checked against the plan before training: " + "; ".join(c["checked"]) + ".")
+                  if c["ok"] else "Model differs from the plan: " + "; ".join(c["problems"]), ""]
     lines += _evaluation(report.get("evaluation") or {})
     if report["loss_curve"]:
         first, last = report["loss_curve"][0], report["loss_curve"][-1]

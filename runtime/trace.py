@@ -110,15 +110,17 @@ def _quantized_linear_class():
 
     class _Dequantize(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, packed, shape):
+        def forward(ctx, x, packed, shape, keep_input):
             ctx.shape = shape
+            if keep_input:  # bitsandbytes' MatMul8bitLt keeps its input A for backward (ctx.tensors)
+                ctx.save_for_backward(x)
             weight = torch.empty(shape, dtype=x.dtype, device=x.device)  # dequantized, temporary
             return torch.nn.functional.linear(x, weight)
 
         @staticmethod
         def backward(ctx, grad):
             weight = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
-            return grad @ weight, None, None
+            return grad @ weight, None, None, None
 
     class QuantizedLinear(torch.nn.Linear):
         """Stores a linear layer's weight as bitsandbytes would; `W_q` makes peft's DoRA call dequantize()."""
@@ -134,6 +136,7 @@ def _quantized_linear_class():
             self.weight = torch.nn.Parameter(_bytes_as(weight), requires_grad=False)
             for t in others:
                 self.register_buffer(f"quant_{t.name}", _bytes_as(t))
+            self.bits = bits
             self.bias = None if linear.bias is None else torch.nn.Parameter(
                 linear.bias.detach().to(dtype), requires_grad=False)
 
@@ -145,7 +148,7 @@ def _quantized_linear_class():
             return torch.empty(self.out_features, self.in_features, dtype=self.compute_dtype)
 
         def forward(self, x):
-            out = _Dequantize.apply(x, self.weight, (self.out_features, self.in_features))
+            out = _Dequantize.apply(x, self.weight, (self.out_features, self.in_features), self.bits == 8)
             return out if self.bias is None else out + self.bias
 
     return QuantizedLinear
@@ -343,7 +346,9 @@ def spec_for_plan(plan) -> TraceSpec:
         micro_batch_size=t.micro_batch_size, seq_len=t.max_seq_len,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_accumulation_steps=t.gradient_accumulation_steps, optimizer=t.optimizer,
-        precision=t.precision, attention=t.attention, quant_bits=quant.get("bits", 4),
+        # flash_attention_2 keeps no score matrix, as sdpa's fused kernels: traced as sdpa (no flash-attn on CPU)
+        precision=t.precision, attention="sdpa" if t.attention == "flash_attention_2" else t.attention,
+        quant_bits=quant.get("bits", 4),
         double_quant=quant.get("double_quant", True))
 
 

@@ -17,6 +17,8 @@ from typing import Optional
 from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
 from . import data as data_mod
+from .conformance import check as check_conformance
+from .conformance import enforce as enforce_conformance
 from .preflight import Device, preflight, torch_dtype
 
 COMPLETE = "CHECKPOINT_COMPLETE"  # written after a checkpoint is fully saved
@@ -35,6 +37,7 @@ class RunResult:
     resumed_from: Optional[str] = None
     evaluation: dict = field(default_factory=dict)  # baseline, tuned, gate
     main_process: bool = True  # rank 0 (the one that writes reports)
+    conformance: dict = field(default_factory=dict)  # the live model checked against plan.build
 
 
 def generation_markers(tokenizer) -> bool:
@@ -116,8 +119,9 @@ def _model(plan: Plan, model_dir: str, device: Device):
     from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype(device.precision)
+    attention = plan.build.attention if plan.build else plan.training.attention  # the compiler's decision
     kwargs = dict(trust_remote_code=plan.recipe.model.trust_remote_code, revision=plan.recipe.model.revision,
-                  attn_implementation=plan.training.attention)
+                  attn_implementation=attention)
     if plan.method in ("qlora", "qdora"):
         from transformers import BitsAndBytesConfig
 
@@ -168,6 +172,8 @@ def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: 
         weight_decay=r.weight_decay, max_grad_norm=r.max_grad_norm, optim=optim,
         num_train_epochs=t.epochs, max_steps=r.max_steps or -1,
         max_length=t.max_seq_len, packing=t.packing,
+        # packed rows as the plan counted them: best-fit decreasing, padding-free (varlen attention)
+        packing_strategy="bfd", padding_free=t.packing,
         assistant_only_loss=kind == "messages", completion_only_loss=True if "prompt_completion" in kind else None,
         dataset_text_field="text",
         seed=r.seed, data_seed=r.seed,
@@ -226,6 +232,7 @@ class Session:
     kind: str
     state: dict  # {"stop": bool}, shared with the callbacks
     eval_rows: list = field(default_factory=list)
+    conformance: dict = field(default_factory=dict)
 
 
 def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
@@ -250,19 +257,28 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     if counts["duplicates_in_eval"]:
         log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
     model = _model(plan, model_dir, device)
+    run_dir_existed, checkpoints_existed = run_dir.exists(), (run_dir / "checkpoints").exists()
     state = {"stop": False}
     trainer = SFTTrainer(
         model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
         train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer, peft_config=_peft_config(plan), callbacks=_callbacks(state))
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
+    conformance = check_conformance(plan, trainer, device.precision)
+    if conformance["problems"]:  # leave nothing behind: the trainer made its output directory
+        if not run_dir_existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif not checkpoints_existed:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    enforce_conformance(conformance)  # a model that differs from its plan never trains
+    log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
     if not plan.training.packing:  # trl drops examples whose trained tokens were all truncated away
         counts["train_dropped"] = len(train_rows) - len(trainer.train_dataset)
         if len(trainer.train_dataset) == 0:
             raise RecipeError(f"no training example keeps a token to learn from after truncation to "
                               f"training.max_seq_len {plan.training.max_seq_len} ({counts['train_truncated']} of "
                               f"{len(train_rows)} are longer): raise training.max_seq_len")
-    return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows)
+    return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows, conformance)
 
 
 def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunResult:
@@ -348,7 +364,7 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         measured["eval_curve"] = evals
         evaluation["tuned_eval_loss"] = evals[-1]["eval_loss"]
     return RunResult(run_dir, adapter_dir, state["stop"], measured, session.counts, curve,
-                     str(start_from) if start_from else None, evaluation, main)
+                     str(start_from) if start_from else None, evaluation, main, session.conformance)
 
 
 def _record_rank(run_dir: Path, trainer) -> None:

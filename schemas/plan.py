@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .recipe import Recipe
 
-PLAN_SCHEMA_VERSION = "1.0"
+PLAN_SCHEMA_VERSION = "1.1"  # 1.1: `build`, what the live model is made of
 
 
 class Frozen(BaseModel):
@@ -142,6 +142,33 @@ class DistributedPlan(Frozen):
     cpu_offload: bool = False
 
 
+class ModuleBuild(Frozen):
+    """One kind of weight in the decoder layers, and whether bitsandbytes stores it quantized."""
+
+    name: str  # as in the model: "q_proj", "query_key_value", "mlp.experts"
+    module_class: str  # the transformers class: "Linear", "FalconLinear", "MixtralExperts"
+    count: int  # instances in the whole model
+    quantized: bool
+    reason: str
+
+
+class BuildPlan(Frozen):
+    """What the live model is made of, decided once by the compiler. `recipe run` builds the model
+    from it and checks the built (trl-wrapped) model against it before the first step."""
+
+    modules: list[ModuleBuild]
+    quantization: Optional[str] = Field(description="None, nf4, fp4 or int8 (bitsandbytes)")
+    attention: str
+    attention_supported: list[str]
+    weights_dtype: str = Field(description="The frozen base weights (quantized ones: their compute dtype)")
+    trainable_dtype: str = Field(description="Adapters (DoRA magnitudes stay fp32) or, for full, the master weights")
+    gradient_dtype: str
+    optimizer_state_dtype: str = Field(description="fp32, bf16 or uint8 (bitsandbytes 8-bit, blockwise)")
+    trainable_parameters: int
+    packing: str = Field(description="off, or padding_free (trl bfd rows, varlen flash-attention)")
+    stack: list[str] = Field(default_factory=list, description="Parts of the stack the run needs")
+
+
 class Lock(Frozen):
     """What makes a plan stale: the recipe, its data and the catalogs it was made from."""
 
@@ -237,5 +264,6 @@ class Plan(Frozen):
     economics: Optional[Economics] = None
     output_dir: str
     distributed: DistributedPlan = DistributedPlan(strategy="single", processes=1)
+    build: Optional[BuildPlan] = None  # None only in plans written before schema 1.1
     recipe: Recipe
     lock: Lock

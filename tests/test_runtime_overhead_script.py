@@ -26,7 +26,7 @@ def test_tiny_benchmark_produces_the_numbers(runtime_overhead, tmp_path):
     r = runtime_overhead.benchmark(tmp_path, steps=4, repeats=1, train_examples=48, variable_examples=40,
                                    packing_repeats=1, log=lines.append)
     assert len(r.recipe) == len(r.plain) == 1
-    for m in r.recipe + r.plain + r.packing_off + r.packing_on:
+    for m in r.recipe + r.plain + (r.packing_off or []) + (r.packing_on or []):
         assert m.tokens_per_second > 0 and m.wall_seconds > 0 and m.tokens > 0 and m.process_seconds > 0
         assert m.cpu_seconds > 0 and m.extra["probe"]["tokens"] == m.tokens  # the probe saw the same run
     # both arms train the same examples in the same order with the same settings
@@ -35,15 +35,19 @@ def test_tiny_benchmark_produces_the_numbers(runtime_overhead, tmp_path):
     assert r.recipe[0].train_loss == pytest.approx(r.plain[0].train_loss, abs=1e-3)
     assert r.plain[0].extra["settings"]["activation_checkpointing"] is False
     assert r.ratio > 0 and r.cpu_ratio > 0
-    # packing: one epoch each of the same data, so the same useful tokens, in fewer steps when packed
-    v = r.variable
-    assert v["examples"] == 40 and v["min"] < 30 and v["max"] > 120
-    assert r.packing_on[0].tokens == r.packing_off[0].tokens == v["tokens"]
-    assert r.packing_on[0].steps < r.packing_off[0].steps
-    assert r.packing_gain > 0 and r.packing_epoch_speedup > 0
-
     text = "\n".join(runtime_overhead.report(r))
-    assert "verdict:" in text and "recipe run, packing on" in text
-    assert text.splitlines()[-1].startswith("recipe run / plain trl: ")
-    assert "packing gain on variable-length data: " in text.splitlines()[-1]
+    assert "verdict:" in text and text.splitlines()[-1].startswith("recipe run / plain trl: ")
+    if runtime_overhead.packing_unavailable():
+        # packing is measured only on its correct path (flash_attention_2 on CUDA); here it says why not
+        assert r.packing_on is None and "attend across the packed row" in r.packing_skipped
+        assert "packing: not measured: " in text
+    else:
+        # one epoch each of the same data, so the same useful tokens, in fewer steps when packed
+        v = r.variable
+        assert v["examples"] == 40 and v["min"] < 30 and v["max"] > 120
+        assert r.packing_on[0].tokens == r.packing_off[0].tokens == v["tokens"]
+        assert r.packing_on[0].steps < r.packing_off[0].steps
+        assert r.packing_gain > 0 and r.packing_epoch_speedup > 0
+        assert "recipe run, packing on" in text
+        assert "packing gain on variable-length data: " in text.splitlines()[-1]
     assert any(line.startswith("  repeat 1/1 plain trl") for line in lines)

@@ -1,0 +1,86 @@
+"""What the live model is made of: decided here once, recorded in the plan (`Plan.build`), built by
+the runtime from that record and checked against it (runtime/conformance.py) before training.
+
+The rules are the installed libraries' own: transformers' bitsandbytes integration replaces only
+modules whose type is exactly nn.Linear (never lm_head, never a subclass such as FalconLinear,
+never the fused MoE expert tensors); peft keeps adapters in fp32 on a bf16 base, and trl casts them
+to bf16 on a quantized base (DoRA magnitudes stay fp32); full fine-tuning keeps fp32 master weights.
+"""
+
+from __future__ import annotations
+
+from ..schemas.plan import BuildPlan, ModuleBuild
+from .architecture import Architecture, attention_implementations, expert_parameters, linear_class, linear_modules
+from .memory import QUANTIZED
+from .stack import needed_parts
+
+_DTYPE = {"bf16": "bf16", "bf16-pure": "bf16", "fp16": "fp16", "fp32": "fp32"}
+
+
+def quantization_label(method: str, bits: int, quant_type: str) -> str | None:
+    if method not in QUANTIZED:
+        return None
+    return "int8" if bits == 8 else quant_type
+
+
+def peft_refuses(arch: Architecture, method: str, targets, dropout: float) -> tuple[str, str] | None:
+    """(recipe key, message) where peft 0.21 would refuse the adapter at run time: LoRA on MoE expert
+    tensors (`target_parameters`, peft's ParamWrapper) works only without DoRA and without dropout."""
+    if method == "full" or not expert_parameters(arch) or targets not in ("all-linear", ("all-linear",)):
+        return None
+    if method in ("dora", "qdora"):
+        return ("method.name", f"{method}: peft cannot apply DoRA to {arch.family}'s fused expert tensors "
+                               f"(ParamWrapper does not work with use_dora); use lora / qlora, or list attention "
+                               f"modules in method.targets (q_proj, k_proj, v_proj, o_proj)")
+    if dropout > 0:
+        return ("method.dropout", f"method.dropout {dropout:g}: peft's LoRA on {arch.family}'s fused expert tensors "
+                                  f"(ParamWrapper) does not work with lora_dropout != 0; set method.dropout: 0, or "
+                                  f"list attention modules in method.targets")
+    return None
+
+
+def module_rows(arch: Architecture, method: str, bits: int) -> list[ModuleBuild]:
+    quantizing = method in QUANTIZED
+    cls = linear_class(arch)
+    rows = []
+    for m in linear_modules(arch):
+        if not quantizing:
+            quantized, reason = False, f"{method}: the base stays in the compute dtype"
+        elif cls == "Linear":
+            quantized, reason = True, f"nn.Linear: bitsandbytes {bits}-bit"
+        else:
+            quantized, reason = False, (f"{cls} is a subclass of nn.Linear; transformers' bitsandbytes "
+                                        f"integration replaces only exact nn.Linear, so it stays 16-bit")
+        rows.append(ModuleBuild(name=m.name, module_class=cls, count=m.count, quantized=quantized, reason=reason))
+    if expert_parameters(arch):
+        rows.append(ModuleBuild(name="mlp.experts", module_class="MixtralExperts", count=arch.num_layers,
+                                quantized=False, reason="fused 3-D expert tensors are not nn.Linear: "
+                                                        "bitsandbytes leaves them in the compute dtype"))
+    return rows
+
+
+def decide(arch: Architecture, method: str, precision: str, attention: str, packing: bool, bits: int,
+           quant_type: str, optimizer: str, trainable_parameters: int) -> BuildPlan:
+    compute = _DTYPE[precision]
+    if method == "full" and precision == "bf16-pure":
+        weights, trainable = "bf16", "bf16"  # no fp32 master copy: weights, gradients, AdamW moments in bf16
+    elif method == "full":
+        weights, trainable = "fp32", "fp32"
+    elif method in QUANTIZED:
+        weights, trainable = compute, "bf16"  # trl casts LoRA A/B to bf16 on any quantized base
+    else:
+        weights, trainable = compute, "fp32"
+    states = "uint8" if optimizer.endswith("8bit") else ("fp32" if optimizer == "paged_adamw_32bit" else trainable)
+    return BuildPlan(
+        modules=module_rows(arch, method, bits),
+        quantization=quantization_label(method, bits, quant_type),
+        attention=attention,
+        attention_supported=list(attention_implementations(arch)),
+        weights_dtype=weights,
+        trainable_dtype=trainable,
+        gradient_dtype=trainable,
+        optimizer_state_dtype=states,
+        trainable_parameters=trainable_parameters,
+        packing="padding_free" if packing else "off",
+        stack=needed_parts(method, bits, optimizer, attention),
+    )
