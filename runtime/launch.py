@@ -121,18 +121,35 @@ def torchrun_command(plan: Plan, plan_file: Path, python: str = "python") -> lis
     return cmd + worker_args(plan_file)
 
 
-def skypilot_task(plan: Plan, plan_file: Path) -> dict:
+def workdir_of(plan: Plan) -> Path:
+    """SkyPilot's workdir: the recipe's folder (its data and local model paths are relative to it)."""
+    return Path(plan.lock.recipe_path).resolve().parent
+
+
+def remote_path(path: Path, workdir: Path) -> str:
+    """`path` as the remote machine sees it: relative to the synced workdir (~/sky_workdir)."""
+    rel = os.path.relpath(Path(path).resolve(), workdir.resolve())
+    if rel.startswith(".."):
+        raise ValueError(f"{path} is outside the SkyPilot workdir {workdir}")
+    return Path(rel).as_posix()
+
+
+def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> dict:
+    """A SkyPilot task run from the recipe's folder (`workdir: .`): every path in it is relative to it."""
     d = plan.distributed
     per_node = d.processes // max(1, d.nodes)
     gpu = SKYPILOT_GPUS.get(plan.hardware.gpu, plan.hardware.gpu)
+    workdir = workdir or workdir_of(plan)
+    remote_plan = remote_path(plan_file, workdir)
     run = ["set -e", "cd ~/sky_workdir",
            'export NODE_RANK=${SKYPILOT_NODE_RANK} MAIN_ADDR=$(echo "$SKYPILOT_NODE_IPS" | head -n1)']
     if d.processes > 1:
-        run.append("accelerate launch --config_file launch/accelerate.yaml --num_processes "
+        config = remote_path(Path(plan_file).parent / "accelerate.yaml", workdir)
+        run.append(f"accelerate launch --config_file {config} --num_processes "
                    f"{d.processes} --num_machines {d.nodes} --machine_rank $NODE_RANK --main_process_ip $MAIN_ADDR "
-                   f"--main_process_port {PORT} " + " ".join(worker_args(plan_file)))
+                   f"--main_process_port {PORT} " + " ".join(worker_args(Path(remote_plan))))
     else:
-        run.append(f"recipe run {plan_file}")
+        run.append(f"recipe run {remote_plan}")
     return {
         "name": plan.name,
         "resources": {"accelerators": f"{gpu}:{per_node}", "disk_size": 256},
@@ -172,9 +189,31 @@ def write_artifacts(plan: Plan, plan_file: Path, out_dir: Path, target: str, cpu
         written.append(script)
     elif target == "skypilot":
         task = out_dir / "skypilot.yaml"
-        task.write_text(f"# sky launch -c {plan.name} {task}\n" + _yaml(skypilot_task(plan, plan_file)))
+        workdir = workdir_of(plan)
+        try:
+            spec = skypilot_task(plan, plan_file, workdir)
+        except ValueError:  # launch files written outside the recipe's folder: sync their common folder
+            workdir = Path(os.path.commonpath([workdir, Path(plan_file).resolve().parent]))
+            spec = skypilot_task(plan, plan_file, workdir)
+        task.write_text(f"# from the recipe's folder (the workdir, synced to ~/sky_workdir):\n"
+                        f"#   cd {shlex.quote(str(workdir))} && sky launch -c {plan.name} "
+                        f"{remote_path(task, workdir)}\n" + _yaml(spec))
         written.append(task)
+    _mark(out_dir, written)
     return written
+
+
+def _mark(out_dir: Path, written: list[Path]) -> None:
+    """List the generated files, so that `recipe validate DIR` does not read them as recipes."""
+    from ..compiler.discover import LAUNCH_MARKER
+
+    marker = out_dir / LAUNCH_MARKER
+    try:
+        listed = set(json.loads(marker.read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        listed = set()
+    listed |= {p.name for p in written} | {"plan.json"}
+    marker.write_text(json.dumps({"tool": "recipe", "kind": "launch", "files": sorted(listed)}) + "\n")
 
 
 def is_worker() -> bool:

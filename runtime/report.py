@@ -142,9 +142,11 @@ def _usd(x):
 
 
 def write(run_dir: Path, report: dict) -> None:
+    from .outdir import atomic_write
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (run_dir / "run_report.md").write_text(markdown(report))
+    atomic_write(run_dir / "run_report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(run_dir / "run_report.md", markdown(report))
     if report["loss_curve"]:
         loss_png([(p["step"], p["loss"]) for p in report["loss_curve"]], run_dir / "loss.png")
 
@@ -194,4 +196,6 @@ def loss_png(points: list[tuple[float, float]], path: Path, width: int = 640, he
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    path.write_bytes(png)
+    from .outdir import atomic_write
+
+    atomic_write(path, png)
