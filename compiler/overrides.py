@@ -44,16 +44,13 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def _values(value: Any, budget: list, depth: int):
-    """Walk a parsed value within a budget of values and a depth; None when it goes past either."""
+def _within(value: Any, budget: list, depth: int) -> bool:
+    """Whether a parsed value stays within a budget of values and a depth (aliases are counted again)."""
     budget[0] -= 1
     if budget[0] < 0 or depth > MAX_DEPTH:
-        return None
+        return False
     children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for child in children:
-        if _values(child, budget, depth + 1) is None:
-            return None
-    return value
+    return all(_within(child, budget, depth + 1) for child in children)
 
 
 def apply(doc: Document, overrides: list[str]) -> list[Problem]:
@@ -68,7 +65,7 @@ def apply(doc: Document, overrides: list[str]) -> list[Problem]:
         except ValueError:
             raise UsageError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set method.rank=32") from None
         value = parse_value(raw)
-        if _values(value, [MAX_VALUES], 0) is None:
+        if not _within(value, [MAX_VALUES], 0):
             raise UsageError(f"--set {key}=...: the value expands to more than {MAX_VALUES:,} values or nests more "
                              f"than {MAX_DEPTH} levels (YAML aliases?); write it out")
         col = len(key) + 2
