@@ -120,8 +120,17 @@ def _locked_by(run_dir: Path) -> Optional[dict]:
 
 
 def outputs(run_dir: Path) -> list[str]:
-    """What an earlier run left in the directory that a new run would overwrite."""
-    return [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    """What an earlier run left in the directory that a new run would overwrite (an empty checkpoints/
+    folder, made when a trainer is created, is not a checkpoint)."""
+    found = []
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if name == "checkpoints":
+            if path.is_dir() and any(path.glob("checkpoint-*")):
+                found.append(name)
+        elif path.exists():
+            found.append(name)
+    return found
 
 
 def foreign(run_dir: Path) -> list[str]:
@@ -159,7 +168,7 @@ def check_run_dir(run_dir: Path, resume: bool, fresh: bool) -> None:
     found = outputs(run_dir)
     if not found:
         return
-    if resume and (run_dir / "checkpoints").is_dir():
+    if resume and "checkpoints" in found:
         return
     what = ", ".join(found)
     if resume:

@@ -282,7 +282,7 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print, fresh: bo
     session = prepare(plan, plan_dir, log)
     lock = None if is_worker() else outdir.RunLock.acquire(run_dir, fresh, log)
     try:
-        result = _train(plan, session, resume, log)
+        result = _train(plan, plan_dir, session, resume, log)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -291,7 +291,7 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print, fresh: bo
     return result
 
 
-def _train(plan: Plan, session: "Session", resume: bool, log) -> RunResult:
+def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) -> RunResult:
     import torch
 
     trainer, run_dir, state = session.trainer, session.run_dir, session.state
