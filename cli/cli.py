@@ -171,10 +171,11 @@ def launch(
         raise UsageError(f"--target {target!r}: expected accelerate, torchrun or skypilot")
     from .compiler import lock
     from .compiler.pipeline import plan_for_run
-    from .runtime.launch import write_artifacts
+    from .runtime.launch import check_out_dir, file_names, write_artifacts
 
     plan, plan_dir = plan_for_run(recipe, set_, False)
     out = output or (plan_dir / plan.output_dir / "launch")
+    check_out_dir(out, file_names(plan, target))  # nothing the user wrote is overwritten
     plan_file = out / "plan.json"
     out.mkdir(parents=True, exist_ok=True)
     lock.write(plan, plan_file)

@@ -10,7 +10,6 @@ everywhere, so no command plans or runs on nothing.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Any, Iterator, Optional

@@ -160,8 +160,32 @@ def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> d
     }
 
 
+def file_names(plan: Plan, target: str) -> list[str]:
+    """The files write_artifacts writes for `target` (and plan.json, which `recipe launch` writes)."""
+    names = ["plan.json"] + (["deepspeed.json"] if plan.distributed.strategy == "deepspeed" else [])
+    names += ["accelerate.yaml"] if target in ("accelerate", "skypilot") else []
+    return names + [{"accelerate": "launch.sh", "torchrun": "torchrun.sh", "skypilot": "skypilot.yaml"}[target]]
+
+
+def check_out_dir(out_dir: Path, names: list[str]) -> None:
+    """Refuse to overwrite files of these names that `recipe launch` did not write there."""
+    from ..compiler.discover import LAUNCH_MARKER
+    from ..schemas.errors import RecipeError
+
+    try:
+        ours = set(json.loads((out_dir / LAUNCH_MARKER).read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        ours = set()
+    theirs = [n for n in names if (out_dir / n).exists() and n not in ours]
+    if theirs:
+        raise RecipeError(f"{out_dir} already holds {', '.join(theirs)}, not written by `recipe launch`: "
+                          f"nothing is overwritten; give -o another directory")
+
+
 def write_artifacts(plan: Plan, plan_file: Path, out_dir: Path, target: str, cpu: bool = False) -> list[Path]:
-    """Write the launch files for `target` (accelerate | torchrun | skypilot); returns their paths."""
+    """Write the launch files for `target` (accelerate | torchrun | skypilot); returns their paths.
+    Files of the same names that this tool did not write are not overwritten (RecipeError)."""
+    check_out_dir(out_dir, [n for n in file_names(plan, target) if n != "plan.json"])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     ds_file = None
@@ -213,7 +237,9 @@ def _mark(out_dir: Path, written: list[Path]) -> None:
     except (OSError, ValueError, AttributeError):
         listed = set()
     listed |= {p.name for p in written} | {"plan.json"}
-    marker.write_text(json.dumps({"tool": "recipe", "kind": "launch", "files": sorted(listed)}) + "\n")
+    from .outdir import atomic_write
+
+    atomic_write(marker, json.dumps({"tool": "recipe", "kind": "launch", "files": sorted(listed)}) + "\n")
 
 
 def is_worker() -> bool:

@@ -27,13 +27,12 @@ from typing import Callable, Iterable, Optional, Union
 
 from ..schemas.errors import RecipeError, UsageError
 
-from ..compiler.discover import EXPORT_MARKER, LAUNCH_MARKER, RUN_MARKER  # `recipe validate` skips these
+from ..compiler.discover import EXPORT_MARKER, RUN_MARKER  # `recipe validate` skips folders holding these
 
 LOCK_FILE = ".recipe-run.lock"
 DEMO_MARKER = ".recipe-demo.json"
 RUN_OUTPUTS = ("checkpoints", "adapter", "model", "run_report.json", "run_report.md", "merged")
 TOOL_FILES = {RUN_MARKER, LOCK_FILE, "plan.json", "launch", "ranks", "serve", "loss.png"}
-__all__ = ["EXPORT_MARKER", "LAUNCH_MARKER", "RUN_MARKER", "LOCK_FILE", "DEMO_MARKER"]
 
 
 # --- atomic writes ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
 
 EXIT_GATE = 4  # trained, but the tuned score is below eval.min_score
@@ -27,7 +28,15 @@ def _finish(plan: Plan, result) -> int:
     if not result.main_process:
         return 130 if result.interrupted else 0
     data = report.build(plan, result, report.plan_hash(plan))
-    report.write(result.run_dir, data)
+    try:
+        report.write(result.run_dir, data)
+    except OSError as exc:
+        from .outdir import disk_full
+
+        if not disk_full(exc):
+            raise
+        raise RecipeError(f"the disk is full: the run report could not be written in {result.run_dir} "
+                          f"({exc.strerror}); the adapter and checkpoints are kept") from None
     m = result.measured
     print(f"{'interrupted at' if result.interrupted else 'trained'} step {m.get('steps')}: "
           f"loss {m.get('train_loss', float('nan')):.4f}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "

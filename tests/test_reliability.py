@@ -313,6 +313,14 @@ def test_9_launch_files_and_validate(cli, project):
     # a recipe the user keeps in a folder next to generated files is still checked
     (launch_dir / "mine.yaml").write_text("task: [\n")
     assert cli("validate", folder)[0] == 1
+    # launching again replaces its own files; a user's file of the same name is not overwritten
+    assert cli("launch", project, "--target", "skypilot")[0] == 0
+    theirs = folder / "theirs"
+    theirs.mkdir()
+    (theirs / "accelerate.yaml").write_text("my config")
+    code, out, err = cli("launch", project, "--target", "skypilot", "-o", theirs)
+    assert code == 1 and "not written by `recipe launch`" in err
+    assert (theirs / "accelerate.yaml").read_text() == "my config" and not (theirs / "plan.json").exists()
 
 
 # 10. editing the local model's config (or tokenizer) makes a plan stale
