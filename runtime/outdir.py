@@ -146,10 +146,16 @@ def aside_name(run_dir: Path) -> Path:
     return Path(f"{run_dir}.{n}")
 
 
-def check_run_dir(run_dir: Path, resume: bool, fresh: bool) -> None:
-    """Before anything is loaded: refuse an unusable, busy or occupied run directory."""
+def check_run_dir(run_dir: Path, resume: bool, fresh: bool, keep: Iterable[Path] = ()) -> None:
+    """Before anything is loaded: refuse an unusable, busy or occupied run directory, or one that is
+    (or holds) a folder in `keep` (the recipe's, the current one)."""
     if resume and fresh:
         raise UsageError("--resume and --fresh contradict each other: choose one")
+    run_dir = Path(run_dir).resolve()
+    for folder in (Path(k).resolve() for k in keep):
+        if run_dir == folder or run_dir in folder.parents:
+            raise RecipeError(f"output.dir {run_dir} is (or holds) {folder}: a run needs a directory of its own, "
+                              f"e.g. runs/<name>")
     usable_dir(run_dir, "output.dir")
     if not run_dir.is_dir():
         return

@@ -75,7 +75,7 @@ def launch_processes(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = Fal
     except ImportError:
         cpu = True
     run_dir = (plan_dir / plan.output_dir).resolve()
-    outdir.check_run_dir(run_dir, resume, fresh)
+    outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
     with outdir.RunLock.acquire(run_dir, fresh):
         plan_file = run_dir / "plan.json"
         lock.write(plan, plan_file)

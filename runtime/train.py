@@ -278,7 +278,7 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print, fresh: bo
 
     run_dir = (plan_dir / plan.output_dir).resolve()
     if not is_worker():  # a launcher's processes run under the launcher's lock
-        outdir.check_run_dir(run_dir, resume, fresh)
+        outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
     session = prepare(plan, plan_dir, log)
     lock = None if is_worker() else outdir.RunLock.acquire(run_dir, fresh, log)
     try:

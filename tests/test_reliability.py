@@ -244,6 +244,13 @@ def test_7_output_dir_that_is_a_file_is_refused_before_loading(cli, project):
     assert (project.parent / "afile").read_text() == "mine"
 
 
+def test_7_output_dir_that_holds_the_recipe_is_refused(cli, project):
+    for target in (".", ".."):
+        code, out, err = cli("run", project, "--fresh", "--set", f"output.dir={target}")
+        assert code == 1 and "a directory of its own" in err, out + err
+    assert project.is_file()
+
+
 def test_7_fake_parquet_in_run_is_an_error(cli, project):
     (project.parent / "data" / "x.parquet").write_bytes(b"PAR1 but not really parquet")
     code, out, err = cli("run", project, "--set", "data.train=data/x.parquet", "--set", "data.format=text")
