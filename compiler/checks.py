@@ -104,6 +104,16 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
 
 
 SAMPLE_RECORDS = 1000  # records `recipe validate` reads (plan and run read them all)
+
+
+def record_check(fmt: Any):
+    """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
+    None. runtime/data.py holds it; it is pure Python (no training library is imported)."""
+    if fmt not in ("chat", "alpaca", "prompt_completion", "text"):
+        return None
+    from ..runtime.data import _Converter
+
+    return _Converter(fmt)
 SAMPLE_RENDERS = 5  # records it renders through data.template
 
 
@@ -121,6 +131,8 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
     if data.get("format") == "template" and isinstance(template, dict) and all(
             isinstance(template.get(k), str) and not template_syntax_error(template[k]) for k in ("prompt", "completion")):
         renders = compile_pair(template["prompt"], template["completion"])
+    convert = record_check(data.get("format", "chat"))
+    declared = key == "train" and bool(data.get("examples")) and bool(data.get("tokens_per_example"))
     bad, good, rendered = [], 0, 0
     try:
         for n, (lineno, row, error) in enumerate(records.raw(path, display)):
@@ -128,6 +140,11 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
                 break
             if error is None and not isinstance(row, dict):
                 error = f"expected an object, got {type(row).__name__}"
+            if error is None and convert is not None:
+                try:
+                    convert(row)
+                except ValueError as exc:
+                    error = str(exc)
             if error is None and renders is not None and rendered < SAMPLE_RENDERS:
                 rendered += 1
                 env, prompt, completion = renders
@@ -151,10 +168,12 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
         word = records.where_word(path)
         shown = "; ".join(f"{display}:{n}: {m}" if word == "line" else f"{word} {n}: {m}" for n, m in bad[:3]) \
             + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        # a warning where `recipe plan` would not fail: records skipped, or a stand-in file with declared sizes
         err(("data", key), f"{len(bad)} bad record(s) in the first {SAMPLE_RECORDS}: {shown}"
                            + ("; data.on_error: skip leaves them out" if skip else
-                              " (set data.on_error: skip to leave them out)"),
-            severity="warning" if skip else "error")
+                              " (set data.on_error: skip to leave them out)")
+                           + ("; plans use the declared sizes, `recipe run` refuses them" if declared and not skip else ""),
+            severity="warning" if skip or declared else "error")
     elif not good and renders is None:
         err(("data", key), f"{display}: no records")
 

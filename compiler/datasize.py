@@ -144,11 +144,19 @@ def _count(recipe: Recipe, path: Path, model_dir: Optional[Path]) -> tuple[int, 
     display = recipe.data.train
     tokenizer = _tokenizer(model_dir)
     templates = _templates(recipe)
+    from .checks import record_check
+
+    convert = record_check(recipe.data.format)
     count, read, lengths, bad = 0, 0, [], []
     for lineno, row, error in records.raw(path, display):
         read += 1
         if error is None and not isinstance(row, dict):
             error = f"expected an object, got {type(row).__name__}"
+        if error is None and convert is not None:
+            try:
+                convert(row)
+            except ValueError as exc:
+                error = str(exc)
         if error is None:
             try:
                 text, messages = example_text(row, recipe.data.format, templates) if len(lengths) < SAMPLE_ROWS \
