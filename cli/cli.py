@@ -150,18 +150,22 @@ def run_command(
     target: str = typer.Argument(..., help="A recipe (YAML or TOML), or a plan lock file from `recipe plan -o`."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over: move an earlier run in output.dir aside "
+                                                      "(to RUN_DIR.1, ...; nothing is deleted)."),
     replan: bool = typer.Option(False, "--replan", help="Re-plan a stale lock file instead of refusing it."),
     worker: bool = typer.Option(False, "--worker", hidden=True, help="Run as one of a launcher's processes."),
 ) -> None:
     """Train: execute a plan on this machine and write the adapter and a run report."""
+    if resume and fresh:
+        raise UsageError("--resume and --fresh contradict each other: choose one")
     from .compiler.pipeline import plan_for_run
     from .runtime.launch import is_worker
     from .runtime.run import execute, launch_processes
 
     plan, plan_dir = plan_for_run(target, set_, replan)
     if plan.distributed.processes > 1 and not (worker or is_worker()):
-        raise typer.Exit(launch_processes(plan, plan_dir, resume))
-    raise typer.Exit(execute(plan, plan_dir, resume))
+        raise typer.Exit(launch_processes(plan, plan_dir, resume, fresh))
+    raise typer.Exit(execute(plan, plan_dir, resume, fresh))
 
 
 @app.command()
@@ -176,10 +180,11 @@ def launch(
         raise UsageError(f"--target {target!r}: expected accelerate, torchrun or skypilot")
     from .compiler import lock
     from .compiler.pipeline import plan_for_run
-    from .runtime.launch import write_artifacts
+    from .runtime.launch import check_out_dir, file_names, write_artifacts
 
     plan, plan_dir = plan_for_run(recipe, set_, False)
     out = output or (plan_dir / plan.output_dir / "launch")
+    check_out_dir(out, file_names(plan, target))  # nothing the user wrote is overwritten
     plan_file = out / "plan.json"
     out.mkdir(parents=True, exist_ok=True)
     lock.write(plan, plan_file)
@@ -273,11 +278,13 @@ def bench(
 def demo(
     directory: Path = typer.Argument(Path("quickstart"), help="Where to write the demo."),
     train_now: bool = typer.Option(False, "--run", help="Also train it (a few minutes on a CPU)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite demo files that were edited (or not written "
+                                                      "by the demo)."),
 ) -> None:
     """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
     from .runtime.run import make_demo
 
-    recipe_path = make_demo(directory)
+    recipe_path = make_demo(directory, force)
     print(f"wrote {directory}/: tiny-llama/ (model and tokenizer), data/ (support tickets), recipe.yaml")
     if not train_now:
         print(f"next:\n  recipe plan {recipe_path}\n  recipe run {recipe_path}")

@@ -184,6 +184,9 @@ def _lookup(cfg: dict, key: str):
     return None
 
 
+MAX_DIMENSION = 2**24  # no config field of a real model (vocabulary, widths, layers, heads) comes near it
+
+
 def _int(cfg: dict, key: str, where: str, family: str, default=None) -> int:
     value = _lookup(cfg, key)
     if value is None:
@@ -196,6 +199,9 @@ def _int(cfg: dict, key: str, where: str, family: str, default=None) -> int:
         )
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _unsupported(where, f"field '{key}' must be a positive integer, got {value!r}; fix config.json")
+    if value > MAX_DIMENSION:
+        raise _unsupported(where, f"field '{key}' is {value:,}, beyond any real model (at most {MAX_DIMENSION:,}); "
+                                  f"fix config.json")
     return value
 
 

@@ -27,7 +27,7 @@ def semantic_problems(doc: Document, base_dir: Optional[Path]) -> list[Problem]:
     data = doc.data
     _check_gpus(_get(data, "budget"), err)
     _check_data(_get(data, "data"), base_dir, err)
-    _check_model(_get(data, "model"), base_dir, err)
+    _check_model(_get(data, "model"), _get(data, "training"), base_dir, err)
     _check_economics(_get(data, "economics"), err)
     return out
 
@@ -87,10 +87,12 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
             err(("data", key), f"'{value}' is not a data file this tool reads "
                                f"(expected {', '.join(DATA_SUFFIXES)})")
             continue
-        if base_dir is not None and not (base_dir / path).is_file():
+        if base_dir is not None and not (base_dir / path).exists():
             declared = "data.examples and data.tokens_per_example" if key == "train" else "eval_fraction"
             err(("data", key), f"file not found: {value} (relative to the recipe's folder); plans fall "
                                f"back to {declared}, `recipe run` needs it", severity="warning")
+        elif base_dir is not None:
+            _check_records(data, key, base_dir / path, err)
     template = data.get("template")
     if isinstance(template, dict):
         for key in ("prompt", "completion"):
@@ -99,6 +101,81 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
                 message = template_syntax_error(source)
                 if message:
                     err(("data", "template", key), message)
+
+
+SAMPLE_RECORDS = 1000  # records `recipe validate` reads (plan and run read them all)
+
+
+def record_check(fmt: Any):
+    """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
+    None. runtime/data.py holds it; it is pure Python (no training library is imported)."""
+    if fmt not in ("chat", "alpaca", "prompt_completion", "text"):
+        return None
+    from ..runtime.data import _Converter
+
+    return _Converter(fmt)
+SAMPLE_RENDERS = 5  # records it renders through data.template
+
+
+def _check_records(data: dict, key: str, path: Path, err) -> None:
+    """The first records, read as `plan` and `run` read them; the first few rendered by the template."""
+    from jinja2 import TemplateError
+
+    from . import records
+    from .templates import compile_pair, describe, render
+
+    display = data[key]
+    skip = data.get("on_error") == "skip"
+    template = data.get("template")
+    renders = None
+    if data.get("format") == "template" and isinstance(template, dict) and all(
+            isinstance(template.get(k), str) and not template_syntax_error(template[k]) for k in ("prompt", "completion")):
+        renders = compile_pair(template["prompt"], template["completion"])
+    convert = record_check(data.get("format", "chat"))
+    declared = key == "train" and bool(data.get("examples")) and bool(data.get("tokens_per_example"))
+    bad, good, rendered = [], 0, 0
+    try:
+        for n, (lineno, row, error) in enumerate(records.raw(path, display)):
+            if n >= SAMPLE_RECORDS:
+                break
+            if error is None and not isinstance(row, dict):
+                error = f"expected an object, got {type(row).__name__}"
+            if error is None and convert is not None:
+                try:
+                    convert(row)
+                except ValueError as exc:
+                    error = str(exc)
+            if error is None and renders is not None and rendered < SAMPLE_RENDERS:
+                rendered += 1
+                env, prompt, completion = renders
+                for part, t in (("prompt", prompt), ("completion", completion)):
+                    try:
+                        render(env, t, row)
+                    except TemplateError as exc:
+                        where = f"{display}:{lineno}" if records.where_word(path) == "line" else \
+                            f"{display} {records.where_word(path)} {lineno}"
+                        err(("data", "template", part), f"rendering {where}: {describe(exc)}")
+                        error = "template"
+                        break
+            if error is None:
+                good += 1
+            elif error != "template":
+                bad.append((lineno, error))
+    except RecipeError as exc:
+        err(("data", key), exc.message)
+        return
+    if bad:
+        word = records.where_word(path)
+        shown = "; ".join(f"{display}:{n}: {m}" if word == "line" else f"{word} {n}: {m}" for n, m in bad[:3]) \
+            + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        # a warning where `recipe plan` would not fail: records skipped, or a stand-in file with declared sizes
+        err(("data", key), f"{len(bad)} bad record(s) in the first {SAMPLE_RECORDS}: {shown}"
+                           + ("; data.on_error: skip leaves them out" if skip else
+                              " (set data.on_error: skip to leave them out)")
+                           + ("; plans use the declared sizes, `recipe run` refuses them" if declared and not skip else ""),
+            severity="warning" if skip or declared else "error")
+    elif not good and renders is None:
+        err(("data", key), f"{display}: no records")
 
 
 def template_syntax_error(source: str) -> Optional[str]:
@@ -113,16 +190,25 @@ def template_syntax_error(source: str) -> Optional[str]:
     return None
 
 
-def _check_model(model: dict, base_dir: Optional[Path], err) -> None:
+def _check_model(model: dict, training: dict, base_dir: Optional[Path], err) -> None:
+    """The model must resolve as `plan` resolves it (an error, as plan fails on it); a max_seq_len past
+    the model's context (max_position_embeddings) is warned about."""
     base = model.get("base")
     if not isinstance(base, str) or not base:
         return
     from .models import resolve_model
 
     try:
-        resolve_model(base, base_dir or Path.cwd())
+        resolved = resolve_model(base, base_dir or Path.cwd())
     except RecipeError as exc:
-        err(("model", "base"), exc.message.replace("\n", " "), severity="warning")
+        err(("model", "base"), exc.message.replace("\n", " "))
+        return
+    context = resolved.config.get("max_position_embeddings")
+    length = training.get("max_seq_len")
+    if isinstance(context, int) and not isinstance(context, bool) and isinstance(length, int) and length > context:
+        err(("training", "max_seq_len"), f"max_seq_len {length:,} is past the model's context of {context:,} "
+                                         f"tokens (max_position_embeddings): positions beyond it were never "
+                                         f"trained; lower it to {context:,} or less", severity="warning")
 
 
 def _check_economics(economics: dict, err) -> None:

@@ -9,16 +9,19 @@ the real data set. Only the training file is read; at most SAMPLE_ROWS rows are 
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import importlib.util
 import json
 import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
+from ..schemas.errors import RecipeError
 from ..schemas.recipe import Recipe
+from . import records
+from .templates import compile_pair, describe, render
 
 SAMPLE_ROWS = 2000
 CHARS_PER_TOKEN = 4.0
@@ -89,33 +92,6 @@ def sha256(path: Path) -> Optional[str]:
     return h.hexdigest()
 
 
-def _rows(path: Path) -> Iterator[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # `recipe run` reports malformed records with their line
-                    if isinstance(row, dict):
-                        yield row
-    elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        for row in data if isinstance(data, list) else []:
-            if isinstance(row, dict):
-                yield row
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq  # only with the [train] extra; callers catch ImportError
-
-        for batch in pq.ParquetFile(path).iter_batches():
-            yield from batch.to_pylist()
-
-
 def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
     """The text an example becomes, and its count of chat messages (for template overhead)."""
     if fmt == "chat":
@@ -129,17 +105,15 @@ def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
     if fmt == "text":
         return str(row.get("text", "")), 0
     if fmt == "template" and template is not None:
-        return template[0].render(**row) + template[1].render(**row), 2
+        env, prompt, completion = template
+        return render(env, prompt, row) + render(env, completion, row), 2
     return json.dumps(row), 0
 
 
 def _templates(recipe: Recipe):
     if recipe.data.format != "template" or recipe.data.template is None:
         return None
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment()
-    return env.from_string(recipe.data.template.prompt), env.from_string(recipe.data.template.completion)
+    return compile_pair(recipe.data.template.prompt, recipe.data.template.completion)
 
 
 def _tokenizer(model_dir: Optional[Path]):
@@ -165,21 +139,12 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
     count = 0
     counted_with = "declared"
     notes = []
-    if path.is_file() and not (declared_n and declared_t):
-        try:
-            tokenizer = _tokenizer(model_dir)
-            templates = _templates(recipe)
-            for row in _rows(path):
-                count += 1
-                if len(lengths) < SAMPLE_ROWS:
-                    text, messages = example_text(row, recipe.data.format, templates)
-                    n = (len(tokenizer.encode(text).ids) if tokenizer is not None
-                         else math.ceil(len(text) / CHARS_PER_TOKEN))
-                    lengths.append(n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS)
-            counted_with = "tokenizer" if tokenizer is not None else "heuristic"
-        except (ImportError, OSError, ValueError, UnicodeDecodeError) as exc:
-            notes.append(f"could not read {recipe.data.train} ({exc.__class__.__name__}); used declared sizes")
-            lengths, count = [], 0
+    if path.exists() and not (declared_n and declared_t):
+        if path.suffix.lower() == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+            notes.append(f"could not read {recipe.data.train} (Parquet needs pyarrow, in the [train] extra); "
+                         f"used declared sizes")
+        else:
+            count, lengths, counted_with = _count(recipe, path, model_dir)
     if recipe.data.eval_fraction and count:
         count -= math.floor(count * recipe.data.eval_fraction)
     if declared_n and count and declared_n != count:
@@ -198,3 +163,46 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
         notes.append("no examples counted and none declared (data.examples)")
     return DataSize(examples, mean, counted_with, sum(1 for n in lengths if n > max_len), "; ".join(notes),
                     tuple(clipped), max_len)
+
+
+def _count(recipe: Recipe, path: Path, model_dir: Optional[Path]) -> tuple[int, list[int], str]:
+    """Records and sampled token lengths, read with the reader `recipe run` uses: a file it would
+    refuse (empty, unreadable, bad records with data.on_error: fail) is refused here too."""
+    from jinja2 import TemplateError
+
+    display = recipe.data.train
+    tokenizer = _tokenizer(model_dir)
+    templates = _templates(recipe)
+    from .checks import record_check
+
+    convert = record_check(recipe.data.format)
+    count, read, lengths, bad = 0, 0, [], []
+    for lineno, row, error in records.raw(path, display):
+        read += 1
+        if error is None and not isinstance(row, dict):
+            error = f"expected an object, got {type(row).__name__}"
+        if error is None and convert is not None:
+            try:
+                convert(row)
+            except ValueError as exc:
+                error = str(exc)
+        if error is None:
+            try:
+                text, messages = example_text(row, recipe.data.format, templates) if len(lengths) < SAMPLE_ROWS \
+                    else (None, 0)
+            except TemplateError as exc:
+                error = f"template: {describe(exc)}"
+            else:
+                count += 1
+                if text is not None:
+                    n = (len(tokenizer.encode(text).ids) if tokenizer is not None
+                         else math.ceil(len(text) / CHARS_PER_TOKEN))
+                    lengths.append(n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS)
+                continue
+        bad.append((lineno, error))
+    if bad and recipe.data.on_error == "fail":
+        raise RecipeError(records.listing(display, bad, records.where_word(path), read))
+    if not count:
+        raise RecipeError(f"{display}: no usable records" + (f" (all {read} were bad)" if read else "")
+                          + "; nothing to plan")
+    return count, lengths, "tokenizer" if tokenizer is not None else "heuristic"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from pathlib import Path
 
@@ -10,8 +11,29 @@ from ..schemas.errors import UsageError
 from .load import SUFFIXES
 
 
+RUN_MARKER = ".recipe-run.json"  # a run directory: everything in it was written by `recipe run`
+EXPORT_MARKER = ".recipe-export.json"  # a merged model written by `recipe export`
+LAUNCH_MARKER = ".recipe-launch.json"  # lists the launch files `recipe launch` wrote in its folder
+
+
+def generated(file: str) -> bool:
+    """True for files this tool wrote (run directories, exports, launch files): not recipes."""
+    path = Path(file).resolve()
+    for folder in path.parents:
+        if (folder / RUN_MARKER).is_file() or (folder / EXPORT_MARKER).is_file():
+            return True
+    marker = path.parent / LAUNCH_MARKER
+    if marker.is_file():
+        try:
+            return path.name in json.loads(marker.read_text(encoding="utf-8")).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            return False
+    return False
+
+
 def expand(args: list[str]) -> list[str]:
-    """Recipe files named by files, directories (searched recursively) and globs, in order."""
+    """Recipe files named by files, directories (searched recursively) and globs, in order; files this
+    tool generated (run directories, launch files) are skipped unless named one by one."""
     files: list[str] = []
     for arg in args:
         path = Path(arg)
@@ -21,7 +43,7 @@ def expand(args: list[str]) -> list[str]:
                 for root, dirs, names in os.walk(arg)
                 if not any(part.startswith(".") and part not in (".", "..") for part in Path(root).parts)
                 for name in names
-                if name.lower().endswith(SUFFIXES)
+                if name.lower().endswith(SUFFIXES) and not generated(os.path.join(root, name))
             )
             if not found:
                 raise UsageError(f"{arg}: no .yaml, .yml or .toml files in this directory")
@@ -29,7 +51,8 @@ def expand(args: list[str]) -> list[str]:
         elif path.is_file():
             files.append(arg)
         elif glob.has_magic(arg):
-            found = sorted(f for f in glob.glob(arg, recursive=True) if f.lower().endswith(SUFFIXES))
+            found = sorted(f for f in glob.glob(arg, recursive=True)
+                           if f.lower().endswith(SUFFIXES) and not generated(f))
             if not found:
                 raise UsageError(f"{arg}: the pattern matches no recipe files")
             files += found

@@ -13,6 +13,9 @@ from .toml_positions import toml_positions
 Path_ = tuple  # a key path: ("method", "rank") or ("budget", "gpus", 1)
 
 SUFFIXES = (".yaml", ".yml", ".toml")
+MAX_BYTES = 1 << 20  # a recipe is a page or two; a megabyte is not a recipe
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_VALUES = 100_000  # keys and values after YAML aliases are expanded (an alias bomb has billions)
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,59 @@ def read(path: Path, display: str | None = None) -> Document:
         raise UsageError(f"{display}: is a directory") from None
     except OSError as exc:
         raise UsageError(f"{display}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise RecipeError("invalid recipe", [Problem(display, 1, 1, "", f"the file is {len(raw):,} bytes; a recipe "
+                                                                      f"is at most {MAX_BYTES:,} (put data in data files)")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RecipeError("invalid recipe", [Problem(display, line, 1, "", "file is not valid UTF-8")]) from None
-    if path.suffix.lower() == ".toml":
-        return loads_toml(text, display)
-    return loads_yaml(text, display)
+    deep = too_deep(text)
+    if deep:
+        raise RecipeError("invalid recipe", [Problem(display, deep[0], deep[1], "", f"nested more than {MAX_DEPTH} "
+                                                                                  f"levels deep; a recipe is not")])
+    try:
+        if path.suffix.lower() == ".toml":
+            return loads_toml(text, display)
+        return loads_yaml(text, display)
+    except RecursionError:
+        raise RecipeError("invalid recipe", [Problem(display, 1, 1, "", f"nested too deeply to read (a recipe "
+                                                                      f"nests at most {MAX_DEPTH} levels)")]) from None
+
+
+def too_deep(text: str) -> tuple[int, int] | None:
+    """(line, col) where brackets nest deeper than MAX_DEPTH, outside strings and comments; a quick
+    scan before a parser recurses into them."""
+    depth, quote, line, col, escaped, comment = 0, "", 1, 0, False, False
+    previous = "\n"
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, comment, escaped = line + 1, 0, False, False
+            if quote == "'":  # single-quoted scalars rarely span lines; do not let one odd quote hide the rest
+                quote = ""
+        elif comment:
+            pass
+        elif quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and previous in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        previous = ch
+    return None
 
 
 def _not_a_mapping(file: str, data: Any) -> RecipeError:
@@ -91,10 +139,18 @@ def loads_yaml(text: str, file: str) -> Document:
     except YAMLError as exc:  # errors without a mark
         raise RecipeError("invalid recipe", [Problem(file, 1, 1, "", f"YAML error: {exc}")]) from None
     doc = Document(file=file, data={}, text=text)
+    budget = [MAX_VALUES]
     if not _is_map(node):
-        raise _not_a_mapping(file, _plain(node, (), doc))
-    doc.data = _plain(node, (), doc)
+        raise _not_a_mapping(file, _plain(node, (), doc, budget))
+    doc.data = _plain(node, (), doc, budget)
     return doc
+
+
+def _too_big(doc: Document, path: Path_) -> RecipeError:
+    file, line, col = doc.where(path)
+    return RecipeError("invalid recipe", [Problem(
+        file, line, col, "", f"the document expands to more than {MAX_VALUES:,} values (YAML aliases `*name` "
+                             f"repeat anchored `&name` content; nested ones multiply): write the values out")])
 
 
 def _yaml_message(exc) -> str:
@@ -115,10 +171,18 @@ def _is_map(node: Any) -> bool:
     return isinstance(node, CommentedMap)
 
 
-def _plain(node: Any, path: Path_, doc: Document) -> Any:
-    """Convert ruamel's round-trip nodes to plain Python, recording positions."""
+def _plain(node: Any, path: Path_, doc: Document, budget: list) -> Any:
+    """Convert ruamel's round-trip nodes to plain Python, recording positions; aliases are expanded
+    within a budget of values and a depth."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _too_big(doc, path)
+    if len(path) > MAX_DEPTH:
+        file, line, col = doc.where(path)
+        raise RecipeError("invalid recipe", [Problem(file, line, col, "", f"nested more than {MAX_DEPTH} levels "
+                                                                          f"deep; a recipe is not")])
     if isinstance(node, CommentedMap):
         out = {}
         for key in node:
@@ -126,14 +190,14 @@ def _plain(node: Any, path: Path_, doc: Document) -> Any:
             kl, kc = node.lc.key(key)
             vl, vc = node.lc.value(key)
             doc.positions[path + (name,)] = Pos(kl + 1, kc + 1, vl + 1, vc + 1, doc.file)
-            out[name] = _plain(node[key], path + (name,), doc)
+            out[name] = _plain(node[key], path + (name,), doc, budget)
         return out
     if isinstance(node, CommentedSeq):
         out = []
         for i, item in enumerate(node):
             il, ic = node.lc.item(i)
             doc.positions[path + (i,)] = Pos(il + 1, ic + 1, il + 1, ic + 1, doc.file)
-            out.append(_plain(item, path + (i,), doc))
+            out.append(_plain(item, path + (i,), doc, budget))
         return out
     if isinstance(node, bool) or node is None:
         return node

@@ -71,6 +71,9 @@ def staleness(plan: Plan) -> list[str]:
     for name, digest in lock.data_sha256.items():
         if datasize.sha256(recipe_dir / name) != digest:
             reasons.append(f"the data file {name} changed since the plan was made")
+    for name, digest in lock.model_sha256.items():
+        if datasize.sha256(recipe_dir / name) != digest:  # recipe_dir / an absolute path is that path
+            reasons.append(f"the model file {name} changed since the plan was made")
     now = {**catalogs.catalog_versions(), "models.json": models.catalog_version()}
     changed = sorted(k for k, v in lock.catalogs.items() if now.get(k) != v)
     if changed:

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ..schemas.errors import Problem, UsageError
-from .load import Document, Pos, type_name
+from .load import MAX_DEPTH, MAX_VALUES, Document, Pos, type_name
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -39,7 +39,18 @@ def parse_value(text: str) -> Any:
         value = YAML(typ="safe", pure=True).load(text)
     except YAMLError:
         return text
+    except RecursionError:
+        raise UsageError(f"--set value nested too deeply: {text[:40]}...") from None
     return value
+
+
+def _within(value: Any, budget: list, depth: int) -> bool:
+    """Whether a parsed value stays within a budget of values and a depth (aliases are counted again)."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        return False
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return all(_within(child, budget, depth + 1) for child in children)
 
 
 def apply(doc: Document, overrides: list[str]) -> list[Problem]:
@@ -54,6 +65,9 @@ def apply(doc: Document, overrides: list[str]) -> list[Problem]:
         except ValueError:
             raise UsageError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set method.rank=32") from None
         value = parse_value(raw)
+        if not _within(value, [MAX_VALUES], 0):
+            raise UsageError(f"--set {key}=...: the value expands to more than {MAX_VALUES:,} values or nests more "
+                             f"than {MAX_DEPTH} levels (YAML aliases?); write it out")
         col = len(key) + 2
         problem = _set(doc.data, path, value)
         if problem:

@@ -47,6 +47,27 @@ def _targets(recipe: Recipe):
     return "all-linear" if t == "all-linear" else tuple(t)
 
 
+MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja")
+
+
+def model_hashes(model_dir: Optional[Path], recipe_dir: Path) -> dict:
+    """sha256 of a local model's config and tokenizer files (by path relative to the recipe's folder
+    where it is inside it): editing them makes a plan lock stale."""
+    if model_dir is None:
+        return {}
+    out = {}
+    for name in MODEL_FILES:
+        path = Path(model_dir) / name
+        if path.is_file():
+            try:
+                key = str(path.resolve().relative_to(recipe_dir))
+            except ValueError:
+                key = str(path.resolve())
+            out[key] = datasize.sha256(path)
+    return out
+
+
 def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = None,
                  overrides: tuple = ()) -> Compiled:
     recipe_dir = recipe_path.resolve().parent
@@ -441,6 +462,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         recipe=recipe,
         lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(),
                   overrides=list(overrides), data_sha256=data_hashes,
+                  model_sha256=model_hashes(model.path, recipe_dir),
                   catalogs={**catalogs.catalog_versions(), "models.json": models.catalog_version()},
                   tool_version=__version__),
     )

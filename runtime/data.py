@@ -17,13 +17,13 @@ Formats, and what the loss is computed on:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from ..compiler import records as records_mod
 from ..schemas.errors import Problem, RecipeError
 
 ROLES = ("system", "user", "assistant")
@@ -41,46 +41,8 @@ class Records:
 
 
 def _raw(path: Path, display: str) -> Iterator[tuple[int, Any, Optional[str]]]:
-    """(line or row number, record or None, parse error or None)."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line), None
-                except json.JSONDecodeError as exc:
-                    yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            yield exc.lineno, None, f"invalid JSON ({exc.msg})"
-            return
-        if not isinstance(data, list):
-            yield 1, None, "expected a JSON array of records"
-            return
-        for i, row in enumerate(data, start=1):
-            yield i, row, None
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                if None in row:
-                    yield reader.line_num, None, "more fields than the header has"
-                else:
-                    yield reader.line_num, dict(row), None
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        i = 0
-        for batch in pq.ParquetFile(path).iter_batches():
-            for row in batch.to_pylist():
-                i += 1
-                yield i, row, None
-    else:
-        raise RecipeError(f"{display}: unsupported data file type '{suffix}' (use .jsonl, .json, .csv or .parquet)")
+    """(line or row number, record or None, parse error or None): the reader `validate` and `plan` use."""
+    return records_mod.raw(path, display)
 
 
 def _text(row: dict, key: str, required: bool = True) -> Optional[str]:
@@ -120,12 +82,11 @@ class _Converter:
         self.fmt = fmt
         self.generation_markers = generation_markers
         self.templates = None
-        if fmt == "template":
-            from jinja2 import StrictUndefined
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        if fmt == "template":  # sandboxed, with limits on ranges, sizes and time (compiler/templates.py)
+            from ..compiler.templates import compile_pair
 
-            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
-            self.templates = (env.from_string(template.prompt), env.from_string(template.completion))
+            self.env, *pair = compile_pair(template.prompt, template.completion)
+            self.templates = tuple(pair)
 
     @property
     def kind(self) -> str:
@@ -153,12 +114,17 @@ class _Converter:
         from jinja2 import TemplateError
         from jinja2.exceptions import SecurityError
 
+        from ..compiler.templates import SECONDS_TOTAL, describe, render
+
         try:
-            prompt, completion = (t.render(**row) for t in self.templates)
+            prompt, completion = (render(self.env, t, row) for t in self.templates)
         except SecurityError as exc:
-            raise ValueError(f"template refused by the sandbox: {exc}") from None
+            raise ValueError(f"template refused by the sandbox: {exc} (recipes are data: templates may not "
+                             f"reach Python internals)") from None
         except TemplateError as exc:
-            raise ValueError(f"template: {exc}") from None
+            if self.env.clock.total > SECONDS_TOTAL:
+                raise RecipeError(f"data.template: {describe(exc)}") from None
+            raise ValueError(f"template: {describe(exc)}") from None
         if not completion.strip():
             raise ValueError("the completion template renders empty")
         return {"prompt": prompt, "completion": completion}
@@ -167,35 +133,24 @@ class _Converter:
 def read_records(path: Path, display: str, fmt: str, template=None, on_error: str = "fail",
                  generation_markers: bool = True) -> Records:
     """Read and convert every record; RecipeError listing the bad ones when on_error is 'fail'."""
-    if not path.is_file():
-        raise RecipeError(f"{display}: no such data file")
+    records_mod.check_file(path, display)
     convert = _Converter(fmt, template, generation_markers)
     records = Records(rows=[], kind=convert.kind)
-    where = "row" if path.suffix.lower() == ".parquet" else "line"
-    try:
-        for lineno, row, error in _raw(path, display):
-            records.read += 1
-            if error is None:
-                try:
-                    records.rows.append(convert(row))
-                    continue
-                except ValueError as exc:
-                    error = str(exc)
-            records.skipped += 1
-            records.problems.append(Problem(display, lineno, 1, "", error))
-    except UnicodeDecodeError:
-        raise RecipeError(f"{display}: not UTF-8 text") from None
+    for lineno, row, error in _raw(path, display):
+        records.read += 1
+        if error is None:
+            try:
+                records.rows.append(convert(row))
+                continue
+            except ValueError as exc:
+                error = str(exc)
+        records.skipped += 1
+        records.problems.append(Problem(display, lineno, 1, "", error))
     if records.problems and on_error == "fail":
-        shown = records.problems[:MAX_LISTED]
-        more = len(records.problems) - len(shown)
-        lines = [f"{p.file}:{p.line}: {p.message}" if where == "line" else f"{p.file}: row {p.line}: {p.message}"
-                 for p in shown]
-        if more:
-            lines.append(f"... and {more} more")
-        raise RecipeError(f"{display}: {len(records.problems)} bad record(s) of {records.read} "
-                          f"(set data.on_error: skip to leave them out)\n" + "\n".join(lines))
+        raise RecipeError(records_mod.listing(display, [(p.line, p.message) for p in records.problems],
+                                              records_mod.where_word(path), records.read))
     if not records.rows:
-        raise RecipeError(f"{display}: no usable records")
+        raise RecipeError(f"{display}: no usable records" + (f" (all {records.read} were bad)" if records.read else ""))
     return records
 
 

@@ -147,9 +147,25 @@ def _model(vocab: int, out: Path, seed: int) -> None:
     LlamaForCausalLM(config).save_pretrained(str(out))
 
 
+DEMO_FILES = ("recipe.yaml", "data/train.jsonl", "data/eval.jsonl", "tiny-llama/")  # what `make` writes (outdir checks them before)
+
+
 def make(directory: Path, train_examples: int = 320, eval_examples: int = 40, epochs: int = 3,
-         seed: int = 7) -> Path:
-    """Write the demo into `directory`; returns the recipe's path."""
+         seed: int = 7, force: bool = False) -> Path:
+    """Write the demo into `directory`; returns the recipe's path. Files the demo did not write, or
+    that were edited since, are not overwritten unless `force`."""
+    from .outdir import check_demo_dir, mark_demo
+
+    directory = Path(directory)
+    check_demo_dir(directory, DEMO_FILES, force)
+    recipe = _make(directory, train_examples, eval_examples, epochs, seed)
+    written = [directory / f for f in DEMO_FILES if not f.endswith("/")]
+    written += [p for f in DEMO_FILES if f.endswith("/") for p in (directory / f).rglob("*") if p.is_file()]
+    mark_demo(directory, [p for p in written if p.is_file()])
+    return recipe
+
+
+def _make(directory: Path, train_examples: int, eval_examples: int, epochs: int, seed: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     data.mkdir(exist_ok=True)

@@ -8,13 +8,14 @@ base with the adapter applied unmerged, on a few held-out prompts.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
+from . import outdir
 from .preflight import torch_dtype
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "fp16": 5e-3}  # max |difference| / max |logit|
@@ -89,15 +90,12 @@ def score(plan: Plan, plan_dir: Path, model_path: Optional[Path]) -> dict:
 
 
 def _write(path: Path, text: str, executable: bool = False) -> None:
-    path.write_text(text)
-    if executable:
-        path.chmod(0o755)
+    outdir.atomic_write(path, text, mode=0o755 if executable else 0o644)
 
 
 def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Path]:
     """vLLM commands (merged, or the base with the adapter) and Ollama Modelfiles."""
     serve = run_dir / "serve"
-    serve.mkdir(exist_ok=True)
     name = plan.name
     base = plan.model.path or plan.model.name
     adapter = run_dir / "adapter"
@@ -135,6 +133,8 @@ def merge(run_dir: Path, output: Optional[Path] = None, log=print) -> dict:
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise RecipeError(f"{adapter}: no adapter (was the run interrupted? resume it with `recipe run --resume`)")
+    out = (Path(output) if output is not None else run_dir / "merged").resolve()
+    check_output(out, run_dir)
     precision = _precision(plan)
     dtype = torch_dtype(precision)
     base_dir = plan.model.path or plan.model.name
@@ -157,18 +157,40 @@ def merge(run_dir: Path, output: Optional[Path] = None, log=print) -> dict:
     if diff > tolerance:
         raise RecipeError(f"merged logits differ from base + adapter by {diff:.2e} (relative), above {tolerance:g}: "
                           f"not saving the merged model")
-    out = output or run_dir / "merged"
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    files = serving_files(plan, run_dir, out)
     check = {"max_relative_logit_difference": diff, "tolerance": tolerance, "dtype": precision,
              "probe_tokens": int(probe["input_ids"].numel())}
-    (out / "merge_check.json").write_text(json.dumps(check, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # this tool's own, removed on failure
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        outdir.atomic_write(tmp / "merge_check.json", json.dumps(check, indent=2) + "\n")
+        outdir.publish_export(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if outdir.disk_full(exc):
+            raise RecipeError(f"the disk is full: the merged model could not be saved in {out.parent} "
+                              f"({exc.strerror}); nothing was replaced. Free some space and export again") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = serving_files(plan, run_dir, out)
     return {"merged": out, "check": check, "serving": files}
+
+
+def check_output(out: Path, run_dir: Path) -> None:
+    """Before anything is loaded: the merged model goes to a new directory or an earlier export's."""
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:
+        raise RecipeError(f"refusing to export into {out}: it is the current directory (or holds it). "
+                          f"Give -o a new directory (it is created)")
+    inside = out.relative_to(run_dir).parts[:1] if run_dir in out.parents else ()
+    if out == run_dir or out in run_dir.parents or inside in (("adapter",), ("checkpoints",), ("model",),
+                                                             ("serve",), ("launch",), ("ranks",)):
+        raise RecipeError(f"refusing to export into {out}: it is (or holds, or is inside) the run's own files. "
+                          f"Give -o a new directory (it is created)")
+    outdir.check_export_dir(out)
 
 
 def _probe(plan: Plan, run_dir: Path, tokenizer) -> dict:

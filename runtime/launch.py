@@ -121,18 +121,35 @@ def torchrun_command(plan: Plan, plan_file: Path, python: str = "python") -> lis
     return cmd + worker_args(plan_file)
 
 
-def skypilot_task(plan: Plan, plan_file: Path) -> dict:
+def workdir_of(plan: Plan) -> Path:
+    """SkyPilot's workdir: the recipe's folder (its data and local model paths are relative to it)."""
+    return Path(plan.lock.recipe_path).resolve().parent
+
+
+def remote_path(path: Path, workdir: Path) -> str:
+    """`path` as the remote machine sees it: relative to the synced workdir (~/sky_workdir)."""
+    rel = os.path.relpath(Path(path).resolve(), workdir.resolve())
+    if rel.startswith(".."):
+        raise ValueError(f"{path} is outside the SkyPilot workdir {workdir}")
+    return Path(rel).as_posix()
+
+
+def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> dict:
+    """A SkyPilot task run from the recipe's folder (`workdir: .`): every path in it is relative to it."""
     d = plan.distributed
     per_node = d.processes // max(1, d.nodes)
     gpu = SKYPILOT_GPUS.get(plan.hardware.gpu, plan.hardware.gpu)
+    workdir = workdir or workdir_of(plan)
+    remote_plan = remote_path(plan_file, workdir)
     run = ["set -e", "cd ~/sky_workdir",
            'export NODE_RANK=${SKYPILOT_NODE_RANK} MAIN_ADDR=$(echo "$SKYPILOT_NODE_IPS" | head -n1)']
     if d.processes > 1:
-        run.append("accelerate launch --config_file launch/accelerate.yaml --num_processes "
+        config = remote_path(Path(plan_file).parent / "accelerate.yaml", workdir)
+        run.append(f"accelerate launch --config_file {config} --num_processes "
                    f"{d.processes} --num_machines {d.nodes} --machine_rank $NODE_RANK --main_process_ip $MAIN_ADDR "
-                   f"--main_process_port {PORT} " + " ".join(worker_args(plan_file)))
+                   f"--main_process_port {PORT} " + " ".join(worker_args(Path(remote_plan))))
     else:
-        run.append(f"recipe run {plan_file}")
+        run.append(f"recipe run {remote_plan}")
     return {
         "name": plan.name,
         "resources": {"accelerators": f"{gpu}:{per_node}", "disk_size": 256},
@@ -143,8 +160,32 @@ def skypilot_task(plan: Plan, plan_file: Path) -> dict:
     }
 
 
+def file_names(plan: Plan, target: str) -> list[str]:
+    """The files write_artifacts writes for `target` (and plan.json, which `recipe launch` writes)."""
+    names = ["plan.json"] + (["deepspeed.json"] if plan.distributed.strategy == "deepspeed" else [])
+    names += ["accelerate.yaml"] if target in ("accelerate", "skypilot") else []
+    return names + [{"accelerate": "launch.sh", "torchrun": "torchrun.sh", "skypilot": "skypilot.yaml"}[target]]
+
+
+def check_out_dir(out_dir: Path, names: list[str]) -> None:
+    """Refuse to overwrite files of these names that `recipe launch` did not write there."""
+    from ..compiler.discover import LAUNCH_MARKER
+    from ..schemas.errors import RecipeError
+
+    try:
+        ours = set(json.loads((out_dir / LAUNCH_MARKER).read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        ours = set()
+    theirs = [n for n in names if (out_dir / n).exists() and n not in ours]
+    if theirs:
+        raise RecipeError(f"{out_dir} already holds {', '.join(theirs)}, not written by `recipe launch`: "
+                          f"nothing is overwritten; give -o another directory")
+
+
 def write_artifacts(plan: Plan, plan_file: Path, out_dir: Path, target: str, cpu: bool = False) -> list[Path]:
-    """Write the launch files for `target` (accelerate | torchrun | skypilot); returns their paths."""
+    """Write the launch files for `target` (accelerate | torchrun | skypilot); returns their paths.
+    Files of the same names that this tool did not write are not overwritten (RecipeError)."""
+    check_out_dir(out_dir, [n for n in file_names(plan, target) if n != "plan.json"])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     ds_file = None
@@ -172,9 +213,33 @@ def write_artifacts(plan: Plan, plan_file: Path, out_dir: Path, target: str, cpu
         written.append(script)
     elif target == "skypilot":
         task = out_dir / "skypilot.yaml"
-        task.write_text(f"# sky launch -c {plan.name} {task}\n" + _yaml(skypilot_task(plan, plan_file)))
+        workdir = workdir_of(plan)
+        try:
+            spec = skypilot_task(plan, plan_file, workdir)
+        except ValueError:  # launch files written outside the recipe's folder: sync their common folder
+            workdir = Path(os.path.commonpath([workdir, Path(plan_file).resolve().parent]))
+            spec = skypilot_task(plan, plan_file, workdir)
+        task.write_text(f"# from the recipe's folder (the workdir, synced to ~/sky_workdir):\n"
+                        f"#   cd {shlex.quote(str(workdir))} && sky launch -c {plan.name} "
+                        f"{remote_path(task, workdir)}\n" + _yaml(spec))
         written.append(task)
+    _mark(out_dir, written)
     return written
+
+
+def _mark(out_dir: Path, written: list[Path]) -> None:
+    """List the generated files, so that `recipe validate DIR` does not read them as recipes."""
+    from ..compiler.discover import LAUNCH_MARKER
+
+    marker = out_dir / LAUNCH_MARKER
+    try:
+        listed = set(json.loads(marker.read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        listed = set()
+    listed |= {p.name for p in written} | {"plan.json"}
+    from .outdir import atomic_write
+
+    atomic_write(marker, json.dumps({"tool": "recipe", "kind": "launch", "files": sorted(listed)}) + "\n")
 
 
 def is_worker() -> bool:

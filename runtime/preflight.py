@@ -102,13 +102,13 @@ def _device(plan: Plan) -> Device:
 
 
 def _output(plan: Plan, plan_dir: Path) -> None:
+    from .outdir import usable_dir
+
     run_dir = (plan_dir / plan.output_dir).resolve()
+    usable_dir(run_dir, "output.dir")  # not a file, not under one, writable
     probe_dir = run_dir
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
-    if not os.access(probe_dir, os.W_OK):
-        raise RecipeError(f"cannot write the run directory {run_dir} ({probe_dir} is not writable); "
-                          f"set output.dir to a writable place")
     adapter = plan.model.trainable_parameters * 4
     optimizer = plan.memory.components.get("optimizer_states", 0) + plan.memory.components.get(
         "optimizer_states_paged", 0)

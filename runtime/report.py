@@ -150,9 +150,11 @@ def _usd(x):
 
 
 def write(run_dir: Path, report: dict) -> None:
+    from .outdir import atomic_write
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (run_dir / "run_report.md").write_text(markdown(report))
+    atomic_write(run_dir / "run_report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(run_dir / "run_report.md", markdown(report))
     if report["loss_curve"]:
         from .figure import draw
 

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..schemas.errors import RecipeError
 from ..schemas.plan import Plan
 
 EXIT_GATE = 4  # trained, but the tuned score is below eval.min_score
 
 
-def execute(plan: Plan, plan_dir: Path, resume: bool) -> int:
+def execute(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> int:
     """Train the plan, write the run report; returns the exit code (130 when interrupted)."""
-    from . import report
     from .train import train
 
-    result = train(plan, plan_dir, resume=resume)
+    result = train(plan, plan_dir, resume=resume, fresh=fresh)
+    try:
+        return _finish(plan, result)
+    finally:
+        if result.lock is not None:
+            result.lock.release()
+
+
+def _finish(plan: Plan, result) -> int:
+    from . import report
+
     if not result.main_process:
         return 130 if result.interrupted else 0
     data = report.build(plan, result, report.plan_hash(plan))
-    report.write(result.run_dir, data)
+    try:
+        report.write(result.run_dir, data)
+    except OSError as exc:
+        from .outdir import disk_full
+
+        if not disk_full(exc):
+            raise
+        raise RecipeError(f"the disk is full: the run report could not be written in {result.run_dir} "
+                          f"({exc.strerror}); the adapter and checkpoints are kept") from None
     m = result.measured
     print(f"{'interrupted at' if result.interrupted else 'trained'} step {m.get('steps')}: "
           f"loss {m.get('train_loss', float('nan')):.4f}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
@@ -41,11 +59,13 @@ def execute(plan: Plan, plan_dir: Path, resume: bool) -> int:
     return 0
 
 
-def launch_processes(plan: Plan, plan_dir: Path, resume: bool) -> int:
-    """Run a plan on several processes: write it where the workers read it, start the launcher."""
+def launch_processes(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> int:
+    """Run a plan on several processes: write it where the workers read it, start the launcher, which
+    holds the run directory's lock for them."""
     import subprocess
 
     from ..compiler import lock
+    from . import outdir
     from .launch import quote, relaunch
 
     try:
@@ -55,20 +75,21 @@ def launch_processes(plan: Plan, plan_dir: Path, resume: bool) -> int:
     except ImportError:
         cpu = True
     run_dir = (plan_dir / plan.output_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan_file = run_dir / "plan.json"
-    lock.write(plan, plan_file)
-    cmd = relaunch(plan, plan_file, run_dir, cpu)
-    if resume:
-        cmd.append("--resume")
-    print(f"launching {plan.distributed.processes} processes ({plan.distributed.strategy}): {quote(cmd)}")
-    return subprocess.call(cmd, cwd=str(Path.cwd()))
+    outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
+    with outdir.RunLock.acquire(run_dir, fresh):
+        plan_file = run_dir / "plan.json"
+        lock.write(plan, plan_file)
+        cmd = relaunch(plan, plan_file, run_dir, cpu)
+        if resume:
+            cmd.append("--resume")
+        print(f"launching {plan.distributed.processes} processes ({plan.distributed.strategy}): {quote(cmd)}")
+        return subprocess.call(cmd, cwd=str(Path.cwd()))
 
 
-def make_demo(directory: Path) -> Path:
+def make_demo(directory: Path, force: bool = False) -> Path:
     from .demo import make
 
-    return make(directory)
+    return make(directory, force=force)
 
 
 def score(plan: Plan, plan_dir: Path, model_path, fmt: str) -> int:

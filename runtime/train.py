@@ -19,6 +19,7 @@ from ..schemas.plan import Plan
 from . import data as data_mod
 from .conformance import check as check_conformance
 from .conformance import enforce as enforce_conformance
+from . import outdir
 from .preflight import Device, preflight, torch_dtype
 
 COMPLETE = "CHECKPOINT_COMPLETE"  # written after a checkpoint is fully saved
@@ -38,11 +39,17 @@ class RunResult:
     evaluation: dict = field(default_factory=dict)  # baseline, tuned, gate
     main_process: bool = True  # rank 0 (the one that writes reports)
     conformance: dict = field(default_factory=dict)  # the live model checked against plan.build
+    lock: object = None  # the run directory's lock (outdir.RunLock), released by the caller
 
 
 def generation_markers(tokenizer) -> bool:
     template = getattr(tokenizer, "chat_template", None) or ""
     return "generation" in template and "endgeneration" in template
+
+
+def _last_complete(checkpoints: Path) -> Optional[Path]:
+    done = [d for d in checkpoints.glob("checkpoint-*") if (d / COMPLETE).is_file()] if checkpoints.is_dir() else []
+    return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
 
 
 def latest_checkpoint(checkpoints: Path) -> Optional[Path]:
@@ -67,7 +74,7 @@ def _callbacks(run: dict):
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and path.is_dir():
-                (path / COMPLETE).write_text(str(state.global_step))
+                outdir.atomic_write(path / COMPLETE, str(state.global_step))
 
         def on_step_end(self, args, state, control, **kwargs):
             if run["stop"]:
@@ -265,11 +272,13 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
         processing_class=tokenizer, peft_config=_peft_config(plan), callbacks=_callbacks(state))
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
     conformance = check_conformance(plan, trainer, device.precision)
-    if conformance["problems"]:  # leave nothing behind: the trainer made its output directory
-        if not run_dir_existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        elif not checkpoints_existed:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if conformance["problems"]:  # leave nothing behind: remove the empty folders the trainer made, no file
+        for made, existed in ((run_dir / "checkpoints", checkpoints_existed), (run_dir, run_dir_existed)):
+            if not existed:
+                try:
+                    made.rmdir()
+                except OSError:
+                    pass
     enforce_conformance(conformance)  # a model that differs from its plan never trains
     log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
     if not plan.training.packing:  # trl drops examples whose trained tokens were all truncated away
@@ -281,22 +290,41 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows, conformance)
 
 
-def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunResult:
-    """Run the plan; returns what was measured. Raises RecipeError on user errors."""
+def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print, fresh: bool = False) -> RunResult:
+    """Run the plan; returns what was measured (its `lock` held until released). Raises RecipeError on
+    user errors. An earlier run in the directory is continued (resume), moved aside (fresh) or refused."""
+    from .launch import is_worker
+
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    if not is_worker():  # a launcher's processes run under the launcher's lock
+        outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
     session = prepare(plan, plan_dir, log)
+    lock = None if is_worker() else outdir.RunLock.acquire(run_dir, fresh, log)
+    try:
+        result = _train(plan, plan_dir, session, resume, log)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    result.lock = lock
+    return result
+
+
+def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) -> RunResult:
     import torch
 
     trainer, run_dir, state = session.trainer, session.run_dir, session.state
     checkpoints = run_dir / "checkpoints"
+    main = trainer.is_world_process_zero()
+    if main and not resume and outdir.outputs(run_dir):  # another run finished here while this one loaded
+        raise RecipeError(f"{run_dir} now holds an earlier run ({', '.join(outdir.outputs(run_dir))}): "
+                          f"continue it with --resume, or start over with --fresh")
     start_from = latest_checkpoint(checkpoints) if resume else None
     if resume and start_from is None:
         log("no complete checkpoint to resume from: starting from the beginning")
-    main = trainer.is_world_process_zero()
-    if main and not resume and checkpoints.exists():
-        shutil.rmtree(checkpoints)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")  # what `recipe export` reads
+    if main:  # what `recipe export` reads
+        outdir.atomic_write(run_dir / "plan.json", plan.model_dump_json(indent=2) + "\n")
     sharded = plan.distributed.strategy in ("fsdp", "deepspeed")
 
     from .evaluate import evaluate, gate, load_schema
@@ -325,6 +353,14 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
     started = time.perf_counter()
     try:
         output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+    except OSError as exc:
+        if not outdir.disk_full(exc):
+            raise
+        last = _last_complete(checkpoints)
+        raise RecipeError(f"the disk is full: a checkpoint could not be saved in {checkpoints} ({exc.strerror}). "
+                          + (f"The last complete checkpoint, {last.name}, is kept; " if last else
+                             "No checkpoint was complete yet; ")
+                          + "free some space, then run again with --resume") from None
     finally:
         signal.signal(signal.SIGINT, previous)
     seconds = time.perf_counter() - started
@@ -343,12 +379,29 @@ def train(plan: Plan, plan_dir: Path, resume: bool = False, log=print) -> RunRes
         adapter_dir = run_dir / ("model" if plan.method == "full" else "adapter")
         tmp = run_dir / f".{adapter_dir.name}.partial"
         if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save_model(str(tmp))  # every rank takes part (sharded states are gathered); rank 0 writes
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written save of this tool's
+        try:
+            trainer.save_model(str(tmp))  # every rank takes part (sharded states are gathered); rank 0 writes
+            if main:
+                session.tokenizer.save_pretrained(str(tmp))
+        except OSError as exc:
+            if not outdir.disk_full(exc):
+                raise
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            last = _last_complete(checkpoints)
+            raise RecipeError(f"the disk is full: the {adapter_dir.name} could not be saved ({exc.strerror}). "
+                              + (f"The last complete checkpoint, {last.name}, is kept; " if last else "")
+                              + "free some space, then run again with --resume") from None
         if main:
-            session.tokenizer.save_pretrained(str(tmp))
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            os.replace(tmp, adapter_dir)
+            if adapter_dir.exists():  # the same run's earlier adapter (a resumed run), replaced by the newer one
+                old = run_dir / f".{adapter_dir.name}.old"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(adapter_dir, old)
+                os.replace(tmp, adapter_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, adapter_dir)
     if plan.distributed.processes > 1:
         _record_rank(run_dir, trainer)
     if session.eval_rows and not state["stop"] and not sharded:

@@ -170,12 +170,15 @@ class BuildPlan(Frozen):
 
 
 class Lock(Frozen):
-    """What makes a plan stale: the recipe, its data and the catalogs it was made from."""
+    """What makes a plan stale: the recipe, its data, a local model's config and tokenizer, and the
+    catalogs it was made from."""
 
     recipe_path: str
     recipe_sha256: str
     overrides: list[str] = Field(default_factory=list)
     data_sha256: dict[str, Optional[str]]
+    model_sha256: dict[str, Optional[str]] = Field(
+        default_factory=dict, description="A local model's config.json and tokenizer files, by path")
     catalogs: dict[str, str]
     tool_version: str
 

@@ -96,7 +96,7 @@ def cross_field(problems: list[tuple[str, str]]) -> None:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)  # numbers are finite
 
 
 class ModelSpec(Section):
@@ -121,10 +121,10 @@ class DataSpec(Section):
     format: DataFormat = "chat"
     template: Optional[TemplateSpec] = None
     on_error: Literal["fail", "skip"] = Field("fail", description="What to do with a malformed record")
-    examples: Optional[PositiveInt] = Field(
-        None, description="Declared number of training examples, used when the file is not present")
-    tokens_per_example: Optional[PositiveInt] = Field(
-        None, description="Declared mean tokens per example, used when the file is not present")
+    examples: Optional[int] = Field(
+        None, ge=1, le=10**12, description="Declared number of training examples, used when the file is not present")
+    tokens_per_example: Optional[int] = Field(
+        None, ge=1, le=2**20, description="Declared mean tokens per example, used when the file is not present")
 
     @model_validator(mode="after")
     def _rules(self) -> "DataSpec":
@@ -166,13 +166,13 @@ class MethodSpec(Section):
 
 
 class TrainingSpec(Section):
-    epochs: PositiveFloat = 3
-    max_steps: Optional[PositiveInt] = Field(None, description="Stop after this many optimizer steps")
-    max_seq_len: PositiveInt = 2048
-    batch_size: PositiveInt = Field(32, description="Effective batch, in sequences")
+    epochs: float = Field(3, gt=0, le=1000)
+    max_steps: Optional[int] = Field(None, ge=1, le=10**9, description="Stop after this many optimizer steps")
+    max_seq_len: int = Field(2048, ge=1, le=2**20)
+    batch_size: int = Field(32, ge=1, le=2**20, description="Effective batch, in sequences")
     micro_batch_size: AutoInt = "auto"
     gradient_checkpointing: AutoBool = "auto"
-    learning_rate: PositiveFloat = 2.0e-4
+    learning_rate: float = Field(2.0e-4, gt=0, le=10)
     lr_scheduler: Scheduler = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: NonNegativeFloat = 0.0
@@ -256,9 +256,9 @@ class EvalSpec(Section):
 
 class EconomicsSpec(Section):
     api_model: Name
-    requests_per_day: PositiveInt
-    input_tokens_per_request: PositiveInt
-    output_tokens_per_request: PositiveInt
+    requests_per_day: int = Field(ge=1, le=10**12)
+    input_tokens_per_request: int = Field(ge=1, le=2**22)
+    output_tokens_per_request: int = Field(ge=1, le=2**22)
     input_usd_per_mtok: Optional[NonNegativeFloat] = Field(None, description="Override the API price")
     output_usd_per_mtok: Optional[NonNegativeFloat] = Field(None, description="Override the API price")
     serving_quantization: Literal["none", "8bit", "4bit"] = "none"

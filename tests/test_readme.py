@@ -26,3 +26,42 @@ def test_readme_plan_command_names_a_real_recipe():
     plan = _commands()[0]
     recipe = re.search(r"recipe plan (\S+)", plan).group(1)
     assert (ROOT / recipe).is_file()
+
+
+def _section_commands(title: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in re.findall(r"```sh\n(.+?)\n```", section, re.S):
+        lines += [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    return lines
+
+
+def test_readme_run_and_export_commands_run_literally_in_order(tmp_path):
+    """The commands of "Run" and "Evaluate, gate, merge and serve", as written, in a fresh folder.
+    `recipe ...` lines run; `sh` and `ollama` lines need vLLM / Ollama, so the files they name must
+    exist and the scripts must parse."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("trl")
+    commands = _section_commands("Run") + _section_commands("Evaluate, gate, merge and serve")
+    assert commands[0].startswith("recipe demo quickstart") and any("recipe export" in c for c in commands)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    assert shutil.which("recipe", path=env["PATH"]), "the `recipe` command is not installed"
+    for command in commands:
+        words = command.split()
+        if words[0] == "sh":
+            assert (tmp_path / words[1]).is_file(), command
+            assert subprocess.run(["sh", "-n", words[1]], cwd=tmp_path).returncode == 0, command
+        elif words[0] == "ollama":
+            assert (tmp_path / words[words.index("-f") + 1]).is_file(), command
+        else:
+            assert words[0] == "recipe", command
+            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])

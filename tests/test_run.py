@@ -198,9 +198,9 @@ def test_malformed_data_is_located_and_nothing_is_written(cli, project):
     lines[4] = "{not json"
     path.write_text("\n".join(lines) + "\n")
     code, out, err = run_cli(cli, project)
-    assert code == 1
-    assert "data/train.jsonl:3: the last message must be the assistant's" in err
-    assert "data/train.jsonl:5: invalid JSON" in err
+    assert code == 1  # found by the recipe's validation, which reads records as the run does
+    assert "data/train.jsonl:3: the last message must be the assistant's" in out + err
+    assert "data/train.jsonl:5: invalid JSON" in out + err
     assert "Traceback" not in out + err
     assert not (project.parent / "runs").exists()
     code, out, err = run_cli(cli, project, "data.on_error=skip", "training.max_steps=1")
@@ -231,21 +231,20 @@ def _adapter(recipe):
     return load_file(str(recipe.parent / "runs" / "quickstart" / "adapter" / "adapter_model.safetensors"))
 
 
-def _wait_for_checkpoint(recipe, proc, step, timeout=240):
-    """Until a complete checkpoint at `step` or later exists (older ones rotate away)."""
+def _wait_for_checkpoint(recipe, proc, step):
+    """Until a complete checkpoint at `step` or later exists (older ones rotate away), or the process
+    ends (a failure). Waits on these events only: no deadline, however loaded the machine is."""
     folder = recipe.parent / "runs" / "quickstart" / "checkpoints"
-    deadline = time.time() + timeout
     while not any(int(m.parent.name.split("-")[1]) >= step for m in folder.glob("checkpoint-*/CHECKPOINT_COMPLETE")):
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "no checkpoint in time"
-        time.sleep(0.05)
+        time.sleep(0.05)  # a poll interval, not a deadline
 
 
 def test_kill_and_resume_gives_the_same_adapter(project, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     other = tmp_path / "uninterrupted"
     shutil.copytree(project.parent, other)
-    done = subprocess.run(_cmd(other / "recipe.yaml"), capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(_cmd(other / "recipe.yaml"), capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
 
     proc = subprocess.Popen(_cmd(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -253,7 +252,7 @@ def test_kill_and_resume_gives_the_same_adapter(project, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (project.parent / "runs" / "quickstart" / "adapter").exists()
-    resumed = subprocess.run(_cmd(project, "--resume"), capture_output=True, text=True, env=env, timeout=600)
+    resumed = subprocess.run(_cmd(project, "--resume"), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     resumed_from = report(project)["resumed_from"]
     assert resumed_from and int(resumed_from.rsplit("checkpoint-", 1)[1]) >= 4
@@ -270,7 +269,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(project):
     proc = subprocess.Popen(_cmd(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_checkpoint(project, proc, 2)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in out + err and "Traceback" not in err
     checkpoints = list((project.parent / "runs" / "quickstart" / "checkpoints").glob("checkpoint-*/CHECKPOINT_COMPLETE"))

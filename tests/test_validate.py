@@ -25,7 +25,7 @@ data:
 
 @pytest.fixture
 def minimal(tmp_path):
-    (tmp_path / "train.jsonl").write_text('{"messages": []}\n')
+    (tmp_path / "train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n")
     path = tmp_path / "r.yaml"
     path.write_text(MINIMAL)
     return path
@@ -162,7 +162,8 @@ quantization = {bits = 3}
 gpus = ["L4", "A10"]
 gpu = "T4"
 """
-    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "a.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                              {"role": "assistant", "content": "hello"}]}) + "\n")
     (tmp_path / "r.yaml").write_text(yaml_text)
     (tmp_path / "r.toml").write_text(toml_text)
     y = check_file(str(tmp_path / "r.yaml")).problems
