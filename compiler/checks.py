@@ -123,6 +123,11 @@ def _check_model(model: dict, base_dir: Optional[Path], err) -> None:
         resolve_model(base, base_dir or Path.cwd())
     except RecipeError as exc:
         err(("model", "base"), exc.message.replace("\n", " "), severity="warning")
+    adapter = model.get("adapter")
+    if isinstance(adapter, str) and adapter and base_dir is not None:
+        if not (base_dir / adapter / "adapter_config.json").is_file():
+            err(("model", "adapter"), f"no PEFT adapter at {adapter} (no adapter_config.json, relative to the "
+                                      f"recipe's folder); `recipe run` needs it", severity="warning")
 
 
 def _check_economics(economics: dict, err) -> None:

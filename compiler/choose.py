@@ -88,7 +88,7 @@ def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, me
     tokens = train_tokens_for(shape.micro_batch_size)
     t = estimate_time(arch, method, shape.seq_len, shape.gradient_checkpointing, tokens,
                       gpu.tflops, count, gpu.nvlink, nodes, strategy_key(shape),
-                      shape.cpu_offload and shape.shards_states)
+                      shape.cpu_offload and shape.shards_states, shape.reference_passes)
     usd = None if gpu.usd_per_hour is None else t.hours * gpu.usd_per_hour * count
     within = (max_cost is None or (usd is not None and usd <= max_cost)) and (max_hours is None or t.hours <= max_hours)
     if not within:

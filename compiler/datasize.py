@@ -143,10 +143,17 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
             for row in _rows(path):
                 count += 1
                 if len(lengths) < SAMPLE_ROWS:
-                    text, messages = example_text(row, recipe.data.format, templates)
-                    n = (len(tokenizer.encode(text).ids) if tokenizer is not None
-                         else math.ceil(len(text) / CHARS_PER_TOKEN))
-                    lengths.append(n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS)
+                    def encode(text: str, messages: int) -> int:
+                        n = (len(tokenizer.encode(text).ids) if tokenizer is not None
+                             else math.ceil(len(text) / CHARS_PER_TOKEN))
+                        return n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS
+
+                    if recipe.data.format in ("preference", "kto"):  # a pair's longer side
+                        from .preference import example_lengths
+
+                        lengths.append(example_lengths(row, encode))
+                        continue
+                    lengths.append(encode(*example_text(row, recipe.data.format, templates)))
             counted_with = "tokenizer" if tokenizer is not None else "heuristic"
         except (ImportError, OSError, ValueError, UnicodeDecodeError) as exc:
             notes.append(f"could not read {recipe.data.train} ({exc.__class__.__name__}); used declared sizes")

@@ -12,7 +12,7 @@ from .. import __version__
 from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, DistributedPlan, Hardware, Lock, Memory,
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
-from . import catalogs, datasize, hardware, memory, models, timing
+from . import catalogs, datasize, hardware, memory, models, preference, timing
 from .architecture import parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
 from .economics import evaluate as economics_of
@@ -61,16 +61,17 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
         attention=memory.attention_for(arch, t.attention),
         quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True,
-        zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload)
+        zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload,
+        **preference.settings(recipe))
 
     size = datasize.measure(recipe, recipe_dir, model.path)
 
     def train_tokens(mbs: int) -> float:
         """Tokens computed in training: padded to the longest of each micro batch unless packed."""
         per_example = size.tokens_per_example if t.packing else size.padded_tokens_per_example(mbs)
-        sequences = size.examples * t.epochs
+        sequences = size.examples * t.epochs * preference.sequences_per_example(base.objective)
         if t.max_steps:
-            sequences = min(sequences, t.max_steps * t.batch_size)
+            sequences = min(sequences, t.max_steps * t.batch_size * preference.sequences_per_example(base.objective))
         return sequences * per_example
 
     gpus = hardware.candidates(recipe.budget)
@@ -263,6 +264,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     if eval_path is not None:
         data_hashes[recipe.data.eval] = datasize.sha256(eval_path)
     time_est = chosen.time
+    preference_plan, preference_decision = preference.plan_section(recipe, arch, s, mem, memory.estimate)
     alternatives = []
     for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o))):
         alternatives.append(Alternative(
@@ -314,7 +316,9 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                       assumptions=timing.assumptions(method)),
         cost=CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
                       usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None),
-        decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options),
+        decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options)
+        + ([preference_decision] if preference_decision else []),
+        preference=preference_plan,
         alternatives=alternatives,
         warnings=warnings,
         economics=economics_of(recipe, counts.total, chosen.usd, fits),

@@ -69,7 +69,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("time", f"{hours(plan.time.hours)} at {plan.time.tokens_per_second:,.0f} tokens/s "
                  f"({plan.time.utilization:.0%} utilization assumed)"),
         ("cost", f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"),
-    ]
+    ] + ([("preference", plan.preference.note)] if plan.preference else [])
 
 
 def render_text(plan: Plan, suggestions: list[str], trace: Optional[dict] = None) -> None:

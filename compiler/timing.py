@@ -36,11 +36,13 @@ def forward_flops_per_token(arch: Architecture, seq_len: int) -> float:
     return 2 * (matmul + head) + attention
 
 
-def flops_per_token(arch: Architecture, method: str, seq_len: int, checkpointing: bool) -> float:
-    """Forward, backward (adapters: gradients of activations only; full: also of weights), recompute."""
+def flops_per_token(arch: Architecture, method: str, seq_len: int, checkpointing: bool,
+                    reference_passes: float = 0.0) -> float:
+    """Forward, backward (adapters: gradients of activations only; full: also of weights), recompute;
+    preference tuning adds the reference model's forward passes (compiler/preference.py)."""
     fwd = forward_flops_per_token(arch, seq_len)
     backward = 2 * fwd if method == "full" else fwd
-    return fwd + backward + (fwd if checkpointing else 0)
+    return fwd + backward + (fwd if checkpointing else 0) + reference_passes * fwd
 
 
 def scaling(count: int, nvlink: bool, nodes: int = 1, strategy: str = "single", offload: bool = False) -> float:
@@ -53,8 +55,8 @@ def scaling(count: int, nvlink: bool, nodes: int = 1, strategy: str = "single", 
 
 def estimate(arch: Architecture, method: str, seq_len: int, checkpointing: bool, train_tokens: float,
              tflops: float, count: int, nvlink: bool, nodes: int = 1, strategy: str = "single",
-             offload: bool = False) -> TimeEstimate:
-    per_token = flops_per_token(arch, method, seq_len, checkpointing)
+             offload: bool = False, reference_passes: float = 0.0) -> TimeEstimate:
+    per_token = flops_per_token(arch, method, seq_len, checkpointing, reference_passes)
     util = UTILIZATION[method]
     eff = scaling(count, nvlink, nodes, strategy, offload)
     tokens_per_second = tflops * 1e12 * util * count * eff / per_token

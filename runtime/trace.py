@@ -44,6 +44,8 @@ class TraceSpec:
     attention: str = "sdpa"
     quant_bits: int = 4
     double_quant: bool = True
+    objective: str = "sft"  # sft | dpo (runtime/trace_preference.py)
+    reference: str = "none"  # dpo: adapter_disabled | second_model | precomputed
 
 
 @dataclass
@@ -243,7 +245,9 @@ def trace(spec: TraceSpec) -> TraceResult:
             _quantize(model, spec.quant_bits, spec.double_quant, dtype)
         from trl.trainer.utils import add_fused_lm_head
 
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        from .trace_preference import POLICY_OUTPUTS
+
+        add_fused_lm_head(model, outputs=POLICY_OUTPUTS.get(spec.objective, ("log_probs", "entropy", "is_top1")))
         if full:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -279,6 +283,12 @@ def trace(spec: TraceSpec) -> TraceResult:
         trainable = [p for p in model.parameters() if p.requires_grad]
         for tensor in list(model.parameters()) + list(model.buffers()):
             counter.track(tensor)
+        reference = None
+        if spec.objective != "sft":
+            from .trace_preference import disable_dropout, reference_model
+
+            disable_dropout(model)  # as DPOConfig.disable_dropout does
+            reference = reference_model(spec, config, weight_dtype, counter)  # a second model, or None
         weights_bytes = counter.now - sum(p.untyped_storage().nbytes() for p in trainable)
         trainable_bytes = sum(p.untyped_storage().nbytes() for p in trainable)
 
@@ -292,6 +302,14 @@ def trace(spec: TraceSpec) -> TraceResult:
                 if step == 1:
                     counter.reset_peak()
                 for _ in range(max(1, min(spec.gradient_accumulation_steps, 2))):
+                    if spec.objective != "sft":
+                        from .trace_preference import preference_loss
+
+                        with autocast:
+                            loss = preference_loss(model, reference, spec)
+                        loss.backward()
+                        del loss
+                        continue
                     ids = torch.zeros(b, s, dtype=torch.long)
                     mask = torch.ones(b, s, dtype=torch.long)
                     with autocast:
@@ -313,6 +331,9 @@ def trace(spec: TraceSpec) -> TraceResult:
         state_bytes = sum(t.untyped_storage().nbytes() for t in states)
         peak = counter.peak
     static = weights_bytes + trainable_bytes + (0 if paged else state_bytes)
+    if reference is not None:  # the second model's weights live through the step
+        weights_bytes += sum(t.untyped_storage().nbytes() for t in list(reference.parameters()) + list(reference.buffers()))
+        static = weights_bytes + trainable_bytes + (0 if paged else state_bytes)
     return TraceResult(
         peak_bytes=peak,
         weights_bytes=weights_bytes,
@@ -339,7 +360,9 @@ def spec_for_plan(plan) -> TraceSpec:
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_accumulation_steps=t.gradient_accumulation_steps, optimizer=t.optimizer,
         precision=t.precision, attention=t.attention, quant_bits=quant.get("bits", 4),
-        double_quant=quant.get("double_quant", True))
+        double_quant=quant.get("double_quant", True),
+        objective=plan.preference.objective if plan.preference else "sft",
+        reference=plan.preference.reference if plan.preference else "none")
 
 
 def trace_plan(plan) -> dict:
@@ -359,6 +382,11 @@ def trace_plan(plan) -> dict:
 
         raise UsageError(f"--trace needs the training stack ({exc.name} is missing): "
                          f"pip install 'recipe-ft[train]'") from None
+    if plan.preference is not None and plan.preference.objective != "dpo":
+        from ..schemas.errors import UsageError
+
+        raise UsageError(f"--trace measures SFT and DPO steps; {plan.preference.objective.upper()}'s step is "
+                         f"estimated only")
     result = trace(spec_for_plan(plan))
     estimated = plan.memory.allocated_peak_bytes
     return {
