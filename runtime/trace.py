@@ -272,6 +272,12 @@ def trace(spec: TraceSpec) -> TraceResult:
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         model.train()
+        reference = None
+        if spec.objective != "sft":
+            from .trace_preference import disable_dropout, reference_model
+
+            disable_dropout(model)  # as DPOConfig.disable_dropout does
+            reference = reference_model(spec, config, weight_dtype)  # a second model, or None
 
     counter = _LiveBytes()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
@@ -283,12 +289,10 @@ def trace(spec: TraceSpec) -> TraceResult:
         trainable = [p for p in model.parameters() if p.requires_grad]
         for tensor in list(model.parameters()) + list(model.buffers()):
             counter.track(tensor)
-        reference = None
-        if spec.objective != "sft":
-            from .trace_preference import disable_dropout, reference_model
+        if reference is not None:
+            from .trace_preference import materialise
 
-            disable_dropout(model)  # as DPOConfig.disable_dropout does
-            reference = reference_model(spec, config, weight_dtype, counter)  # a second model, or None
+            materialise(reference, counter)  # the second model's weights count with the base's
         weights_bytes = counter.now - sum(p.untyped_storage().nbytes() for p in trainable)
         trainable_bytes = sum(p.untyped_storage().nbytes() for p in trainable)
 
@@ -331,9 +335,6 @@ def trace(spec: TraceSpec) -> TraceResult:
         state_bytes = sum(t.untyped_storage().nbytes() for t in states)
         peak = counter.peak
     static = weights_bytes + trainable_bytes + (0 if paged else state_bytes)
-    if reference is not None:  # the second model's weights live through the step
-        weights_bytes += sum(t.untyped_storage().nbytes() for t in list(reference.parameters()) + list(reference.buffers()))
-        static = weights_bytes + trainable_bytes + (0 if paged else state_bytes)
     return TraceResult(
         peak_bytes=peak,
         weights_bytes=weights_bytes,

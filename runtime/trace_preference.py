@@ -15,27 +15,28 @@ POLICY_OUTPUTS = {"dpo": ("log_probs", "entropy", "mean_logits", "is_top1")}
 BETA = 0.1
 
 
-def reference_model(spec, config, dtype, counter):
-    """The second model, built and counted, when the reference is one; else None. Called inside
-    the fake-tensor mode."""
+def reference_model(spec, config, dtype):
+    """The second model on the meta device when the reference is one (full fine-tuning), else None."""
     if spec.reference != "second_model":
         return None
-    import torch
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    with torch.device("meta"):
-        ref = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        add_fused_lm_head(ref)
-        ref.eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-    ref = ref.to_empty(device="cpu")
+    ref = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    add_fused_lm_head(ref)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def materialise(ref, counter) -> None:
+    """Fake storage for the second model's weights, counted (inside the fake-tensor mode)."""
+    ref.to_empty(device="cpu")
     if getattr(ref.config, "tie_word_embeddings", False):
         ref.tie_weights()
     for tensor in list(ref.parameters()) + list(ref.buffers()):
         counter.track(tensor)
-    return ref
 
 
 def disable_dropout(model) -> None:
