@@ -33,12 +33,19 @@ def trainer_classes(objective: str):
     return ORPOConfig, ORPOTrainer
 
 
+# Fields SFTConfig shares by name but not by meaning (its loss_type is SFT's "nll"), and those whose
+# trl default the objective needs: KTO's KL term pairs each example with its neighbours in a
+# fixed-order batch (train_sampling_strategy "sequential").
+OWN_DEFAULTS = {"dpo": ("loss_type",), "orpo": ("loss_type",), "kto": ("loss_type", "train_sampling_strategy")}
+
+
 def config(plan, sft_args, objective: str):
     """The objective's trl config: the SFT arguments' shared fields, then its own settings."""
     Config, _ = trainer_classes(objective)
     sft_fields = {f.name for f in dataclasses.fields(type(sft_args)) if f.init}
+    own = OWN_DEFAULTS.get(objective, ())
     shared = {f.name: getattr(sft_args, f.name) for f in dataclasses.fields(Config)
-              if f.init and f.name in sft_fields and not f.name.startswith("_")}
+              if f.init and f.name in sft_fields and not f.name.startswith("_") and f.name not in own}
     p, t = plan.preference, plan.recipe.training
     shared["beta"] = p.beta
     if objective == "dpo":
@@ -60,6 +67,9 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
         from .pairs import check_kto_balance
 
         check_kto_balance(train_rows, plan.recipe.data.train)
+        if plan.training.micro_batch_size < 2:
+            raise RecipeError("training.micro_batch_size: KTO needs at least 2 (its KL term pairs each example with "
+                              "another in the same micro batch)")
     from peft import PeftModel
 
     kwargs = dict(model=model, args=config(plan, sft_args, objective), train_dataset=Dataset.from_list(train_rows),
@@ -67,7 +77,10 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
                   peft_config=None if isinstance(model, PeftModel) else peft_config, callbacks=callbacks)
     if objective in ("dpo", "kto"):
         kwargs["ref_model"] = None  # adapter: disabled for the reference; full: trl loads or precomputes it
-    return Trainer(**kwargs)
+    try:
+        return Trainer(**kwargs)
+    except ValueError as exc:  # trl's own checks of a combination of settings
+        raise RecipeError(f"trl's {Trainer.__name__} refuses these settings: {exc}") from None
 
 
 def reference_model_of(trainer):

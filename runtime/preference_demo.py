@@ -1,8 +1,9 @@
 """`recipe demo preference`: preference tuning (DPO with LoRA) that runs on a CPU in about a minute.
 
 It writes the quickstart's tiny Llama-architecture model and tokenizer, a preference data set built
-from the demo's support tickets (the correct one-word category preferred over a wrong category or a
-rambling non-answer), and a recipe whose run shows held-out preference accuracy rising from the base.
+from the demo's support tickets (the correct one-word category preferred over an unhelpful terse
+reply, a wrong category or a rambling non-answer), and a recipe whose run shows held-out preference
+accuracy rising from the base.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .demo import LABELS, SYSTEM, _model, _tokenizer, tickets
 RAMBLING = ["Thanks for reaching out! It is hard to say what this is about without more details, so it "
             "could be {a} or perhaps {b}.",
             "Well, there are many possible categories here and I would not want to guess; maybe {a}?"]
-RAMBLING_SHARE = 0.2
+UNHELPFUL = ["ok", "no", "?", "idk", "n/a", "maybe"]
+SHARES = (("unhelpful", 0.5), ("wrong", 0.3), ("rambling", 0.2))
 
 RECIPE = """\
 # recipe run {dir}/recipe.yaml
@@ -59,17 +61,21 @@ output:
 
 
 def pairs(n: int, seed: int) -> list[dict]:
-    """{prompt, chosen, rejected}: the ticket, its category, and a wrong category or a rambling reply."""
+    """{prompt, chosen, rejected}: the ticket, its category, and an unhelpful terse reply, a wrong
+    category or a rambling one (a random model already ranks most rambling replies below a word)."""
     rng = random.Random(seed)
     rows = []
     for row in tickets(n, seed):
         prompt, label = row["messages"][:2], row["messages"][2]["content"]
         wrong = [x for x in sorted(LABELS) if x != label]
-        if rng.random() < RAMBLING_SHARE:
+        kind = rng.choices([k for k, _ in SHARES], weights=[w for _, w in SHARES])[0]
+        if kind == "unhelpful":
+            rejected = rng.choice(UNHELPFUL)
+        elif kind == "wrong":
+            rejected = rng.choice(wrong)
+        else:
             a, b = rng.sample(wrong + [label], 2)
             rejected = rng.choice(RAMBLING).format(a=a, b=b)
-        else:
-            rejected = rng.choice(wrong)
         rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": label}],
                      "rejected": [{"role": "assistant", "content": rejected}]})
     return rows

@@ -150,6 +150,46 @@ def test_start_from_an_sft_adapter_merged_or_stacked(project):
     assert stacked.trainer.ref_model is None
 
 
+def test_qlora_starts_from_an_adapter_merged_in_full_precision(project):
+    pytest.importorskip("bitsandbytes")
+    _sft_adapter(project)
+    _, session = prepared(project, "model.adapter=sft-adapter", "method.name=qlora", "training.max_steps=1")
+    merged = project.parent / "runs" / "preference" / "base-merged"
+    assert (merged / "config.json").is_file()  # merged unquantized, then loaded in 4-bit from here
+    assert getattr(session.trainer.model.get_base_model(), "is_loaded_in_4bit", False)
+    assert session.trainer.ref_model is None
+
+
+def _kto_data(project):
+    for name in ("train", "eval"):
+        rows = [json.loads(line) for line in (project.parent / "data" / f"{name}.jsonl").read_text().splitlines()]
+        with (project.parent / "data" / f"{name}_kto.jsonl").open("w") as f:
+            for r in rows:
+                f.write(json.dumps({"prompt": r["prompt"], "completion": r["chosen"], "label": True}) + "\n")
+                f.write(json.dumps({"prompt": r["prompt"], "completion": r["rejected"], "label": False}) + "\n")
+
+
+@pytest.mark.parametrize("objective", ["kto", "orpo"])
+def test_kto_and_orpo_train(cli, project, objective):
+    sets = [f"training.objective={objective}", "training.max_steps=1", "data.eval=null"]
+    if objective == "kto":
+        _kto_data(project)
+        sets += ["data.format=kto", "data.train=data/train_kto.jsonl"]
+    code, out, err = run(cli, project, *sets)
+    assert code == 0, out + err
+    assert (project.parent / "runs" / "preference" / "adapter" / "adapter_config.json").is_file()
+    plan = json.loads((project.parent / "runs" / "preference" / "plan.json").read_text())
+    assert plan["preference"]["objective"] == objective
+
+
+def test_kto_held_out_rows_are_paired_by_prompt():
+    from recipe_ft.runtime.preference_score import pairs_of
+
+    rows = [{"prompt": "a", "completion": "good", "label": True}, {"prompt": "a", "completion": "bad", "label": False},
+            {"prompt": "a", "completion": "worse", "label": False}, {"prompt": "b", "completion": "x", "label": True}]
+    assert pairs_of(rows) == [("a", "good", "bad"), ("a", "good", "worse")]
+
+
 def test_missing_or_foreign_adapter_is_a_clear_error(cli, project):
     code, out, err = run(cli, project, "model.adapter=nowhere")
     assert code == 1 and "model.adapter: no PEFT adapter at nowhere" in err and "Traceback" not in err
