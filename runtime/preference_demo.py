@@ -81,7 +81,7 @@ def pairs(n: int, seed: int) -> list[dict]:
     return rows
 
 
-def make(directory: Path, train_examples: int = 320, eval_examples: int = 48, epochs: int = 2,
+def make(directory: Path, train_examples: int = 160, eval_examples: int = 48, epochs: int = 3,
          beta: float = 0.5, seed: int = 7) -> Path:
     """Write the preference demo into `directory`; returns the recipe's path."""
     directory.mkdir(parents=True, exist_ok=True)
