@@ -9,7 +9,6 @@ from recipe_ft.compiler.pipeline import check_file, compile_file
 from recipe_ft.runtime.data import read_records
 from recipe_ft.schemas.errors import RecipeError
 
-GIB = 2**30
 PAIR = {"prompt": "Classify: my parcel is late", "chosen": "shipping", "rejected": "billing"}
 
 
@@ -84,7 +83,7 @@ def test_malformed_pairs_are_reported_with_their_line(tmp_path, row, words):
     path.write_text(json.dumps(PAIR) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(RecipeError) as exc:
         read_records(path, "pairs.jsonl", "preference")
-    assert f"pairs.jsonl:2: " in exc.value.message and words in exc.value.message, exc.value.message
+    assert "pairs.jsonl:2: " in exc.value.message and words in exc.value.message, exc.value.message
 
 
 def test_pairs_convert_to_trl_format(tmp_path):

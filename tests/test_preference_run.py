@@ -214,3 +214,15 @@ def test_qlora_dpo_trains(cli, project):
     assert code == 0, out + err
     adapter = project.parent / "runs" / "preference" / "adapter"
     assert (adapter / "adapter_config.json").is_file()
+
+
+def test_dpo_checkpoints_and_resumes(cli, project):
+    sets = ("data.eval=null", "training.save_steps=1")
+    code, out, err = run(cli, project, "training.max_steps=2", *sets)
+    assert code == 0, out + err
+    checkpoints = project.parent / "runs" / "preference" / "checkpoints"
+    assert (checkpoints / "checkpoint-2" / "CHECKPOINT_COMPLETE").is_file()
+    code, out, err = cli("run", project, "--resume", *[x for s in ("training.max_steps=3", *sets) for x in ("--set", s)])
+    assert code == 0, out + err
+    report = json.loads((project.parent / "runs" / "preference" / "run_report.json").read_text())
+    assert report["resumed_from"].endswith("checkpoint-2") and report["measured"]["steps"] == 3
