@@ -276,16 +276,24 @@ def bench(
 
 @app.command()
 def demo(
-    directory: Path = typer.Argument(Path("quickstart"), help="Where to write the demo."),
+    directory: Path = typer.Argument(Path("quickstart"), help="Where to write the demo; `preference` writes the "
+                                                             "preference-tuning (DPO) demo to preference/."),
     train_now: bool = typer.Option(False, "--run", help="Also train it (a few minutes on a CPU)."),
     force: bool = typer.Option(False, "--force", help="Overwrite demo files that were edited (or not written "
                                                       "by the demo)."),
+    preference: bool = typer.Option(False, "--preference", help="Write the preference-tuning (DPO) demo."),
 ) -> None:
     """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
     from .runtime.run import make_demo
 
-    recipe_path = make_demo(directory, force)
-    print(f"wrote {directory}/: tiny-llama/ (model and tokenizer), data/ (support tickets), recipe.yaml")
+    if preference or str(directory) == "preference":
+        from .runtime.preference_demo import make as make_preference
+
+        recipe_path = make_preference(directory, force=force)
+        print(f"wrote {directory}/: tiny-llama/ (model and tokenizer), data/ (preference pairs), recipe.yaml")
+    else:
+        recipe_path = make_demo(directory, force)
+        print(f"wrote {directory}/: tiny-llama/ (model and tokenizer), data/ (support tickets), recipe.yaml")
     if not train_now:
         print(f"next:\n  recipe plan {recipe_path}\n  recipe run {recipe_path}")
         return

@@ -109,7 +109,7 @@ SAMPLE_RECORDS = 1000  # records `recipe validate` reads (plan and run read them
 def record_check(fmt: Any):
     """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
     None. runtime/data.py holds it; it is pure Python (no training library is imported)."""
-    if fmt not in ("chat", "alpaca", "prompt_completion", "text"):
+    if fmt not in ("chat", "alpaca", "prompt_completion", "text", "preference", "kto"):
         return None
     from ..runtime.data import _Converter
 
@@ -209,6 +209,11 @@ def _check_model(model: dict, training: dict, base_dir: Optional[Path], err) -> 
         err(("training", "max_seq_len"), f"max_seq_len {length:,} is past the model's context of {context:,} "
                                          f"tokens (max_position_embeddings): positions beyond it were never "
                                          f"trained; lower it to {context:,} or less", severity="warning")
+    adapter = model.get("adapter")
+    if isinstance(adapter, str) and adapter and base_dir is not None:
+        if not (base_dir / adapter / "adapter_config.json").is_file():
+            err(("model", "adapter"), f"no PEFT adapter at {adapter} (no adapter_config.json, relative to the "
+                                      f"recipe's folder); `recipe run` needs it", severity="warning")
 
 
 def _check_economics(economics: dict, err) -> None:

@@ -186,7 +186,23 @@ def _count(recipe: Recipe, path: Path, model_dir: Optional[Path]) -> tuple[int, 
                 convert(row)
             except ValueError as exc:
                 error = str(exc)
-        if error is None:
+        if error is None and recipe.data.format in ("preference", "kto"):  # a pair's longer side
+            from .preference import example_lengths
+
+            def encode(text: str, messages: int) -> int:
+                n = (len(tokenizer.encode(text).ids) if tokenizer is not None
+                     else math.ceil(len(text) / CHARS_PER_TOKEN))
+                return n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS
+
+            try:
+                if len(lengths) < SAMPLE_ROWS:
+                    lengths.append(example_lengths(row, encode))
+            except (ValueError, TypeError, AttributeError) as exc:
+                error = f"not a {recipe.data.format} record ({exc})"
+            else:
+                count += 1
+                continue
+        elif error is None:
             try:
                 text, messages = example_text(row, recipe.data.format, templates) if len(lengths) < SAMPLE_ROWS \
                     else (None, 0)

@@ -69,6 +69,9 @@ class StepShape:
     strategy: str = "single"  # single | ddp | fsdp | deepspeed
     zero_stage: int = 3
     cpu_offload: bool = False
+    objective: str = "sft"  # sft | dpo | orpo | kto (compiler/preference.py)
+    reference: str = "none"  # preference: adapter_disabled | second_model | precomputed | none
+    reference_passes: float = 0.0  # the reference's forward passes per trained token (timing only)
 
     @property
     def shards_weights(self) -> bool:
@@ -364,6 +367,10 @@ def communication_bytes(arch: Architecture, shape: StepShape, gradients: int) ->
 
 
 def estimate(arch: Architecture, shape: StepShape, context_bytes: int = CUDA_CONTEXT_BYTES) -> MemoryEstimate:
+    if shape.objective != "sft":
+        from . import preference
+
+        return preference.estimate(arch, shape, lambda a, s: estimate(a, s, context_bytes))
     weights, constants = weight_bytes(arch, shape)
     tensors = adapter_tensors(arch, shape)
     trainable = sum(numel * count for numel, _, count in tensors)

@@ -13,7 +13,7 @@ from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, 
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
 from . import build as build_mod
-from . import calibration, catalogs, datasize, hardware, memory, models, timing
+from . import calibration, catalogs, datasize, hardware, memory, models, preference, timing
 from .architecture import attention_implementations, parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
 from .economics import evaluate as economics_of
@@ -98,11 +98,13 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
         attention=memory.attention_for(arch, t.attention, t.packing),
         quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True,
-        zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload)
+        zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload,
+        **preference.settings(recipe))
 
     size = datasize.measure(recipe, recipe_dir, model.path)
 
     packed_rows = size.packed_rows() if t.packing else 0  # simulated once; every option shares it
+    pairs = preference.sequences_per_example(base.objective)
 
     def train_tokens(mbs: int) -> float:
         """Tokens computed in training. Unpacked: each example padded to the longest of its micro
@@ -113,9 +115,11 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
             per_row = size.examples * size.tokens_per_example / max(rows, 1)
             sequences, per_sequence = rows * t.epochs, per_row
         else:
-            sequences, per_sequence = size.examples * t.epochs, size.padded_tokens_per_example(mbs)
+            # preference pairs: chosen and rejected (or completion and KL completion) both run
+            sequences = size.examples * t.epochs * pairs
+            per_sequence = size.padded_tokens_per_example(mbs)
         if t.max_steps:
-            sequences = min(sequences, t.max_steps * t.batch_size)
+            sequences = min(sequences, t.max_steps * t.batch_size * (1 if t.packing else pairs))
         return sequences * per_sequence
 
     def rows(mbs: int) -> timing.Rows:
@@ -387,6 +391,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     if eval_path is not None:
         data_hashes[recipe.data.eval] = datasize.sha256(eval_path)
     time_est = chosen.time
+    preference_plan, preference_decision = preference.plan_section(recipe, arch, s, mem, memory.estimate)
     alternatives = []
     for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o))):
         alternatives.append(Alternative(
@@ -452,7 +457,9 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                       calibration=calibrated if time_est else None),
         cost=CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
                       usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None),
-        decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options),
+        decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options)
+        + ([preference_decision] if preference_decision else []),
+        preference=preference_plan,
         alternatives=alternatives,
         warnings=warnings,
         economics=economics_of(recipe, counts.total, chosen.usd, fits),

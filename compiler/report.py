@@ -81,7 +81,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
                  f"({plan.data.counted_with}); {t.epochs:g} epochs, {t.steps:,} steps"),
         ("time", time_row),
         ("cost", cost_row),
-    ]
+    ] + ([("preference", plan.preference.note)] if plan.preference else [])
 
 
 def render_text(plan: Plan, suggestions: list[str], trace: Optional[dict] = None) -> None:

@@ -153,8 +153,10 @@ def flop_parts(arch: Architecture, shape, attention_len: float) -> dict[str, flo
         backward = 2 * (decoder + head) + att_back * attention
     else:
         backward = decoder + head + att_back * attention + 2 * adapter + dora_rerun
+    # preference tuning: the reference model's forward passes per trained token (compiler/preference.py)
+    reference = getattr(shape, "reference_passes", 0.0) * (decoder + attention + head)
     return {"forward": layers_fwd + head, "backward": backward,
-            "recompute": layers_fwd if shape.gradient_checkpointing else 0.0}
+            "recompute": layers_fwd if shape.gradient_checkpointing else 0.0, "reference": reference}
 
 
 def flops_per_token(arch: Architecture, shape, attention_len: float) -> float:
@@ -262,8 +264,9 @@ def estimate(arch: Architecture, shape, gpu: GPUSpeed, count: int, train_tokens:
     weight_read = _weight_read_bytes(arch, shape) / gpu.bandwidth
     compute = 0.0
     for name, per_token in parts.items():
-        if per_token:
-            compute += max(per_token * tokens / peak, weight_read)  # roofline of the pass
+        if per_token:  # roofline of the pass; the reference runs reference_passes of them
+            passes = getattr(shape, "reference_passes", 0.0) if name == "reference" else 1.0
+            compute += max(per_token * tokens / peak, weight_read * passes)
     mem = memory_seconds(arch, shape, gpu, trainable, tokens)
     comm = communication_seconds(arch, shape, gpu, count, nodes, trainable)
     micro = compute + sum(mem.values()) + comm

@@ -13,6 +13,7 @@ Formats, and what the loss is computed on:
 - text: {"text"}: every token.
 - template: any columns, rendered by the recipe's Jinja2 prompt and completion templates in a
   sandbox: the completion.
+- preference and kto: pairs and labelled completions for preference tuning (runtime/pairs.py).
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class _Converter:
     def kind(self) -> str:
         if self.fmt == "chat":
             return "messages" if self.generation_markers else "conversational_prompt_completion"
+        if self.fmt in ("preference", "kto"):
+            return self.fmt
         return "text" if self.fmt == "text" else "prompt_completion"
 
     def __call__(self, row: Any) -> dict:
@@ -107,6 +110,10 @@ class _Converter:
             extra = _text(row, "input", required=False) or ""
             block = f"### Input:\n{extra}\n\n" if extra.strip() else ""
             return {"prompt": ALPACA_PROMPT.format(instruction=instruction, input_block=block), "completion": output}
+        if self.fmt in ("preference", "kto"):
+            from . import pairs
+
+            return pairs.preference(row) if self.fmt == "preference" else pairs.kto(row)
         if self.fmt == "prompt_completion":
             return {"prompt": _text(row, "prompt"), "completion": _text(row, "completion")}
         if self.fmt == "text":

@@ -119,6 +119,9 @@ def _evaluation(ev: dict) -> list[str]:
         t = tuned["score"] if tuned else None
         gain = f"{t - b:+.3f}" if b is not None and t is not None else "-"
         lines.append(f"| {metric} | {_num(b)} | {_num(t)} | {gain} |")
+        if (tuned or {}).get("details", {}).get("mean_reward_margin") is not None:
+            bm, tm = base["details"].get("mean_reward_margin") if base else None, tuned["details"]["mean_reward_margin"]
+            lines.append(f"| mean reward margin | {_num(bm)} | {tm:.3f} | {'-' if bm is None else f'{tm - bm:+.3f}'} |")
         if ev.get("baseline_eval_loss") is not None:
             bl, tl = ev["baseline_eval_loss"], ev.get("tuned_eval_loss")
             lines.append(f"| eval loss | {bl:.4f} | {_num(tl)} | {'-' if tl is None else f'{tl - bl:+.4f}'} |")

@@ -46,6 +46,8 @@ def _finish(plan: Plan, result) -> int:
         b, t = ev["baseline"], ev["tuned"]
         print(f"{t['metric']}: base {b['score']:.3f} -> tuned {t['score']:.3f} ({t['score'] - b['score']:+.3f}) "
               f"on {t['examples_scored']} held-out examples")
+        if t["details"].get("mean_reward_margin") is not None:
+            print(f"mean reward margin (chosen - rejected, vs the reference): {t['details']['mean_reward_margin']:+.3f}")
     if result.adapter_dir:
         print(f"adapter: {result.adapter_dir}")
     print(f"report: {result.run_dir / 'run_report.md'}")

@@ -44,6 +44,8 @@ class TraceSpec:
     attention: str = "sdpa"
     quant_bits: int = 4
     double_quant: bool = True
+    objective: str = "sft"  # sft | dpo (runtime/trace_preference.py)
+    reference: str = "none"  # dpo: adapter_disabled | second_model | precomputed
 
 
 @dataclass
@@ -250,7 +252,9 @@ def trace(spec: TraceSpec) -> TraceResult:
             _quantize(model, spec.quant_bits, spec.double_quant, dtype)
         from trl.trainer.utils import add_fused_lm_head
 
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        from .trace_preference import POLICY_OUTPUTS
+
+        add_fused_lm_head(model, outputs=POLICY_OUTPUTS.get(spec.objective, ("log_probs", "entropy", "is_top1")))
         if full:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -275,6 +279,12 @@ def trace(spec: TraceSpec) -> TraceResult:
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         model.train()
+        reference = None
+        if spec.objective != "sft":
+            from .trace_preference import disable_dropout, reference_model
+
+            disable_dropout(model)  # as DPOConfig.disable_dropout does
+            reference = reference_model(spec, config, weight_dtype)  # a second model, or None
 
     state_records = _optimizer_state_records(model, spec.optimizer)
     counter = _LiveBytes()
@@ -287,6 +297,10 @@ def trace(spec: TraceSpec) -> TraceResult:
         trainable = [p for p in model.parameters() if p.requires_grad]
         for tensor in list(model.parameters()) + list(model.buffers()):
             counter.track(tensor)
+        if reference is not None:
+            from .trace_preference import materialise
+
+            materialise(reference, counter)  # the second model's weights count with the base's
         weights_bytes = counter.now - sum(p.untyped_storage().nbytes() for p in trainable)
         trainable_bytes = sum(p.untyped_storage().nbytes() for p in trainable)
 
@@ -300,6 +314,14 @@ def trace(spec: TraceSpec) -> TraceResult:
                 if step == 1:
                     counter.reset_peak()
                 for _ in range(max(1, min(spec.gradient_accumulation_steps, 2))):
+                    if spec.objective != "sft":
+                        from .trace_preference import preference_loss
+
+                        with autocast:
+                            loss = preference_loss(model, reference, spec)
+                        loss.backward()
+                        del loss
+                        continue
                     ids = torch.zeros(b, s, dtype=torch.long)
                     mask = torch.ones(b, s, dtype=torch.long)
                     with autocast:
@@ -349,7 +371,9 @@ def spec_for_plan(plan) -> TraceSpec:
         # flash_attention_2 keeps no score matrix, as sdpa's fused kernels: traced as sdpa (no flash-attn on CPU)
         precision=t.precision, attention="sdpa" if t.attention == "flash_attention_2" else t.attention,
         quant_bits=quant.get("bits", 4),
-        double_quant=quant.get("double_quant", True))
+        double_quant=quant.get("double_quant", True),
+        objective=plan.preference.objective if plan.preference else "sft",
+        reference=plan.preference.reference if plan.preference else "none")
 
 
 def trace_plan(plan) -> dict:
@@ -369,6 +393,11 @@ def trace_plan(plan) -> dict:
 
         raise UsageError(f"--trace needs the training stack ({exc.name} is missing): "
                          f"pip install 'recipe-ft[train]'") from None
+    if plan.preference is not None and plan.preference.objective != "dpo":
+        from ..schemas.errors import UsageError
+
+        raise UsageError(f"--trace measures SFT and DPO steps; {plan.preference.objective.upper()}'s step is "
+                         f"estimated only")
     result = trace(spec_for_plan(plan))
     estimated = plan.memory.allocated_peak_bytes
     return {

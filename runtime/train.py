@@ -195,6 +195,10 @@ def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: 
 
 def token_count(tokenizer, row: dict) -> int:
     """Tokens a record becomes, as trl tokenizes it (chat template for conversations)."""
+    if "chosen" in row or "label" in row:  # preference pairs, KTO examples
+        from .preference import token_count as pair_tokens
+
+        return pair_tokens(tokenizer, row)
     if "messages" in row:
         return len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
     if isinstance(row.get("prompt"), list):
@@ -265,11 +269,25 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
         log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
     model = _model(plan, model_dir, device)
     run_dir_existed, checkpoints_existed = run_dir.exists(), (run_dir / "checkpoints").exists()
+    stacked = plan.recipe.model.adapter is not None and plan.recipe.model.adapter_mode == "stack"
+    if plan.recipe.model.adapter is not None:  # start from a trained adapter, merged or stacked
+        from . import base_adapter
+
+        model = base_adapter.apply(plan, plan_dir, model, lambda d: _model(plan, d, device), run_dir, log)
     state = {"stop": False}
-    trainer = SFTTrainer(
-        model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
-        train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer, peft_config=_peft_config(plan), callbacks=_callbacks(state))
+    peft_config = None if stacked else _peft_config(plan)
+    if plan.preference is not None:  # DPO / ORPO / KTO (runtime/preference.py)
+        from . import preference
+
+        trainer = preference.build(plan, model, tokenizer, train_rows, eval_rows,
+                                   _sft_config(plan, run_dir, device, kind, bool(eval_rows)), peft_config,
+                                   _callbacks(state))
+    else:
+        trainer = SFTTrainer(
+            model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=_callbacks(state))
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
     conformance = check_conformance(plan, trainer, device.precision)
     if conformance["problems"]:  # leave nothing behind: remove the empty folders the trainer made, no file
@@ -281,7 +299,7 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
                     pass
     enforce_conformance(conformance)  # a model that differs from its plan never trains
     log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
-    if not plan.training.packing:  # trl drops examples whose trained tokens were all truncated away
+    if not plan.training.packing and plan.preference is None:  # trl drops examples whose trained tokens were all truncated away
         counts["train_dropped"] = len(train_rows) - len(trainer.train_dataset)
         if len(trainer.train_dataset) == 0:
             raise RecipeError(f"no training example keeps a token to learn from after truncation to "

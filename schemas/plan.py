@@ -81,6 +81,19 @@ class TrainingPlan(Frozen):
     packing: bool
 
 
+class PreferencePlan(Frozen):
+    """Preference tuning (task: preference): the objective and what it costs against SFT."""
+
+    objective: str  # dpo | orpo | kto
+    beta: float
+    loss_type: Optional[str] = None
+    sequences_per_example: int  # chosen and rejected (or completion and KL completion) in one batch
+    reference: str  # adapter_disabled | second_model | precomputed | none
+    precompute_ref_log_probs: bool
+    sft_allocated_peak_bytes: int = Field(description="The same step trained as SFT (one sequence per example)")
+    note: str = ""
+
+
 class DataPlan(Frozen):
     train_path: str
     train_sha256: Optional[str] = None
@@ -268,5 +281,6 @@ class Plan(Frozen):
     output_dir: str
     distributed: DistributedPlan = DistributedPlan(strategy="single", processes=1)
     build: Optional[BuildPlan] = None  # None only in plans written before schema 1.1
+    preference: Optional[PreferencePlan] = None
     recipe: Recipe
     lock: Lock

@@ -18,12 +18,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-Task = Literal["classification", "extraction", "generation", "chat"]
-DataFormat = Literal["chat", "alpaca", "prompt_completion", "text", "template"]
+Task = Literal["classification", "extraction", "generation", "chat", "preference"]
+DataFormat = Literal["chat", "alpaca", "prompt_completion", "text", "template", "preference", "kto"]
 MethodName = Literal["auto", "lora", "qlora", "dora", "qdora", "full"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 Precision = Literal["bf16", "fp16", "fp32", "bf16-pure"]  # bf16-pure: bf16 weights and optimizer states, no fp32 master
-Metric = Literal["exact_match", "accuracy", "macro_f1", "token_f1", "json_fields"]
+Metric = Literal["exact_match", "accuracy", "macro_f1", "token_f1", "json_fields", "preference_accuracy"]
+Objective = Literal["sft", "dpo", "orpo", "kto"]
+# trl 1.16 DPOConfig.loss_type
+DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
+PREFERENCE_FORMATS = ("preference", "kto")
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
@@ -105,6 +110,11 @@ class ModelSpec(Section):
     base: Name = Field(description="Catalog name, hub id, or local directory with config.json")
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit)")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model (off by default)")
+    adapter: Optional[Name] = Field(
+        None, description="Start from a trained adapter (e.g. runs/sft/adapter), relative to the recipe file")
+    adapter_mode: Literal["merge", "stack"] = Field(
+        "merge", description="merge: fold the adapter into the base and train a new one on top; "
+                             "stack: keep it as a separate adapter and train it further")
 
 
 class TemplateSpec(Section):
@@ -185,10 +195,19 @@ class TrainingSpec(Section):
     save_steps: Optional[PositiveInt] = Field(None, description="Checkpoint every N steps (default: each epoch)")
     logging_steps: PositiveInt = 10
     report_to: list[Tracker] = Field(default_factory=list)
+    objective: Optional[Objective] = Field(
+        None, description="sft, or for task preference: dpo (default), orpo or kto")
+    beta: PositiveFloat = Field(0.1, description="Preference objectives: how far from the reference (dpo, kto) "
+                                                 "or the odds-ratio weight (orpo)")
+    loss_type: Optional[DpoLoss] = Field(None, description="DPO loss variant (trl's loss_type); default sigmoid")
+    precompute_ref_log_probs: AutoBool = Field(
+        "auto", description="Score the reference once before training (auto: when the plan says it saves memory)")
 
     @model_validator(mode="after")
     def _rules(self) -> "TrainingSpec":
         problems = []
+        if self.loss_type is not None and self.objective not in (None, "dpo"):
+            problems.append(("loss_type", f"training.loss_type is a DPO setting (objective is '{self.objective}')"))
         mbs = self.micro_batch_size
         if isinstance(mbs, int) and mbs > self.batch_size:
             problems.append(("micro_batch_size", f"micro_batch_size {mbs} is larger than batch_size "
@@ -317,10 +336,50 @@ class Recipe(Section):
         if self.task == "classification" and self.data.format == "text":
             problems.append(("data.format", "a classification task needs labelled examples; "
                                             "format 'text' has no completion to score"))
+        problems += _preference_rules(self)
         cross_field(problems)
         return self
 
 
+def objective_of(recipe: "Recipe") -> str:
+    """The training objective: as set, else dpo for task preference (kto for kto data), else sft."""
+    if recipe.training.objective is not None:
+        return recipe.training.objective
+    if recipe.task != "preference":
+        return "sft"
+    return "kto" if recipe.data.format == "kto" else "dpo"
+
+
+def _preference_rules(recipe: "Recipe") -> list[tuple[str, str]]:
+    problems = []
+    preference = recipe.task == "preference"
+    fmt, objective = recipe.data.format, recipe.training.objective
+    if preference and fmt not in PREFERENCE_FORMATS:
+        problems.append(("data.format", f"task 'preference' trains on pairs: data.format 'preference' "
+                                        f"({{prompt, chosen, rejected}}) or 'kto' ({{prompt, completion, label}}), "
+                                        f"not '{fmt}'"))
+    if not preference and fmt in PREFERENCE_FORMATS:
+        problems.append(("task", f"data.format '{fmt}' holds preference data: set task: preference"))
+    if not preference and objective not in (None, "sft"):
+        problems.append(("training.objective", f"objective '{objective}' needs task: preference"))
+    if preference and objective == "sft":
+        problems.append(("training.objective", "task 'preference' trains with dpo, orpo or kto, not sft"))
+    if preference and fmt == "kto" and objective in ("dpo", "orpo"):
+        problems.append(("training.objective", f"objective '{objective}' needs paired data (data.format: "
+                                               f"preference); kto data trains with objective kto"))
+    if preference and fmt == "preference" and objective == "kto":
+        problems.append(("data.format", "objective 'kto' trains on unpaired data: data.format: kto"))
+    metric = recipe.eval.metric
+    if preference and metric not in (None, "preference_accuracy"):
+        problems.append(("eval.metric", f"task 'preference' is scored with preference_accuracy, not '{metric}'"))
+    if not preference and metric == "preference_accuracy":
+        problems.append(("eval.metric", "preference_accuracy needs task: preference"))
+    if recipe.model.adapter is not None and recipe.method.name == "full" and recipe.model.adapter_mode == "stack":
+        problems.append(("model.adapter_mode", "a stacked adapter trains as an adapter; method 'full' can only "
+                                               "start from it merged (adapter_mode: merge)"))
+    return problems
+
+
 def default_metric(task: str) -> str:
     return {"classification": "exact_match", "extraction": "json_fields",
-            "generation": "token_f1", "chat": "token_f1"}[task]
+            "generation": "token_f1", "chat": "token_f1", "preference": "preference_accuracy"}[task]

@@ -86,7 +86,7 @@ def test_planned_steps_equal_trl_packed_steps(tiny, tmp_path):
     (root / "data" / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     sets = ["training.packing=true", "data.train=data/text.jsonl", "data.format=text", "task=generation",
             "training.max_seq_len=128", "training.batch_size=4", "training.micro_batch_size=4",
-            "training.epochs=1"]
+            "training.epochs=1", "data.eval=null"]
     plan = compile_file(str(root / "recipe.yaml"), sets).plan
     assert plan.data.counted_with == "tokenizer"
 

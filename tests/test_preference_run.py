@@ -1,0 +1,228 @@
+"""Preference tuning end to end on CPU with the demo's tiny Llama: DPO with LoRA raises held-out
+preference accuracy above the base, the adapter loads with PEFT, no second model is built for the
+reference with an adapter, starting from an adapter (merged or stacked), errors in pairs."""
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from recipe_ft.compiler.pipeline import plan_for_run  # noqa: E402
+from recipe_ft.runtime import preference_demo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pref")
+    return preference_demo.make(root / "pref", train_examples=96, eval_examples=32, epochs=3)
+
+
+@pytest.fixture
+def project(tiny, tmp_path):
+    dst = tmp_path / "pref"
+    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
+    return dst / "recipe.yaml"
+
+
+def run(cli, recipe, *sets):
+    args = ["run", recipe]
+    for s in ("training.logging_steps=1", *sets):
+        args += ["--set", s]
+    return cli(*args)
+
+
+class Constructions:
+    """Counts model loads (transformers' from_pretrained and trl's create_model_from_path)."""
+
+    def __init__(self, monkeypatch):
+        import trl.trainer.dpo_trainer as dpo_module
+        from transformers import AutoModelForCausalLM
+
+        self.loads = []
+        original = AutoModelForCausalLM.from_pretrained.__func__
+        created = dpo_module.create_model_from_path
+
+        def from_pretrained(cls, *args, **kwargs):
+            self.loads.append(("from_pretrained", args[0] if args else kwargs.get("pretrained_model_name_or_path")))
+            return original(cls, *args, **kwargs)
+
+        def create(*args, **kwargs):
+            self.loads.append(("create_model_from_path", args[0] if args else None))
+            return created(*args, **kwargs)
+
+        monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(from_pretrained))
+        monkeypatch.setattr(dpo_module, "create_model_from_path", create)
+
+
+def prepared(recipe, *sets):
+    from recipe_ft.runtime.train import prepare
+
+    plan, plan_dir = plan_for_run(str(recipe), list(sets), False)
+    return plan, prepare(plan, plan_dir, log=lambda *a: None)
+
+
+def test_dpo_lora_raises_preference_accuracy_above_the_base(cli, project):
+    code, out, err = run(cli, project, "eval.min_score=0.99")
+    run_dir = project.parent / "runs" / "preference"
+    report = json.loads((run_dir / "run_report.json").read_text())
+    ev = report["evaluation"]
+    base, tuned = ev["baseline"], ev["tuned"]
+    assert base["metric"] == tuned["metric"] == "preference_accuracy"
+    assert tuned["score"] > base["score"], (base["score"], tuned["score"])
+    assert tuned["details"]["mean_reward_margin"] > 0 and base["details"]["mean_reward_margin"] == 0
+    assert tuned["details"]["mean_logp_margin"] > base["details"]["mean_logp_margin"]
+    assert code == (0 if tuned["score"] >= 0.99 else 4), out + err  # the gate: eval.min_score
+    assert "preference_accuracy: base" in out and "mean reward margin" in out
+    assert "| mean reward margin |" in (run_dir / "run_report.md").read_text()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(project.parent / "tiny-llama")),
+                                      str(run_dir / "adapter"))
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())
+
+
+def test_with_an_adapter_no_second_model_is_built_for_the_reference(project, monkeypatch):
+    counted = Constructions(monkeypatch)
+    plan, session = prepared(project, "training.max_steps=1")
+    assert plan.preference.reference == "adapter_disabled"
+    assert session.trainer.ref_model is None
+    assert len(counted.loads) == 1, counted.loads  # the policy only
+
+    counted.loads.clear()  # the check can fail: full fine-tuning without precompute loads a second model
+    plan, session = prepared(project, "method.name=full", "training.precompute_ref_log_probs=false",
+                             "training.max_steps=1")
+    assert plan.preference.reference == "second_model"
+    assert session.trainer.ref_model is not None
+    assert [kind for kind, _ in counted.loads] == ["from_pretrained", "create_model_from_path"]
+
+
+def test_full_fine_tuning_precomputes_the_reference(project, monkeypatch):
+    counted = Constructions(monkeypatch)
+    plan, session = prepared(project, "method.name=full", "training.max_steps=1")
+    assert plan.preference.precompute_ref_log_probs and session.trainer.args.precompute_ref_log_probs
+    assert session.trainer.ref_model is None and len(counted.loads) == 1
+    assert "ref_chosen_logps" in session.trainer.train_dataset.column_names
+
+
+def _sft_adapter(project):
+    """A LoRA adapter for the tiny model with non-zero weights (as if trained by SFT)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(project.parent / "tiny-llama"))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    out = project.parent / "sft-adapter"
+    model.save_pretrained(str(out))
+    return out
+
+
+def test_start_from_an_sft_adapter_merged_or_stacked(project):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _sft_adapter(project)
+    base = AutoModelForCausalLM.from_pretrained(str(project.parent / "tiny-llama"))
+    q = dict(base.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
+
+    _, merged = prepared(project, "model.adapter=sft-adapter", "training.max_steps=1")
+    model = merged.trainer.model
+    assert list(model.peft_config) == ["default"]  # a new adapter, on the merged weights
+    merged_q = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
+    assert not torch.allclose(merged_q, q)
+    assert merged.trainer.ref_model is None
+
+    _, stacked = prepared(project, "model.adapter=sft-adapter", "model.adapter_mode=stack", "training.max_steps=1")
+    model = stacked.trainer.model
+    assert set(model.peft_config) == {"default", "ref"}  # trained further; a frozen copy is the reference
+    assert model.peft_config["default"].r == 4
+    assert torch.allclose(model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight, q)
+    assert stacked.trainer.ref_model is None
+
+
+def test_qlora_starts_from_an_adapter_merged_in_full_precision(project):
+    pytest.importorskip("bitsandbytes")
+    _sft_adapter(project)
+    _, session = prepared(project, "model.adapter=sft-adapter", "method.name=qlora", "training.max_steps=1")
+    merged = project.parent / "runs" / "preference" / "base-merged"
+    assert (merged / "config.json").is_file()  # merged unquantized, then loaded in 4-bit from here
+    assert getattr(session.trainer.model.get_base_model(), "is_loaded_in_4bit", False)
+    assert session.trainer.ref_model is None
+
+
+def _kto_data(project):
+    for name in ("train", "eval"):
+        rows = [json.loads(line) for line in (project.parent / "data" / f"{name}.jsonl").read_text().splitlines()]
+        with (project.parent / "data" / f"{name}_kto.jsonl").open("w") as f:
+            for r in rows:
+                f.write(json.dumps({"prompt": r["prompt"], "completion": r["chosen"], "label": True}) + "\n")
+                f.write(json.dumps({"prompt": r["prompt"], "completion": r["rejected"], "label": False}) + "\n")
+
+
+@pytest.mark.parametrize("objective", ["kto", "orpo"])
+def test_kto_and_orpo_train(cli, project, objective):
+    sets = [f"training.objective={objective}", "training.max_steps=1", "data.eval=null"]
+    if objective == "kto":
+        _kto_data(project)
+        sets += ["data.format=kto", "data.train=data/train_kto.jsonl"]
+    code, out, err = run(cli, project, *sets)
+    assert code == 0, out + err
+    assert (project.parent / "runs" / "preference" / "adapter" / "adapter_config.json").is_file()
+    plan = json.loads((project.parent / "runs" / "preference" / "plan.json").read_text())
+    assert plan["preference"]["objective"] == objective
+
+
+def test_kto_held_out_rows_are_paired_by_prompt():
+    from recipe_ft.runtime.preference_score import pairs_of
+
+    rows = [{"prompt": "a", "completion": "good", "label": True}, {"prompt": "a", "completion": "bad", "label": False},
+            {"prompt": "a", "completion": "worse", "label": False}, {"prompt": "b", "completion": "x", "label": True}]
+    assert pairs_of(rows) == [("a", "good", "bad"), ("a", "good", "worse")]
+
+
+def test_missing_or_foreign_adapter_is_a_clear_error(cli, project):
+    code, out, err = run(cli, project, "model.adapter=nowhere")
+    assert code == 1 and "model.adapter: no PEFT adapter at nowhere" in err and "Traceback" not in err
+
+
+def test_malformed_pairs_stop_the_run_with_their_lines(cli, project):
+    train = project.parent / "data" / "train.jsonl"
+    lines = train.read_text().splitlines()
+    row = json.loads(lines[2])
+    row["rejected"] = row["chosen"]
+    lines[2] = json.dumps(row)
+    train.write_text("\n".join(lines) + "\n")
+    code, out, err = run(cli, project)
+    assert code == 1
+    assert "data/train.jsonl:3: 'chosen' and 'rejected' are identical" in err
+    assert not (project.parent / "runs" / "preference" / "adapter").exists()
+
+
+def test_qlora_dpo_trains(cli, project):
+    pytest.importorskip("bitsandbytes")
+    code, out, err = run(cli, project, "method.name=qlora", "training.max_steps=2", "data.eval=null")
+    assert code == 0, out + err
+    adapter = project.parent / "runs" / "preference" / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+
+
+def test_dpo_checkpoints_and_resumes(cli, project):
+    sets = ("data.eval=null", "training.save_steps=1")
+    code, out, err = run(cli, project, "training.max_steps=2", *sets)
+    assert code == 0, out + err
+    checkpoints = project.parent / "runs" / "preference" / "checkpoints"
+    assert (checkpoints / "checkpoint-2" / "CHECKPOINT_COMPLETE").is_file()
+    code, out, err = cli("run", project, "--resume", *[x for s in ("training.max_steps=3", *sets) for x in ("--set", s)])
+    assert code == 0, out + err
+    report = json.loads((project.parent / "runs" / "preference" / "run_report.json").read_text())
+    assert report["resumed_from"].endswith("checkpoint-2") and report["measured"]["steps"] == 3
