@@ -64,7 +64,7 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
     objective = plan.preference.objective
     _, Trainer = trainer_classes(objective)
     if objective == "kto":
-        from .pairs import check_kto_balance
+        from ..compiler.pairs import check_kto_balance
 
         check_kto_balance(train_rows, plan.recipe.data.train)
         if plan.training.micro_batch_size < 2:
