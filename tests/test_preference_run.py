@@ -216,6 +216,23 @@ def test_qlora_dpo_trains(cli, project):
     assert (adapter / "adapter_config.json").is_file()
 
 
+@pytest.mark.parametrize("method", ["dora", "qdora"])
+def test_dora_dpo_trains_with_dora_adapters(cli, project, method):
+    """DoRA and QDoRA under DPO: the adapter carries DoRA magnitudes, and no second model is loaded."""
+    pytest.importorskip("bitsandbytes")
+    code, out, err = run(cli, project, f"method.name={method}", "training.max_steps=2", "data.eval=null")
+    assert code == 0, out + err
+    adapter = project.parent / "runs" / "preference" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["use_dora"] is True
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        assert any("lora_magnitude_vector" in k for k in f.keys())
+    report = json.loads((project.parent / "runs" / "preference" / "run_report.json").read_text())
+    assert report["measured"]["steps"] == 2
+
+
 def test_dpo_checkpoints_and_resumes(cli, project):
     sets = ("data.eval=null", "training.save_steps=1")
     code, out, err = run(cli, project, "training.max_steps=2", *sets)
