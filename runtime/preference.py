@@ -46,7 +46,7 @@ def config(plan, sft_args, objective: str):
     own = OWN_DEFAULTS.get(objective, ())
     shared = {f.name: getattr(sft_args, f.name) for f in dataclasses.fields(Config)
               if f.init and f.name in sft_fields and not f.name.startswith("_") and f.name not in own}
-    p, t = plan.preference, plan.recipe.training
+    p = plan.preference
     shared["beta"] = p.beta
     if objective == "dpo":
         shared["loss_type"] = [p.loss_type or "sigmoid"]
