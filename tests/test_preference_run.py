@@ -204,7 +204,8 @@ def test_malformed_pairs_stop_the_run_with_their_lines(cli, project):
     train.write_text("\n".join(lines) + "\n")
     code, out, err = run(cli, project)
     assert code == 1
-    assert "data/train.jsonl:3: 'chosen' and 'rejected' are identical" in err
+    assert "data/train.jsonl:3: 'chosen' and 'rejected' are identical" in out + err  # located, before loading
+    assert "Traceback" not in out + err
     assert not (project.parent / "runs" / "preference" / "adapter").exists()
 
 
