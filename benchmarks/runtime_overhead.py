@@ -223,11 +223,11 @@ def write_variable_data(workspace: Path, examples: int, seed: int = 11, shortest
     `shortest` to about `longest` tokens (the demo tokenizer's). Returns length statistics."""
     from transformers import AutoTokenizer
 
-    from recipe_ft.runtime.demo import LABELS, SYSTEM
+    from recipe_ft.runtime.demo import SYSTEM, TRAIN
 
     tokenizer = AutoTokenizer.from_pretrained(str(workspace / "tiny-llama"))
     rng = random.Random(seed)
-    sentences = {label: [s[0].upper() + s[1:] + "." for s in items] for label, items in LABELS.items()}
+    sentences = {label: [s[0].upper() + s[1:] + "." for s in items] for label, items in TRAIN["topics"].items()}
 
     def length(messages) -> int:
         return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
@@ -235,7 +235,7 @@ def write_variable_data(workspace: Path, examples: int, seed: int = 11, shortest
     rows, lengths = [], []
     for _ in range(examples):
         target = math.exp(rng.uniform(math.log(shortest), math.log(longest)))
-        label = rng.choice(sorted(LABELS))
+        label = rng.choice(sorted(TRAIN["topics"]))
         head = [{"role": "system", "content": SYSTEM}] if target > 45 and rng.random() < 0.7 else []
         first = rng.choice(sentences[label])
         if target < 16:  # the shortest: a few words of a ticket
@@ -247,7 +247,7 @@ def write_variable_data(workspace: Path, examples: int, seed: int = 11, shortest
             n = length(messages)
             if n >= target:
                 break
-            candidate = parts + [rng.choice(sentences[rng.choice(sorted(LABELS)) if rng.random() < 0.3
+            candidate = parts + [rng.choice(sentences[rng.choice(sorted(TRAIN["topics"])) if rng.random() < 0.3
                                                       else label])]
             grown = head + [{"role": "user", "content": " ".join(candidate)},
                             {"role": "assistant", "content": label}]

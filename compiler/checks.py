@@ -108,12 +108,12 @@ SAMPLE_RECORDS = 1000  # records `recipe validate` reads (plan and run read them
 
 def record_check(fmt: Any):
     """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
-    None. runtime/data.py holds it; it is pure Python (no training library is imported)."""
+    None (compiler/convert.py, the same check `recipe run` applies)."""
     if fmt not in ("chat", "alpaca", "prompt_completion", "text", "preference", "kto"):
         return None
-    from ..runtime.data import _Converter
+    from .convert import Converter
 
-    return _Converter(fmt)
+    return Converter(fmt)
 SAMPLE_RENDERS = 5  # records it renders through data.template
 
 

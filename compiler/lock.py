@@ -78,4 +78,20 @@ def staleness(plan: Plan) -> list[str]:
     changed = sorted(k for k, v in lock.catalogs.items() if now.get(k) != v)
     if changed:
         reasons.append(f"the catalogs changed ({', '.join(changed)})")
+    reasons += _calibration_change(plan, recipe_dir)
     return reasons
+
+
+def _calibration_change(plan: Plan, recipe_dir: Path) -> list[str]:
+    """The project's speed calibration (`recipe calibrate`) the plan's hours used, against today's."""
+    from . import calibration
+
+    try:
+        found = calibration.find(recipe_dir)
+    except RecipeError as exc:
+        return [f"the speed calibration cannot be read ({exc.message})"]
+    now = found.factor(plan.hardware.gpu) if found else 1.0
+    if abs(now - plan.time.calibration_factor) > 1e-9:
+        return [f"the speed calibration for {plan.hardware.gpu} changed since the plan was made "
+                f"(x {plan.time.calibration_factor:.3g} then, x {now:.3g} now)"]
+    return []

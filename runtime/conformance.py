@@ -96,8 +96,12 @@ def check(plan, trainer, precision: str) -> dict:
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     count = sum(p.numel() for _, p in trainable)
-    checked.append(f"trainable parameters: {count:,}")
-    if count != build.trainable_parameters:
+    stacked = plan.recipe.model.adapter is not None and plan.recipe.model.adapter_mode == "stack"
+    if stacked:  # the stacked adapter keeps its own rank and targets; the plan sized method.rank's
+        checked.append(f"trainable parameters: {count:,} (a stacked model.adapter: not compared with the plan)")
+    else:
+        checked.append(f"trainable parameters: {count:,}")
+    if not stacked and count != build.trainable_parameters:
         problems.append(f"trainable parameters: the plan has {build.trainable_parameters:,}, the model {count:,}")
     want = _dtype(build.trainable_dtype, precision, planned_precision)
     wrong = [n for n, p in trainable if "lora_magnitude_vector" not in n and _torch_name(p.dtype) != want]

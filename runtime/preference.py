@@ -46,7 +46,7 @@ def config(plan, sft_args, objective: str):
     own = OWN_DEFAULTS.get(objective, ())
     shared = {f.name: getattr(sft_args, f.name) for f in dataclasses.fields(Config)
               if f.init and f.name in sft_fields and not f.name.startswith("_") and f.name not in own}
-    p, t = plan.preference, plan.recipe.training
+    p = plan.preference
     shared["beta"] = p.beta
     if objective == "dpo":
         shared["loss_type"] = [p.loss_type or "sigmoid"]
@@ -64,7 +64,7 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
     objective = plan.preference.objective
     _, Trainer = trainer_classes(objective)
     if objective == "kto":
-        from .pairs import check_kto_balance
+        from ..compiler.pairs import check_kto_balance
 
         check_kto_balance(train_rows, plan.recipe.data.train)
         if plan.training.micro_batch_size < 2:

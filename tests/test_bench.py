@@ -53,7 +53,8 @@ def eval_rows(tmp_path: Path) -> list:
 def label_of(body: dict) -> str:
     """The right answer for a demo ticket (what a well-tuned model says)."""
     text = body["messages"][-1]["content"]
-    return next(label for label, phrases in demo.LABELS.items() if any(p in text for p in phrases))
+    return next(label for space in (demo.TRAIN, demo.HELD_OUT) for label, topics in space["topics"].items()
+                if any(topic in text for topic in topics))
 
 
 def only_report(out: Path) -> dict:

@@ -107,3 +107,19 @@ def test_a_broken_calibration_file_is_a_located_error(project):
 
     with pytest.raises(RecipeError, match="not a calibration file"):
         compile_file(str(project / "recipes" / "r.yaml"))
+
+
+def test_a_plan_is_stale_once_the_calibration_it_used_changes(cli, project):
+    from recipe_ft.compiler import lock
+
+    recipe = project / "recipes" / "r.yaml"
+    before = compile_file(str(recipe)).plan
+    lock.write(before, project / "plan.json")
+    assert lock.staleness(lock.read(project / "plan.json")) == []
+    fake_run(project / "runs" / "run0", before, 0.5, steps=20)
+    assert cli("calibrate", project / "runs" / "run0", cwd=project)[0] == 0
+    reasons = lock.staleness(lock.read(project / "plan.json"))
+    assert any("speed calibration for A100-80GB changed" in r and "x 0.5 now" in r for r in reasons), reasons
+    calibrated = compile_file(str(recipe)).plan  # planned with the calibration: fresh again
+    lock.write(calibrated, project / "plan.json")
+    assert lock.staleness(lock.read(project / "plan.json")) == []

@@ -31,3 +31,21 @@ def test_validate_imports_no_training_stack():
 def test_plan_imports_no_training_stack():
     result = probe("plan", "--format", "json", "recipes/support-triage-llama3-8b.yaml")
     assert result == {"code": 0, "heavy": []}
+
+
+def test_compiler_and_schemas_never_import_the_runtime():
+    """The dependency direction: schemas <- compiler, schemas <- runtime; the compiler never reaches
+    into runtime/ (not even lazily), so planning cannot depend on how the runtime is written."""
+    import ast
+
+    offenders = []
+    for folder in ("compiler", "schemas"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and (
+                        node.module == "runtime" or node.module.startswith("runtime.")) and node.level >= 2:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {'.' * node.level}{node.module}")
+                if isinstance(node, ast.ImportFrom) and node.level >= 2 and node.module is None and any(
+                        a.name == "runtime" for a in node.names):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {'.' * node.level} import runtime")
+    assert not offenders, "compiler/schemas import the runtime:\n" + "\n".join(offenders)

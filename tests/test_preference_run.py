@@ -204,7 +204,8 @@ def test_malformed_pairs_stop_the_run_with_their_lines(cli, project):
     train.write_text("\n".join(lines) + "\n")
     code, out, err = run(cli, project)
     assert code == 1
-    assert "data/train.jsonl:3: 'chosen' and 'rejected' are identical" in err
+    assert "data/train.jsonl:3: 'chosen' and 'rejected' are identical" in out + err  # located, before loading
+    assert "Traceback" not in out + err
     assert not (project.parent / "runs" / "preference" / "adapter").exists()
 
 
@@ -214,6 +215,23 @@ def test_qlora_dpo_trains(cli, project):
     assert code == 0, out + err
     adapter = project.parent / "runs" / "preference" / "adapter"
     assert (adapter / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("method", ["dora", "qdora"])
+def test_dora_dpo_trains_with_dora_adapters(cli, project, method):
+    """DoRA and QDoRA under DPO: the adapter carries DoRA magnitudes, and no second model is loaded."""
+    pytest.importorskip("bitsandbytes")
+    code, out, err = run(cli, project, f"method.name={method}", "training.max_steps=2", "data.eval=null")
+    assert code == 0, out + err
+    adapter = project.parent / "runs" / "preference" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["use_dora"] is True
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        assert any("lora_magnitude_vector" in k for k in f.keys())
+    report = json.loads((project.parent / "runs" / "preference" / "run_report.json").read_text())
+    assert report["measured"]["steps"] == 2
 
 
 def test_dpo_checkpoints_and_resumes(cli, project):
