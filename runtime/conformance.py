@@ -96,7 +96,8 @@ def check(plan, trainer, precision: str) -> dict:
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     count = sum(p.numel() for _, p in trainable)
-    stacked = plan.recipe.model.adapter is not None and plan.recipe.model.adapter_mode == "stack"
+    model_spec = getattr(getattr(plan, "recipe", None), "model", None)
+    stacked = getattr(model_spec, "adapter", None) is not None and getattr(model_spec, "adapter_mode", "") == "stack"
     if stacked:  # the stacked adapter keeps its own rank and targets; the plan sized method.rank's
         checked.append(f"trainable parameters: {count:,} (a stacked model.adapter: not compared with the plan)")
     else:

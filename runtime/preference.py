@@ -77,10 +77,31 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
                   peft_config=None if isinstance(model, PeftModel) else peft_config, callbacks=callbacks)
     if objective in ("dpo", "kto"):
         kwargs["ref_model"] = None  # adapter: disabled for the reference; full: trl loads or precomputes it
+    if objective == "orpo":
+        Trainer = _counting_pairs(Trainer)
     try:
         return Trainer(**kwargs)
     except ValueError as exc:  # trl's own checks of a combination of settings
         raise RecipeError(f"trl's {Trainer.__name__} refuses these settings: {exc}") from None
+
+
+def _counting_pairs(Trainer):
+    """ORPO's batches carry chosen_* / rejected_* tensors, no `input_ids`, so transformers counts no
+    tokens (the run report's tokens/s would read 0): count both sides' non-padding tokens (each holds the
+    prompt), as the other trainers count theirs."""
+
+    class PairCounting(Trainer):
+        def _track_num_input_tokens(self, inputs):
+            masks = [inputs[k] for k in ("chosen_attention_mask", "rejected_attention_mask") if k in inputs]
+            if self.args.include_num_input_tokens_seen == "no" or "input_ids" in inputs or not masks:
+                return super()._track_num_input_tokens(inputs)
+            import torch
+
+            seen = torch.as_tensor(sum(int(m.sum()) for m in masks), device=self.args.device, dtype=torch.int64)
+            self.state.num_input_tokens_seen += self.accelerator.gather(seen).sum().item()
+
+    PairCounting.__name__ = Trainer.__name__
+    return PairCounting
 
 
 def reference_model_of(trainer):
