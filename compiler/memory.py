@@ -15,7 +15,9 @@ It models what the project's runtime (transformers + peft + trl's SFTTrainer) al
   intermediate, attention sizes, the inputs of targeted modules, rank, dropout, DoRA, eager
   attention's score matrices) whose coefficients are fitted to the tracer (`recipe plan --trace`,
   see benchmarks/calibrate_activations.py) and kept in data/activation_model.json; gradient
-  checkpointing keeps one hidden state per layer plus one recomputed layer;
+  checkpointing keeps one hidden state per layer plus one recomputed layer; MoE layers with LoRA on
+  the fused expert tensors keep the folded expert weights; DoRA's weight-sized temporaries are a
+  forward phase, before the LM head's working set exists (`dora_excess_bytes`);
 - logits and loss: trl's fused LM head never builds the (batch, seq, vocab) logits; it holds a
   (min(tokens, 4096), 32768) tile in the compute dtype and an fp32 gradient of the last hidden state;
 - CUDA context and allocator overhead, for `required_bytes`.
