@@ -96,8 +96,10 @@ def measure(cfg: dict, opts: dict) -> dict:
                                  gradient_checkpointing=opts["gradient_checkpointing"],
                                  attention=spec_opts["attention"], gradient_accumulation_steps=2)
         static = result.weights_bytes + result.trainable_bytes * 2 + result.optimizer_bytes
+        # DoRA's forward temporaries are modelled apart (memory.dora_excess_bytes), not fitted
         rows[layers] = dict(arch=arch, shape=shape, result=result,
-                            rest=result.peak_bytes - static - memory.head_bytes(arch, shape))
+                            rest=result.peak_bytes - static - memory.head_bytes(arch, shape)
+                            - memory.dora_excess_bytes(arch, shape))
     t = seq * mbs
     arch, shape = rows[2]["arch"], rows[2]["shape"]
     return dict(

@@ -15,7 +15,9 @@ It models what the project's runtime (transformers + peft + trl's SFTTrainer) al
   intermediate, attention sizes, the inputs of targeted modules, rank, dropout, DoRA, eager
   attention's score matrices) whose coefficients are fitted to the tracer (`recipe plan --trace`,
   see benchmarks/calibrate_activations.py) and kept in data/activation_model.json; gradient
-  checkpointing keeps one hidden state per layer plus one recomputed layer;
+  checkpointing keeps one hidden state per layer plus one recomputed layer; MoE layers with LoRA on
+  the fused expert tensors keep the folded expert weights; DoRA's weight-sized temporaries are a
+  forward phase, before the LM head's working set exists (`dora_excess_bytes`);
 - logits and loss: trl's fused LM head never builds the (batch, seq, vocab) logits; it holds a
   (min(tokens, 4096), 32768) tile in the compute dtype and an fp32 gradient of the last hidden state;
 - CUDA context and allocator overhead, for `required_bytes`.
@@ -226,6 +228,7 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
     gelu = arch.hidden_act.startswith("gelu")
     full = shape.method == "full"
     layer_weights = sum(m.in_features * m.out_features for m in linear_modules(arch))
+    moe = arch.num_experts > 1
     return {
         "norm": arch.norms_per_layer * arch.hidden_size,
         "hidden": arch.hidden_size,
@@ -243,7 +246,11 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "lora_rank": modules * shape.rank,
         "dora_out_fp32": sum_out if dora and fp32_adapters else 0,
         "dora_out_bf16": sum_out if dora and not fp32_adapters else 0,
-        "dora_dropout_out": sum_out if dora and drop else 0,
+        "dora_dropout_out": sum_out if dora and drop and fp32_adapters else 0,
+        # QDoRA with dropout: peft recomputes the base output from the dequantized weight
+        # (F.linear(dropout(x), W)), which the matmul keeps for backward: each quantized targeted
+        # module's weight in the compute dtype, per layer (per token here)
+        "qdora_dequantized_per_token": _dequantized_kept(arch, shape) / shape.tokens if dora and drop else 0,
         "full_in": all_in if full else 0,
         # autocast's bf16 copies of each layer's fp32 weights, kept for backward (per token)
         "full_weights_per_token": layer_weights / shape.tokens if full and shape.precision != "bf16-pure" else 0,
@@ -254,7 +261,30 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         and arch.attn_logit_softcapping else 0,
         "sdpa_math_scores": arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
         "int8_inputs": int8_kept_inputs(arch, shape),
+        # MoE: the routed copies of each token's hidden state (one per chosen expert: gathered input,
+        # expert output, weighted output)
+        "moe_routed": arch.experts_per_token * arch.hidden_size if moe else 0,
+        # LoRA on the fused expert tensors (peft's ParamWrapper) folds W + B A into one expert-stack-sized
+        # tensor per forward (a parametrization, baddbmm); the expert matmul keeps it for backward: a
+        # whole copy of the layer's expert weights, in the compute dtype, per layer (per token here)
+        "expert_lora_weights_per_token": expert_lora_weights(arch, shape) / shape.tokens,
     }
+
+
+def _dequantized_kept(arch: Architecture, shape: StepShape) -> float:
+    """Per layer: the weight values of the targeted modules that are really quantized (QDoRA)."""
+    if shape.method not in QUANTIZED:
+        return 0
+    replaced = {m.name for m in quantizable_linears(arch)}
+    return sum(m.in_features * m.out_features * m.count for m in resolve_targets(arch, shape.targets)
+               if m.name in replaced) / arch.num_layers
+
+
+def expert_lora_weights(arch: Architecture, shape: StepShape) -> int:
+    """Per layer: the values of the fused expert tensors LoRA adapts through peft's ParamWrapper."""
+    if shape.method == "full" or shape.targets not in ("all-linear", ("all-linear",)):
+        return 0
+    return sum(p.params for p in parameter_targets(arch) if p.num_experts > 1) // arch.num_layers
 
 
 _OUTPUT_SIDE = {"o_proj", "dense", "down_proj", "fc2", "dense_4h_to_h"}
@@ -283,17 +313,40 @@ def _sdpa_math(arch: Architecture, shape: StepShape) -> bool:
     return shape.attention == "sdpa" and arch.sdpa_materializes_scores
 
 
+def dora_forward_bytes(arch: Architecture, shape: StepShape) -> int:
+    """DoRA's weight-sized temporaries, one targeted module at a time, in its forward (peft 0.21
+    DoraLinearLayer: `get_lora_weight` builds B A from `torch.eye(in)`, which the graph keeps in the
+    compute dtype; `get_weight_norm` adds `scaling * B A` to the (dequantized, for QDoRA) weight).
+    Measured with the tracer per module (phi-3-mini, llama, falcon shapes, in the module's forward):
+    2 bytes per in x in value, and per in x out value 16 bytes with fp32 adapters (DoRA), 8 with bf16
+    adapters on a quantized weight (QDoRA), 6 on a weight left 16-bit (Falcon's FalconLinear).
+    The largest module's count."""
+    if shape.method not in ("dora", "qdora"):
+        return 0
+    compute = _dtype_bytes(shape.precision)
+    quantized = shape.method in QUANTIZED
+    replaced = {m.name for m in quantizable_linears(arch)} if quantized else set()
+    worst = 0
+    for m in resolve_targets(arch, shape.targets):
+        per_weight = 8 if m.name in replaced else 6 if quantized else 16
+        worst = max(worst, m.in_features * m.in_features * compute + m.in_features * m.out_features * per_weight)
+    return worst
+
+
+def dora_excess_bytes(arch: Architecture, shape: StepShape) -> int:
+    """DoRA's temporaries live in the forward, before the LM head's working set exists (and, with
+    checkpointing, in a recomputed layer's forward, after it is gone): they raise the peak only by
+    what they exceed that working set by."""
+    return max(0, dora_forward_bytes(arch, shape) - head_bytes(arch, shape))
+
+
 def transient_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
     """What the step holds at its peak beyond the kept layers and the LM head, by cause (bytes
-    before their coefficient): DoRA's weight-sized norm temporaries, full fine-tuning's weight
-    gradient temporaries (an untied LM head's, one layer's)."""
-    per_layer_targets = 0
-    if shape.method in ("dora", "qdora"):
-        per_layer_targets = sum(m.in_features * m.out_features for m in resolve_targets(arch, shape.targets))
+    before their coefficient): full fine-tuning's weight gradient temporaries (an untied LM head's,
+    one layer's), a recomputed layer's MLP gradients, sdpa's math-path scores. (DoRA's weight-sized
+    temporaries are a phase of their own: `dora_excess_bytes`.)"""
     layer_weights = sum(m.in_features * m.out_features for m in linear_modules(arch))
     return {
-        "dora_weights_fp32": per_layer_targets if shape.method == "dora" else 0,
-        "dora_weights_bf16": per_layer_targets if shape.method == "qdora" else 0,
         "full_vocab_untied": arch.vocab_size * arch.hidden_size
         if shape.method == "full" and not arch.tied_embeddings else 0,
         "full_layer": layer_weights if shape.method == "full" else 0,
@@ -334,7 +387,7 @@ def activation_bytes(arch: Architecture, shape: StepShape) -> tuple[int, int]:
         transient += coef.get("recomputed_layer", 1.0) * per_layer * t
     else:
         layers = arch.num_layers * per_layer * t
-    total = layers + transient
+    total = layers + transient + dora_excess_bytes(arch, shape)
     if shape.method == "full" and arch.tied_embeddings:
         # the tied embedding's gradient arrives last in backward, when activations are freed: a phase
         # of its own (fp32 gradient temporaries of vocab x hidden), the larger of the two is the peak
