@@ -62,3 +62,15 @@ def test_frames_do_not_give_the_label_away():
             if head.strip():
                 labels = {r["messages"][-1]["content"] for r in rows if head in r["messages"][1]["content"]}
                 assert labels == set(demo.LABELS), frame
+
+
+def test_preference_demo_held_out_pairs_share_no_prompt_with_training():
+    """`recipe demo preference` draws its held-out pairs from the held-out half of the ticket space too."""
+    from recipe_ft.runtime import preference_demo
+
+    train = preference_demo.pairs(160, 7, demo.TRAIN)
+    held = preference_demo.pairs(48, 8, demo.HELD_OUT)
+    prompts = lambda rows: {r["prompt"][-1]["content"] for r in rows}  # noqa: E731
+    assert prompts(train).isdisjoint(prompts(held))
+    items = list(demo.TRAIN["items"])
+    assert not any(item in text for text in prompts(held) for item in items)
