@@ -106,6 +106,19 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
 SAMPLE_RECORDS = 1000  # records `recipe validate` reads (plan and run read them all)
 
 
+def record_error(row: Any, error, convert):
+    """What is wrong with one record as `recipe run` would read it (the reader's parse error first,
+    then the shape, then the format's check), or None."""
+    if error is None and not isinstance(row, dict):
+        error = f"expected an object, got {type(row).__name__}"
+    if error is None and convert is not None:
+        try:
+            convert(row)
+        except ValueError as exc:
+            error = str(exc)
+    return error
+
+
 def record_check(fmt: Any):
     """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
     None (compiler/convert.py, the same check `recipe run` applies)."""
@@ -138,13 +151,7 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
         for n, (lineno, row, error) in enumerate(records.raw(path, display)):
             if n >= SAMPLE_RECORDS:
                 break
-            if error is None and not isinstance(row, dict):
-                error = f"expected an object, got {type(row).__name__}"
-            if error is None and convert is not None:
-                try:
-                    convert(row)
-                except ValueError as exc:
-                    error = str(exc)
+            error = record_error(row, error, convert)
             if error is None and renders is not None and rendered < SAMPLE_RENDERS:
                 rendered += 1
                 env, prompt, completion = renders

@@ -10,7 +10,6 @@ from typing import Any, Optional
 
 from ..schemas.errors import RecipeError
 
-ROLES = ("system", "user", "assistant")
 ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
 
 
@@ -31,16 +30,9 @@ def _chat(row: dict) -> list[dict]:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("expected 'messages': a non-empty list of {role, content}")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ValueError(f"messages[{i}] must be an object with role and content")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise ValueError(f"messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string")
-        out.append({"role": role, "content": content})
+    from .pairs import checked_messages
+
+    out = checked_messages(messages, "messages")
     if out[-1]["role"] != "assistant":
         raise ValueError("the last message must be the assistant's (it is what the model learns to say)")
     return out

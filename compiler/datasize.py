@@ -173,19 +173,13 @@ def _count(recipe: Recipe, path: Path, model_dir: Optional[Path]) -> tuple[int, 
     display = recipe.data.train
     tokenizer = _tokenizer(model_dir)
     templates = _templates(recipe)
-    from .checks import record_check
+    from .checks import record_check, record_error
 
     convert = record_check(recipe.data.format)
     count, read, lengths, bad = 0, 0, [], []
     for lineno, row, error in records.raw(path, display):
         read += 1
-        if error is None and not isinstance(row, dict):
-            error = f"expected an object, got {type(row).__name__}"
-        if error is None and convert is not None:
-            try:
-                convert(row)
-            except ValueError as exc:
-                error = str(exc)
+        error = record_error(row, error, convert)
         if error is None and recipe.data.format in ("preference", "kto"):  # a pair's longer side
             from .preference import example_lengths
 

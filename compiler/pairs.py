@@ -21,6 +21,11 @@ LABELS = {True: True, False: False, 1: True, 0: False, "true": True, "false": Fa
 def _messages(value: Any, key: str) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"'{key}' must be a non-empty string or a non-empty list of {{role, content}}")
+    return checked_messages(value, key)
+
+
+def checked_messages(value: list, key: str) -> list[dict]:
+    """Each item of a message list as {role, content}; ValueError naming `key[i]` otherwise."""
     out = []
     for i, m in enumerate(value):
         if not isinstance(m, dict):

@@ -154,13 +154,20 @@ def make(directory: Path, train_examples: int = 320, eval_examples: int = 40, ep
          seed: int = 7, force: bool = False) -> Path:
     """Write the demo into `directory`; returns the recipe's path. Files the demo did not write, or
     that were edited since, are not overwritten unless `force`."""
+    return write_guarded(Path(directory), DEMO_FILES, force,
+                         lambda d: _make(d, train_examples, eval_examples, epochs, seed))
+
+
+def write_guarded(directory: Path, files: tuple, force: bool, write) -> Path:
+    """Run `write(directory)` (it writes `files`; a trailing / is a folder) unless that would overwrite
+    files a demo did not write or that were edited since (then refused, unless `force`); mark what
+    was written so the next demo can tell."""
     from .outdir import check_demo_dir, mark_demo
 
-    directory = Path(directory)
-    check_demo_dir(directory, DEMO_FILES, force)
-    recipe = _make(directory, train_examples, eval_examples, epochs, seed)
-    written = [directory / f for f in DEMO_FILES if not f.endswith("/")]
-    written += [p for f in DEMO_FILES if f.endswith("/") for p in (directory / f).rglob("*") if p.is_file()]
+    check_demo_dir(directory, files, force)
+    recipe = write(directory)
+    written = [directory / f for f in files if not f.endswith("/")]
+    written += [p for f in files if f.endswith("/") for p in (directory / f).rglob("*") if p.is_file()]
     mark_demo(directory, [p for p in written if p.is_file()])
     return recipe
 

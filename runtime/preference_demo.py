@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from .demo import HELD_OUT, LABELS, SYSTEM, TRAIN, _model, _tokenizer, tickets
+from .demo import DEMO_FILES, HELD_OUT, LABELS, SYSTEM, TRAIN, _model, _tokenizer, tickets, write_guarded
 
 RAMBLING = ["Thanks for reaching out! It is hard to say what this is about without more details, so it "
             "could be {a} or perhaps {b}.",
@@ -81,22 +81,12 @@ def pairs(n: int, seed: int, space: dict = TRAIN) -> list[dict]:
     return rows
 
 
-DEMO_FILES = ("recipe.yaml", "data/train.jsonl", "data/eval.jsonl", "tiny-llama/")  # what `make` writes
-
-
 def make(directory: Path, train_examples: int = 160, eval_examples: int = 48, epochs: int = 3,
          beta: float = 0.5, seed: int = 7, force: bool = False) -> Path:
     """Write the preference demo into `directory`; returns the recipe's path. Files the demo did not
     write, or that were edited since, are not overwritten unless `force` (as `recipe demo`)."""
-    from .outdir import check_demo_dir, mark_demo
-
-    directory = Path(directory)
-    check_demo_dir(directory, DEMO_FILES, force)
-    recipe = _make(directory, train_examples, eval_examples, epochs, beta, seed)
-    written = [directory / f for f in DEMO_FILES if not f.endswith("/")]
-    written += [p for f in DEMO_FILES if f.endswith("/") for p in (directory / f).rglob("*") if p.is_file()]
-    mark_demo(directory, [p for p in written if p.is_file()])
-    return recipe
+    return write_guarded(Path(directory), DEMO_FILES, force,
+                         lambda d: _make(d, train_examples, eval_examples, epochs, beta, seed))
 
 
 def _make(directory: Path, train_examples: int, eval_examples: int, epochs: int, beta: float, seed: int) -> Path:
