@@ -9,6 +9,7 @@ the real data set. Only the training file is read; at most SAMPLE_ROWS rows are 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -52,8 +53,11 @@ class DataSize:
         trials = 200
         return sum(max(rng.choice(self.lengths) for _ in range(micro_batch)) for _ in range(trials)) / trials
 
-
     def packed_rows(self) -> int:
+        return self._packed_rows  # simulated once per measurement, however many options ask
+
+    @functools.cached_property
+    def _packed_rows(self) -> int:
         """Rows trl's "bfd" packing makes of the training set: best-fit decreasing of the example
         lengths (each clipped to max_seq_len) into rows of max_seq_len tokens; simulated on the
         sampled lengths and scaled to all examples, or the token total over the row length when

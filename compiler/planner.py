@@ -103,7 +103,7 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
 
     size = datasize.measure(recipe, recipe_dir, model.path)
 
-    packed_rows = size.packed_rows() if t.packing else 0  # simulated once; every option shares it
+    packed_rows = size.packed_rows() if t.packing else 0
     pairs = preference.sequences_per_example(base.objective)
 
     def train_tokens(mbs: int) -> float:
