@@ -116,13 +116,19 @@ def _params(name: str) -> float:
     return float(entry["published_params"])
 
 
-def _compile(path: str, overrides: list[str]):
-    """compile_file without printing validation warnings (they would repeat once per size)."""
-    from .pipeline import load
+def _compile(path: str, overrides: list[str], source=None):
+    """compile_file without printing validation warnings (they would repeat once per size). `source`:
+    the recipe as read once (compiler/load.py's Document), copied for each size so that the file is
+    read and parsed once however many sizes are planned."""
+    import copy
+
+    from .load import read
+    from .overrides import apply
     from .planner import compile_plan
     from .validate import problem_order, validate
 
-    doc, misplaced = load(path, overrides)
+    doc = copy.deepcopy(source if source is not None else read(Path(path), display=path))
+    misplaced = apply(doc, list(overrides))
     result = validate(doc, base_dir=Path(path).resolve().parent)
     problems = sorted(misplaced + result.problems, key=problem_order)
     if misplaced or not result.ok:
@@ -140,8 +146,11 @@ def _row(compiled, own: bool) -> Row:
 
 def compare(path: str, overrides: list[str] = ()) -> Comparison:
     """Plan the recipe at each size of its family. Raises RecipeError when the recipe itself is invalid."""
+    from .load import read
+
     overrides = list(overrides)
-    first, warnings = _compile(path, overrides)
+    source = read(Path(path), display=path)  # read and parsed once, for every size
+    first, warnings = _compile(path, overrides, source)
     plan = first.plan
     if plan.economics is None:
         raise UsageError("--compare needs an economics: section in the recipe (api_model, requests_per_day, "
@@ -155,7 +164,7 @@ def compare(path: str, overrides: list[str] = ()) -> Comparison:
             rows.append(_row(first, own=True))
             continue
         try:
-            compiled, _ = _compile(path, overrides + [f"model.base={name}"])
+            compiled, _ = _compile(path, overrides + [f"model.base={name}"], source)
         except RecipeError as exc:
             detail = "; ".join(f"{p.key}: {p.message}" for p in exc.problems) or exc.message
             rows.append(Row(model=name, parameters=int(_params(name)), error=detail))

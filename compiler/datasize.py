@@ -21,10 +21,12 @@ from typing import Optional
 
 from ..schemas.errors import RecipeError
 from ..schemas.recipe import Recipe
-from . import records
+from . import datacache, datacount, records
 from .templates import compile_pair, describe, render
 
 SAMPLE_ROWS = 2000
+FULL_CHECK_BYTES = 8 << 20  # files up to 8 MiB: every record checked at plan time; larger: a sample
+CACHE_VERSION = 1  # bump when a measurement's meaning changes
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD_TOKENS = 5  # role header and end-of-turn tokens per chat message
 EXAMPLE_OVERHEAD_TOKENS = 8  # BOS, template scaffolding, EOS
@@ -42,16 +44,22 @@ class DataSize:
     lengths: tuple = field(default=(), repr=False, compare=False)  # a sample, clipped to max_seq_len
     max_len: int = 0
 
+    _padded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def padded_tokens_per_example(self, micro_batch: int) -> float:
         """Tokens computed per example when each micro batch is padded to its longest sequence:
-        simulated from the sampled lengths, or a stated 25% on the mean when there are none."""
+        simulated from the sampled lengths, or a stated 25% on the mean when there are none. Simulated
+        once per micro-batch size, however many options ask."""
         if micro_batch <= 1:
             return self.tokens_per_example
         if len(self.lengths) < 2:
             return min(self.tokens_per_example * DECLARED_PADDING, self.max_len or self.tokens_per_example)
-        rng = random.Random(0)
-        trials = 200
-        return sum(max(rng.choice(self.lengths) for _ in range(micro_batch)) for _ in range(trials)) / trials
+        if micro_batch not in self._padded:
+            rng = random.Random(0)
+            trials = 200
+            self._padded[micro_batch] = sum(max(rng.choice(self.lengths) for _ in range(micro_batch))
+                                            for _ in range(trials)) / trials
+        return self._padded[micro_batch]
 
     def packed_rows(self) -> int:
         return self._packed_rows  # simulated once per measurement, however many options ask
@@ -135,7 +143,8 @@ def _tokenizer(model_dir: Optional[Path]):
 
 def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> DataSize:
     """Examples and tokens per example for planning, with how they were counted. Declared sizes win
-    over the file (a sample can stand for the real data set); the file is read for what is not declared."""
+    over the file (a sample can stand for the real data set); the file is read for what is not
+    declared: not at all when both are, and not tokenized when data.tokens_per_example is."""
     declared_n, declared_t = recipe.data.examples, recipe.data.tokens_per_example
     max_len = recipe.training.max_seq_len
     path = recipe_dir / recipe.data.train
@@ -148,7 +157,11 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
             notes.append(f"could not read {recipe.data.train} (Parquet needs pyarrow, in the [train] extra); "
                          f"used declared sizes")
         else:
-            count, lengths, counted_with = _count(recipe, path, model_dir)
+            counted = count_file(recipe, path, model_dir, need_lengths=not declared_t)
+            count, lengths, counted_with = counted.count, counted.lengths, counted.counted_with
+            if not counted.complete:
+                notes.append(f"{recipe.data.train}: records counted in full, {counted.checked:,} sampled "
+                             f"records checked and measured; `recipe run` checks every record")
     if recipe.data.eval_fraction and count:
         count -= math.floor(count * recipe.data.eval_fraction)
     if declared_n and count and declared_n != count:
@@ -170,31 +183,116 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
 
 
 def _count(recipe: Recipe, path: Path, model_dir: Optional[Path]) -> tuple[int, list[int], str]:
-    """Records and sampled token lengths, read with the reader `recipe run` uses: a file it would
-    refuse (empty, unreadable, bad records with data.on_error: fail) is refused here too."""
+    """Records and sampled token lengths of one data file (see count_file)."""
+    counted = count_file(recipe, path, model_dir)
+    return counted.count, counted.lengths, counted.counted_with
+
+
+@dataclass
+class Counted:
+    count: int  # usable records (estimated from the sample's bad fraction when only a sample was checked)
+    lengths: list  # token lengths of up to SAMPLE_ROWS records, unclipped
+    counted_with: str  # tokenizer | heuristic
+    checked: int  # records read and checked as `recipe run` checks them
+    complete: bool  # every record was checked (else a deterministic sample of them)
+
+
+def _tokenizer_file(model_dir: Optional[Path]) -> Optional[Path]:
+    if model_dir is None or not (Path(model_dir) / "tokenizer.json").is_file():
+        return None
+    return Path(model_dir) / "tokenizer.json" if importlib.util.find_spec("tokenizers") is not None else None
+
+
+def count_file(recipe: Recipe, path: Path, model_dir: Optional[Path], display: Optional[str] = None,
+               need_lengths: bool = True) -> Counted:
+    """Records and sampled token lengths of one data file, read with the reader `recipe run` uses.
+
+    Files up to FULL_CHECK_BYTES are read whole and every record is checked: a file `recipe run` would
+    refuse (bad records with data.on_error: fail) is refused here too. Larger ones are counted in
+    O(bytes) (compiler/datacount.py) and a deterministic sample of SAMPLE_ROWS records is checked and
+    tokenized; `recipe run` checks every record before it loads the model. The result is cached on disk
+    by the file's sha256, the tokenizer's and the settings that change it (compiler/datacache.py)."""
+    display = display or recipe.data.train
+    records.check_file(path, display)
+    tokenizer_file = _tokenizer_file(model_dir)
+    template = recipe.data.template
+    settings = dict(version=CACHE_VERSION, format=recipe.data.format, on_error=recipe.data.on_error,
+                    template=[template.prompt, template.completion] if template is not None else None,
+                    tokenizer=datacache.digest(tokenizer_file) if tokenizer_file else None,
+                    sample=SAMPLE_ROWS, full_bytes=FULL_CHECK_BYTES, lengths=need_lengths)
+    signature = datacache._signature(path)
+    digest = datacache.known_digest(path)
+    if digest is not None:
+        hit = datacache.get(datacache.key(file=digest, **settings))
+        if hit is not None:
+            try:
+                return Counted(**hit)
+            except TypeError:
+                pass
+    suffix = path.suffix.lower()
+    if path.stat().st_size <= FULL_CHECK_BYTES or suffix == ".json":
+        scan = None
+        rows = records.raw(path, display)
+    else:
+        if suffix == ".jsonl":
+            scan = datacount.jsonl(path, SAMPLE_ROWS, hash_it=digest is None)
+        elif suffix == ".csv":
+            scan = datacount.csv_rows(path, display, SAMPLE_ROWS)
+        else:
+            scan = datacount.parquet(path, display, SAMPLE_ROWS)
+        rows = scan.rows
+        digest = digest or scan.digest
+    tokenizer = _tokenizer(model_dir) if need_lengths else None
+    good, read, lengths, bad = _check(recipe, rows, tokenizer, need_lengths)
+    lengths = lengths if need_lengths else []
+    if bad and recipe.data.on_error == "fail":
+        where = records.where_word(path)
+        message = records.listing(display, bad, where, read)
+        if scan is not None:
+            message += (f"\n(found in a sample of {read:,} of {scan.count:,} {where}s; `recipe run` checks them all)")
+        raise RecipeError(message)
+    if scan is None:
+        count, complete = good, True
+    else:  # the sample's share of bad records, of the whole file's count
+        count, complete = scan.count - round(scan.count * len(bad) / max(read, 1)), False
+    if not count:
+        raise RecipeError(f"{display}: no usable records" + (f" (all {read} were bad)" if read else "")
+                          + "; nothing to plan")
+    counted = Counted(count, lengths, "tokenizer" if tokenizer_file is not None and need_lengths else "heuristic",
+                      read, complete)
+    if digest is None:
+        digest = datacache.digest(path)
+    else:
+        datacache.remember_digest(path, digest, signature)
+    datacache.put(datacache.key(file=digest, **settings), counted.__dict__)
+    return counted
+
+
+def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, int, list[int], list]:
+    """(good records, records read, token lengths of the first SAMPLE_ROWS good ones, [(where, why)] bad)."""
     from jinja2 import TemplateError
 
-    display = recipe.data.train
-    tokenizer = _tokenizer(model_dir)
-    templates = _templates(recipe)
     from .checks import record_check, record_error
 
+    templates = _templates(recipe)
     convert = record_check(recipe.data.format)
+    sample = SAMPLE_ROWS
+
+    def encode(text: str, messages: int) -> int:
+        n = (len(tokenizer.encode(text).ids) if tokenizer is not None
+             else math.ceil(len(text) / CHARS_PER_TOKEN))
+        return n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS
+
     count, read, lengths, bad = 0, 0, [], []
-    for lineno, row, error in records.raw(path, display):
+    for lineno, row, error in rows:
         read += 1
         error = record_error(row, error, convert)
         if error is None and recipe.data.format in ("preference", "kto"):  # a pair's longer side
             from .preference import example_lengths
 
-            def encode(text: str, messages: int) -> int:
-                n = (len(tokenizer.encode(text).ids) if tokenizer is not None
-                     else math.ceil(len(text) / CHARS_PER_TOKEN))
-                return n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS
-
             try:
-                if len(lengths) < SAMPLE_ROWS:
-                    lengths.append(example_lengths(row, encode))
+                if len(lengths) < sample:
+                    lengths.append(example_lengths(row, encode) if need_lengths else 0)
             except (ValueError, TypeError, AttributeError) as exc:
                 error = f"not a {recipe.data.format} record ({exc})"
             else:
@@ -202,21 +300,14 @@ def _count(recipe: Recipe, path: Path, model_dir: Optional[Path]) -> tuple[int, 
                 continue
         elif error is None:
             try:
-                text, messages = example_text(row, recipe.data.format, templates) if len(lengths) < SAMPLE_ROWS \
-                    else (None, 0)
+                text, messages = example_text(row, recipe.data.format, templates) \
+                    if len(lengths) < sample and (need_lengths or templates is not None) else (None, 0)
             except TemplateError as exc:
                 error = f"template: {describe(exc)}"
             else:
                 count += 1
                 if text is not None:
-                    n = (len(tokenizer.encode(text).ids) if tokenizer is not None
-                         else math.ceil(len(text) / CHARS_PER_TOKEN))
-                    lengths.append(n + messages * MESSAGE_OVERHEAD_TOKENS + EXAMPLE_OVERHEAD_TOKENS)
+                    lengths.append(encode(text, messages) if need_lengths else 0)
                 continue
         bad.append((lineno, error))
-    if bad and recipe.data.on_error == "fail":
-        raise RecipeError(records.listing(display, bad, records.where_word(path), read))
-    if not count:
-        raise RecipeError(f"{display}: no usable records" + (f" (all {read} were bad)" if read else "")
-                          + "; nothing to plan")
-    return count, lengths, "tokenizer" if tokenizer is not None else "heuristic"
+    return count, read, lengths, bad

@@ -13,7 +13,7 @@ from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, 
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
 from . import build as build_mod
-from . import calibration, catalogs, datasize, hardware, memory, models, preference, timing
+from . import calibration, catalogs, datacache, datasize, hardware, memory, models, preference, timing
 from .architecture import attention_implementations, parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
 from .economics import evaluate as economics_of
@@ -387,9 +387,9 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
     recipe_dir = recipe_path.resolve().parent
     train = recipe_dir / recipe.data.train
     eval_path = recipe_dir / recipe.data.eval if recipe.data.eval else None
-    data_hashes = {recipe.data.train: datasize.sha256(train)}
+    data_hashes = {recipe.data.train: datacache.digest(train)}  # remembered by stat signature: not re-read
     if eval_path is not None:
-        data_hashes[recipe.data.eval] = datasize.sha256(eval_path)
+        data_hashes[recipe.data.eval] = datacache.digest(eval_path)
     time_est = chosen.time
     preference_plan, preference_decision = preference.plan_section(recipe, arch, s, mem, memory.estimate)
     alternatives = []

@@ -68,21 +68,31 @@ def raw(path: Path, display: str) -> Iterator[tuple[int, Any, Optional[str]]]:
         raise RecipeError(f"{display}: cannot read it ({exc.strerror})") from None
 
 
+def blank(line: bytes) -> bool:
+    """A line that holds no record (ASCII whitespace only): skipped by the reader, not counted."""
+    return not line.strip()
+
+
+def jsonl_line(line: bytes) -> tuple[Any, Optional[str]]:
+    """One JSONL line (not blank) as (record, None) or (None, why it cannot be read)."""
+    text, error = _utf8(line)
+    if error:
+        return None, error
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply)"
+
+
 def _jsonl(path: Path):
     with path.open("rb") as f:
         for lineno, line in enumerate(f, start=1):
-            text, error = _utf8(line)
-            if error:
-                yield lineno, None, error
+            if blank(line):
                 continue
-            if not text.strip():
-                continue
-            try:
-                yield lineno, json.loads(text), None
-            except json.JSONDecodeError as exc:
-                yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-            except RecursionError:
-                yield lineno, None, "invalid JSON (nested too deeply)"
+            row, error = jsonl_line(line)
+            yield lineno, row, error
 
 
 def _json(path: Path):

@@ -19,7 +19,7 @@ from ..schemas.plan import Plan
 from . import data as data_mod
 from .conformance import check as check_conformance
 from .conformance import enforce as enforce_conformance
-from . import outdir
+from . import outdir, tokenized
 from .preflight import Device, preflight, torch_dtype
 
 COMPLETE = "CHECKPOINT_COMPLETE"  # written after a checkpoint is fully saved
@@ -223,8 +223,12 @@ def load_data(plan: Plan, plan_dir: Path, tokenizer):
         eval_rows = eval_records.rows
     elif recipe.data.eval_fraction:
         train_rows, eval_rows = data_mod.split_eval(records.rows, recipe.data.eval_fraction, recipe.training.seed)
+    # SFT: truncations are counted from trl's own tokenization (runtime/tokenized.py), after the trainer
+    # is built; preference pairs are counted here (their trainers tokenize each side apart)
+    truncated = None if plan.preference is None else \
+        sum(1 for row in train_rows if token_count(tokenizer, row) > plan.training.max_seq_len)
     counts = {"train_read": records.read, "train_skipped": records.skipped, "train_examples": len(train_rows),
-              "train_truncated": sum(1 for row in train_rows if token_count(tokenizer, row) > plan.training.max_seq_len),
+              "train_truncated": truncated,
               "eval_examples": len(eval_rows), "format": recipe.data.format, "as": records.kind,
               "eval_skipped": eval_records.skipped if eval_records else 0,
               "duplicates_in_eval": data_mod.duplicates(train_rows, eval_rows) if eval_rows else 0}
@@ -251,8 +255,6 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     device = preflight(plan, plan_dir)
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback, set_seed
-    from trl import SFTTrainer
-
     run_dir = (plan_dir / plan.output_dir).resolve()
     model_dir = plan.model.path or plan.model.name
     log(f"device: {device.describe()}")
@@ -262,8 +264,7 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_rows, eval_rows, kind, counts = load_data(plan, plan_dir, tokenizer)
-    log(f"data: {counts['train_examples']} training examples ({counts['train_skipped']} skipped, "
-        f"{counts['train_truncated']} truncated to {plan.training.max_seq_len} tokens), "
+    log(f"data: {counts['train_examples']} training examples ({counts['train_skipped']} skipped), "
         f"{counts['eval_examples']} held out; trained as {kind}")
     if counts["duplicates_in_eval"]:
         log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
@@ -283,12 +284,18 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
                                    _sft_config(plan, run_dir, device, kind, bool(eval_rows)), peft_config,
                                    _callbacks(state))
     else:
-        trainer = SFTTrainer(
-            model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
+        args = _sft_config(plan, run_dir, device, kind, bool(eval_rows))
+        args.dataset_num_proc = tokenized.workers(len(train_rows))
+        trainer = tokenized.counting_trainer()(
+            model=model, args=args,
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer, peft_config=peft_config, callbacks=_callbacks(state))
+        counts["train_truncated"] = trainer.token_counts["train"][1]  # from the tokens trl trains on
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
+    log(f"data: {counts['train_truncated']} training examples longer than {plan.training.max_seq_len} tokens "
+        f"(truncated)" + (f" with {tokenized.workers(len(train_rows))} tokenizing processes"
+                          if plan.preference is None and tokenized.workers(len(train_rows)) else ""))
     conformance = check_conformance(plan, trainer, device.precision)
     if conformance["problems"]:  # leave nothing behind: remove the empty folders the trainer made, no file
         for made, existed in ((run_dir / "checkpoints", checkpoints_existed), (run_dir, run_dir_existed)):

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# Data measurements are cached on disk (compiler/datacache.py): the tests keep theirs out of ~/.cache.
+if "RECIPE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["RECIPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="recipe-test-cache-")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

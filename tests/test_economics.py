@@ -266,6 +266,18 @@ def test_compare_llama_sizes(cli):
     assert code == 0 and "| model | params |" in out and out.count("\n| ") >= 5
 
 
+def test_compare_reads_and_parses_the_recipe_once(cli, monkeypatch):
+    from recipe_ft.compiler import load as load_mod
+
+    reads, parses = [], []
+    real_read, real_yaml = load_mod.read, load_mod.loads_yaml
+    monkeypatch.setattr(load_mod, "read", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    monkeypatch.setattr(load_mod, "loads_yaml", lambda *a, **k: parses.append(a) or real_yaml(*a, **k))
+    code, out, _ = cli("plan", "--compare", "--format", "json", TRIAGE)
+    assert code == 0 and len(json.loads(out)["rows"]) == 4
+    assert len(reads) == 1 and len(parses) == 1
+
+
 def test_compare_usage_errors(cli):
     code, _, err = cli("plan", "--compare", LEGAL)  # no economics: section
     assert code == 2 and "economics" in err
