@@ -132,10 +132,7 @@ SAMPLE_RENDERS = 5  # records it renders through data.template
 
 def _check_records(data: dict, key: str, path: Path, err) -> None:
     """The first records, read as `plan` and `run` read them; the first few rendered by the template."""
-    from jinja2 import TemplateError
-
     from . import records
-    from .templates import compile_pair, describe, render
 
     display = data[key]
     skip = data.get("on_error") == "skip"
@@ -143,6 +140,8 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
     renders = None
     if data.get("format") == "template" and isinstance(template, dict) and all(
             isinstance(template.get(k), str) and not template_syntax_error(template[k]) for k in ("prompt", "completion")):
+        from .templates import compile_pair  # jinja2: imported only for template recipes
+
         renders = compile_pair(template["prompt"], template["completion"])
     convert = record_check(data.get("format", "chat"))
     declared = key == "train" and bool(data.get("examples")) and bool(data.get("tokens_per_example"))
@@ -154,6 +153,10 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
             error = record_error(row, error, convert)
             if error is None and renders is not None and rendered < SAMPLE_RENDERS:
                 rendered += 1
+                from jinja2 import TemplateError
+
+                from .templates import describe, render
+
                 env, prompt, completion = renders
                 for part, t in (("prompt", prompt), ("completion", completion)):
                     try:

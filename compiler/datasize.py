@@ -22,7 +22,6 @@ from typing import Optional
 from ..schemas.errors import RecipeError
 from ..schemas.recipe import Recipe
 from . import datacache, datacount, records
-from .templates import compile_pair, describe, render
 
 SAMPLE_ROWS = 2000
 FULL_CHECK_BYTES = 8 << 20  # files up to 8 MiB: every record checked at plan time; larger: a sample
@@ -118,6 +117,8 @@ def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
         return str(row.get("text", "")), 0
     if fmt == "template" and template is not None:
         env, prompt, completion = template
+        from .templates import render  # jinja2: imported only for template recipes
+
         return render(env, prompt, row) + render(env, completion, row), 2
     return json.dumps(row), 0
 
@@ -125,6 +126,8 @@ def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
 def _templates(recipe: Recipe):
     if recipe.data.format != "template" or recipe.data.template is None:
         return None
+    from .templates import compile_pair
+
     return compile_pair(recipe.data.template.prompt, recipe.data.template.completion)
 
 
@@ -270,11 +273,14 @@ def count_file(recipe: Recipe, path: Path, model_dir: Optional[Path], display: O
 
 def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, int, list[int], list]:
     """(good records, records read, token lengths of the first SAMPLE_ROWS good ones, [(where, why)] bad)."""
-    from jinja2 import TemplateError
-
     from .checks import record_check, record_error
 
     templates = _templates(recipe)
+    if templates is not None:
+        from jinja2 import TemplateError
+    else:
+        class TemplateError(Exception):  # jinja2 stays unimported when no template renders
+            pass
     convert = record_check(recipe.data.format)
     sample = SAMPLE_ROWS
 
@@ -303,6 +309,8 @@ def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, in
                 text, messages = example_text(row, recipe.data.format, templates) \
                     if len(lengths) < sample and (need_lengths or templates is not None) else (None, 0)
             except TemplateError as exc:
+                from .templates import describe
+
                 error = f"template: {describe(exc)}"
             else:
                 count += 1
