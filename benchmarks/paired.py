@@ -4,9 +4,10 @@ Each round runs every arm once as a fresh subprocess, in an order that rotates r
 B C A, C A B, ...), so that a drift in machine speed (other work starting or stopping) falls on every
 arm alike. For each process it records the wall seconds (time.perf_counter around the subprocess)
 and the CPU seconds (user + system of the child, from os.wait4's rusage), and its peak resident
-memory (ru_maxrss). A ratio between two arms is the median over rounds of the per-round ratio (the
-paired median ratio), for wall time and for CPU time: on a shared machine the CPU-time ratio moves
-far less than the wall-clock one, so it tells noise from a real cost.
+memory (VmHWM from /proc, polled every 2 ms while it runs). A ratio between two arms is the median
+over rounds of the per-round ratio (the paired median ratio), for wall time and for CPU time: on a
+shared machine the CPU-time ratio moves far less than the wall-clock one, so it tells noise from a
+real cost.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def run_measured(cmd: list, env: Optional[dict] = None, cwd=None, ok_codes=(0,),
     for t in threads:
         t.start()
     deadline = start + timeout
+    hwm = 0.0
     while True:
+        hwm = max(hwm, _high_water_mib(proc.pid))
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
@@ -79,7 +82,20 @@ def run_measured(cmd: list, env: Optional[dict] = None, cwd=None, ok_codes=(0,),
     err = b"".join(chunks["err"]).decode(errors="replace")
     if proc.returncode not in ok_codes:
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{err[-4000:]}")
-    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out)
+    # ru_maxrss keeps the parent's size when the child was forked from it (it survives exec): the
+    # child's own high-water mark (VmHWM, polled while it runs) is used where /proc has it
+    return Sample(wall, usage.ru_utime + usage.ru_stime, hwm or usage.ru_maxrss / 1024, out)
+
+
+def _high_water_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def alternate(arms: list, rounds: int, env: Optional[dict] = None, cwd=None, ok_codes=(0,), warmup: int = 1,

@@ -4,10 +4,15 @@
     python benchmarks/plan_speed.py --runs 20 --recipe recipes/product-copy-llama3.1-8b-dora.yaml
     python benchmarks/plan_speed.py --no-peer             # recipe side only (no [train] extra needed)
 
-What is timed, each as a fresh subprocess with wall-clock time (time.perf_counter), after one untimed
-warm-up run each (`--warmup`) so that .pyc compilation and a cold page cache are not counted:
+What is timed, each as a fresh subprocess, after one untimed warm-up round (`--warmup`) so that .pyc
+compilation and a cold page cache are not counted. The arms are alternated (benchmarks/paired.py:
+each round runs every arm once, the order rotating round by round) and each process's wall seconds
+and CPU seconds (user + system, from its rusage) and peak RSS are recorded; ratios are paired medians
+(round i of one arm over round i of the other), for wall and for CPU time. Children run with
+PYTHONDONTWRITEBYTECODE unset (a user's Python caches bytecode) and HF_HUB_OFFLINE=1.
 
 * `python -c pass`                    interpreter start-up, the floor under everything else;
+* `import pydantic, ruamel.yaml`      the libraries `recipe plan` cannot do without: its floor;
 * `python -c 'import recipe_ft.cli'`  the CLI's import cost;
 * `recipe plan <recipe> --format json` the whole command (the `recipe` entry point next to
   sys.executable, else `python -m recipe_ft`); its stdout must parse as JSON;
@@ -18,11 +23,15 @@ warm-up run each (`--warmup`) so that .pyc compilation and a cold page cache are
   written to a temporary directory; the subprocess imports `accelerate.commands.estimate`, replaces
   its `verify_on_hub` (the network call) with the config's contents, and runs its own
   `estimate_command` on that directory: AutoConfig.from_pretrained, an empty model under
-  init_empty_weights, calculate_maximum_sizes, and the dtype table. HF_HUB_OFFLINE=1 for all runs.
+  init_empty_weights, calculate_maximum_sizes, and the dtype table.
 
-Each is reported as median / min / max over `--runs` runs (medians, because other work on the
-machine, such as a calibration job, adds noise; the load average is printed before and after). A
-separate probe runs the CLI's `run([...])` in one process and lists which of torch, transformers,
+`--data-lines N [N ...]`: plans on a training file of N lines (the recipe's 40 chat records repeated,
+written once to a temporary directory) against the same recipe on its 40-line file, with
+data.examples unset so that both count their file: `cold` runs each with an empty measurement cache
+(the file is hashed, counted and sampled in one pass), `warm` with the cache the warm-up filled (the
+file's stat signature matches, nothing is read). Peak RSS shows whether memory stays constant.
+
+A separate probe runs the CLI's `run([...])` in one process and lists which of torch, transformers,
 peft, bitsandbytes, trl, accelerate and datasets ended up in sys.modules.
 
 The timing targets belong here, not in the tests: tests/test_plan_speed_script.py only checks that
@@ -43,10 +52,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import paired  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = ROOT / "recipes" / "support-triage-llama3-8b.yaml"
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "trl", "accelerate", "datasets")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+       "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+FLOOR = "import pydantic, ruamel.yaml"
+# A plan with an empty measurement cache: a fresh cache folder for each run.
+COLD = ("import os, sys, tempfile; os.environ['RECIPE_CACHE_DIR'] = tempfile.mkdtemp(dir=sys.argv.pop(1)); "
+        "from recipe_ft.cli import main; sys.argv[0] = 'recipe'; main()")
 
 # Run the CLI in-process, then say which heavy modules were imported (after the plan's own output).
 PROBE = """
@@ -229,49 +246,121 @@ def load() -> str:
         return "n/a"
 
 
+def write_lines(source: Path, lines: int, path: Path) -> Path:
+    """A JSONL training file of `lines` lines: the source file's records repeated, written in blocks."""
+    records = [line for line in source.read_bytes().splitlines(keepends=True) if line.strip()]
+    block = b"".join(records) * max(1, 100_000 // len(records))
+    per_block = len(records) * max(1, 100_000 // len(records))
+    with path.open("wb") as f:
+        left = lines
+        while left >= per_block:
+            f.write(block)
+            left -= per_block
+        f.write(b"".join(records[i % len(records)] for i in range(left)))
+    return path
+
+
+def data_arms(recipe: Path, big: Path, lines: int, tmp: Path) -> list:
+    """40-line plan, N-line plan with an empty cache, N-line plan with the warm cache."""
+    head = recipe_command(recipe)
+    unset = ["--set", "data.examples=null"]
+    cold_dir = tmp / "cold"
+    cold_dir.mkdir(exist_ok=True)
+    return [paired.Arm(f"plan, 40-line file", [*head, *unset]),
+            paired.Arm(f"plan, {lines:,}-line file, cold cache",
+                       [sys.executable, "-c", COLD, str(cold_dir), *head[-4:], *unset, "--set", f"data.train={big}"]),
+            paired.Arm(f"plan, {lines:,}-line file, warm cache", [*head, *unset, "--set", f"data.train={big}"])]
+
+
+def check_plan(expected_examples):
+    def check(arm, sample):
+        plan = json.loads(sample.stdout)
+        n = expected_examples(arm)
+        if n is not None and plan["data"]["examples"] != n:
+            raise RuntimeError(f"{arm.label}: planned {plan['data']['examples']} examples, expected {n}")
+    return check
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe file (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per command (default: 10)")
-    parser.add_argument("--peer-runs", type=int, default=None, help="timed runs of the peer (default: --runs)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each (default: 1)")
+    parser.add_argument("--runs", type=int, default=10, help="timed rounds (default: 10)")
+    parser.add_argument("--peer-runs", type=int, default=None, help="(kept for compatibility; the peer runs "
+                                                                     "in the same rounds)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
     parser.add_argument("--no-peer", action="store_true", help="skip the accelerate path")
+    parser.add_argument("--data-lines", type=int, nargs="+", default=[],
+                        help="also plan on training files of these many lines (e.g. 1000000 10000000)")
+    parser.add_argument("--data-runs", type=int, default=None, help="timed rounds for --data-lines (default: --runs)")
     args = parser.parse_args(argv)
     recipe = Path(args.recipe).resolve()
-    peer_runs = args.runs if args.peer_runs is None else args.peer_runs
 
-    print(f"python {sys.version.split()[0]} at {sys.executable}; {os.cpu_count()} CPUs; "
+    print(f"python {sys.version.split()[0]} at {sys.executable}; {paired.threads_note()}; "
           f"load average before: {load()}")
     shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe
-    print(f"command: {' '.join(recipe_command(shown))}  (cwd {ROOT}; fresh subprocesses, "
-          f"{args.warmup} untimed warm-up each)")
+    print(f"command: {' '.join(recipe_command(shown))}  (cwd {ROOT}; fresh subprocesses, arms alternated, "
+          f"{args.warmup} untimed warm-up round)")
 
     heavy = heavy_modules_after_plan(recipe)
-    timings = [time_startup(args.runs, args.warmup), time_import(args.runs, args.warmup)]
-    plan_timing, plan = time_recipe_plan(recipe, args.runs, args.warmup)
-    timings.append(plan_timing)
-
-    peer = None
+    plans = []
+    arms = [paired.Arm("python -c pass", [sys.executable, "-c", "pass"]),
+            paired.Arm(f"floor: python -c '{FLOOR}'", [sys.executable, "-c", FLOOR]),
+            paired.Arm("python -c 'import recipe_ft.cli'", [sys.executable, "-c", "import recipe_ft.cli"]),
+            paired.Arm("recipe plan --format json", recipe_command(recipe))]
+    peer = peer_import = None
     name, config = model_config(recipe)
-    if not args.no_peer:
-        if not peer_available():
-            print("peer path skipped: torch, transformers or accelerate is not installed")
-        else:
-            tmp = Path(tempfile.mkdtemp(prefix="plan-speed-"))
-            try:
+    tmp = Path(tempfile.mkdtemp(prefix="plan-speed-"))
+    try:
+        if not args.no_peer:
+            if not peer_available():
+                print("peer path skipped: torch, transformers or accelerate is not installed")
+            else:
                 config_dir = write_config(config, tmp / name.replace("/", "--"))
-                peer = time_peer(config_dir, peer_runs, args.warmup)
-                peer_import = time_peer_import(peer_runs, args.warmup)
+                peer = paired.Arm("accelerate estimate-memory path (no hub)",
+                                  [sys.executable, "-c", PEER, str(config_dir)])
+                peer_import = paired.Arm("  of which: import accelerate.commands.estimate",
+                                         [sys.executable, "-c", "import accelerate.commands.estimate"])
+                arms += [peer, peer_import]
                 size = peer_size(config_dir)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            timings += [peer, peer_import]
 
-    print()
-    print(f"{'':<44} {'median':>8} {'min':>8} {'max':>8} {'runs':>5}   (wall seconds)")
-    for t in timings:
-        print(t.row())
-    print(f"load average after: {load()}")
+        def check(arm, sample):
+            if arm.label.startswith("recipe plan"):
+                plans.append(json.loads(sample.stdout))
+            elif arm is peer and "Memory Usage for loading" not in sample.stdout:
+                raise RuntimeError(f"peer printed no table:\n{sample.stdout[-2000:]}")
+
+        paired.alternate(arms, args.runs, env=ENV, cwd=ROOT, ok_codes=PLAN_OK, warmup=args.warmup, check=check)
+        plan_arm, floor = arms[3], arms[1]
+        print()
+        print(paired.HEADER)
+        for arm in arms:
+            print(arm.row())
+        print(f"recipe plan / floor: {paired.ratio(plan_arm, floor):.2f}x wall, "
+              f"{paired.ratio(plan_arm, floor, 'cpu'):.2f}x CPU time (paired medians of {args.runs})")
+        print(f"load average after: {load()}")
+
+        for lines in args.data_lines:
+            big = write_lines(ROOT / "recipes" / "data" / "support" / "train.jsonl", lines, tmp / f"train-{lines}.jsonl")
+            darms = data_arms(recipe, big, lines, tmp)
+            paired.alternate(darms, args.data_runs or args.runs, env=ENV, cwd=ROOT, ok_codes=PLAN_OK,
+                             warmup=args.warmup, check=check_plan(lambda a: lines if "-line file," in a.label else 40))
+            print()
+            print(f"{lines:,}-line training file ({big.stat().st_size / 2**20:,.0f} MiB) against the recipe's "
+                  f"40-line file; load average {load()}")
+            print(paired.HEADER)
+            for arm in darms:
+                print(arm.row())
+            for arm in darms[1:]:
+                print(f"{arm.label} / 40-line: {paired.ratio(arm, darms[0]):.2f}x wall, "
+                      f"{paired.ratio(arm, darms[0], 'cpu'):.2f}x CPU time; peak RSS "
+                      f"{max(x.max_rss_mib for x in arm.samples):,.0f} MiB "
+                      f"(40-line: {max(x.max_rss_mib for x in darms[0].samples):,.0f} MiB)")
+            big.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    plan = plans[-1]
+    plan_timing = Timing("recipe plan --format json", [x.wall for x in arms[3].samples])
     print()
     print(f"model: {name}; recipe plan counts {plan['model']['parameters']:,} parameters")
     if peer is not None:
@@ -281,11 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     others = ", ".join(heavy["heavy"]) or "none"
     summary = f"recipe plan: {plan_timing.median:.2f} s (median of {len(plan_timing.times)})"
     if peer is not None:
-        summary += (f" | accelerate estimate path: {peer.median:.2f} s (median of {len(peer.times)}), of which "
-                    f"{peer_import.median:.2f} s importing torch, transformers and accelerate and "
-                    f"{max(0.0, peer.median - peer_import.median):.2f} s building the empty model and its size table"
-                    f" | ratio {peer.median / plan_timing.median:.1f}x (not the same work: recipe plan computes "
-                    f"the whole plan without torch; the peer only sizes the parameters, with torch)")
+        summary += (f" | accelerate estimate path: {peer.median():.2f} s (median of {len(peer.samples)}), of which "
+                    f"{peer_import.median():.2f} s importing torch, transformers and accelerate and "
+                    f"{max(0.0, peer.median() - peer_import.median()):.2f} s building the empty model and its size "
+                    f"table | ratio {paired.ratio(peer, arms[3]):.1f}x wall, {paired.ratio(peer, arms[3], 'cpu'):.1f}x "
+                    f"CPU (paired; not the same work: recipe plan computes the whole plan without torch; the peer "
+                    f"only sizes the parameters, with torch)")
     summary += f"; torch imported by recipe plan: {torch_line} (heavy modules: {others})"
     print(summary)
     return 0

@@ -74,14 +74,21 @@ def _digest_entry(path: Path) -> Optional[Path]:
     return root / "digests" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest() + ".json")
 
 
+_memo: dict = {}  # (path, signature) -> sha256 in this process (also when the disk cache is off)
+
+
 def known_digest(path: Path) -> Optional[str]:
     """The sha256 remembered for the file as it is now (same stat signature), or None."""
-    entry = _digest_entry(path)
     signature = _signature(path)
-    if entry is None or signature is None:
+    if signature is None:
         return None
-    data = _read(entry)
+    found = _memo.get((str(path.resolve()), tuple(signature)))
+    if found is not None:
+        return found
+    entry = _digest_entry(path)
+    data = _read(entry) if entry is not None else None
     if data and data.get("signature") == signature and isinstance(data.get("sha256"), str):
+        _memo[(str(path.resolve()), tuple(signature))] = data["sha256"]
         return data["sha256"]
     return None
 
@@ -89,8 +96,11 @@ def known_digest(path: Path) -> Optional[str]:
 def remember_digest(path: Path, digest: str, signature: Optional[list]) -> None:
     """Remember `digest` for the file, under the signature taken before it was read (a file written to
     while it was hashed gets a new ctime, so the entry does not match it afterwards)."""
+    if signature is None or signature != _signature(path):
+        return
+    _memo[(str(path.resolve()), tuple(signature))] = digest
     entry = _digest_entry(path)
-    if entry is not None and signature is not None and signature == _signature(path):
+    if entry is not None:
         _write(entry, {"path": str(path.resolve()), "signature": signature, "sha256": digest})
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -25,7 +27,8 @@ from ..schemas.errors import RecipeError
 from . import records
 
 BLOCK = 1 << 22
-_STARTS = tuple(b"\n" + bytes([c]) for c in b" \t\r\n\x0b\x0c")  # a line that starts with whitespace
+_WHITE_START = re.compile(rb"\n[ \t\r\n\x0b\x0c]")  # a line that starts with whitespace (one regex pass:
+# faster than one bytes.find per character)
 
 
 @dataclass
@@ -35,57 +38,67 @@ class Scan:
     digest: Optional[str] = None  # the file's sha256, where the same pass hashed it
 
 
-def _blank_lines(buf: bytes, end: int) -> int:
-    """Blank lines among the complete lines buf[:end] (buf starts at a line start)."""
-    if not (buf[:1].isspace() or any(buf.find(s, 0, end) >= 0 for s in _STARTS)):
+def _blank_lines(block: bytes, a: int, end: int) -> int:
+    """Blank lines among the whole lines block[a:end] (a is a line start, block[end - 1] a newline)."""
+    if a >= end or not (block[a:a + 1].isspace() or _WHITE_START.search(block, a, end)):
         return 0
-    return sum(1 for line in buf[:end].split(b"\n")[:-1] if records.blank(line))
+    return sum(1 for line in block[a:end].split(b"\n")[:-1] if records.blank(line))
 
 
 def jsonl(path: Path, sample: int, hash_it: bool = True) -> Scan:
+    """Count the records of a JSONL file, sample up to `sample` of them, hash it: one pass, no block
+    copied (only a line that spans two blocks is joined)."""
     size = path.stat().st_size
-    targets = sorted({i * size // sample for i in range(sample)}) if sample else []
+    targets = deque(sorted({i * size // sample for i in range(sample)}) if sample else [])
     h = hashlib.sha256() if hash_it else None
-    count = lines = base = ti = 0
+    count = lines = offset = 0  # records; newlines before `offset`; file offset of the block
+    tail = b""  # the start of a line that continues in the next block
     taken: list = []
-    last_start = -1
-    buf = b""
+
+    def one_line(line: bytes, start: int) -> None:
+        """A line (with its newline, if any) that starts at file offset `start`."""
+        nonlocal count, lines
+        lines += 1
+        empty = records.blank(line)
+        count += not empty
+        picked = False
+        while targets and targets[0] <= start:
+            targets.popleft()
+            picked = True
+        if picked and not empty:
+            taken.append((lines, line))
+
     with path.open("rb") as f:
-        while True:
-            block = f.read(BLOCK)
-            if h is not None and block:
+        while block := f.read(BLOCK):
+            if h is not None:
                 h.update(block)
-            if not block:
-                break
-            buf = buf + block if buf else block
-            end = buf.rfind(b"\n") + 1  # buf[:end]: complete lines
-            if not end:
+            first = block.find(b"\n")
+            if first < 0:
+                tail += block
+                offset += len(block)
                 continue
-            # sampled lines: the first line starting at or after each target offset
-            cursor, cursor_lines = 0, 0
-            while ti < len(targets) and targets[ti] < base + end:
-                pos = targets[ti] - base
-                start = 0 if pos <= 0 else buf.find(b"\n", pos - 1, end) + 1
+            one_line(tail + block[:first + 1], offset - len(tail))
+            a, end = first + 1, block.rfind(b"\n") + 1  # block[a:end]: whole lines
+            cursor, before = a, 0  # newlines in block[a:cursor]
+            while targets and targets[0] < offset + end:  # the first line starting at or after each target
+                pos = targets[0] - offset
+                start = a if pos <= a else block.find(b"\n", pos - 1, end) + 1
                 if start >= end:
-                    break  # starts in the next block
-                ti += 1
-                if base + start == last_start:
-                    continue
-                last_start = base + start
-                cursor_lines += buf.count(b"\n", cursor, start)
+                    break  # the line starts in the tail
+                while targets and targets[0] <= offset + start:
+                    targets.popleft()
+                before += block.count(b"\n", cursor, start)
                 cursor = start
-                line = buf[start:buf.find(b"\n", start, end) + 1]
+                line = block[start:block.find(b"\n", start, end) + 1]
                 if not records.blank(line):
-                    taken.append((lines + cursor_lines + 1, line))
-            newlines = buf.count(b"\n", 0, end)
-            count += newlines - _blank_lines(buf, end)
+                    taken.append((lines + before + 1, line))
+            newlines = before + block.count(b"\n", cursor, end)
+            count += newlines - _blank_lines(block, a, end)
             lines += newlines
-            base += end
-            buf = buf[end:]
-    if buf and not records.blank(buf):  # a last line without a newline
-        count += 1
-        if ti < len(targets) and targets[ti] <= base and base != last_start:
-            taken.append((lines + 1, buf))
+            tail = block[end:]
+            offset += len(block)
+    if tail:  # a last line without a newline
+        one_line(tail, offset - len(tail))
     rows = []
     for lineno, line in taken:
         row, error = records.jsonl_line(line)
