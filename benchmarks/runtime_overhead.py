@@ -179,7 +179,7 @@ import os
 
 out, target = sys.argv[1], sys.argv[2:]
 started = float(os.environ["BENCH_T0"])  # time.time() in the parent just before it started this process
-import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import Trainer
 
 first = {}
@@ -191,7 +191,7 @@ def first_step(optimizer, args, kwargs):
         first.update(first_step_wall=time.time() - started, first_step_cpu=time.process_time())
 
 
-torch.optim.optimizer.register_optimizer_step_post_hook(first_step)
+register_optimizer_step_post_hook(first_step)
 _train = Trainer.train
 
 

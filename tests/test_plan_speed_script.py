@@ -51,3 +51,35 @@ def test_whole_script_without_peer(plan_speed, capsys):
     out = capsys.readouterr().out
     assert "recipe plan:" in out and "ratio" not in out
     assert "torch imported by recipe plan: no" in out
+
+
+def test_data_file_of_n_lines(plan_speed, tmp_path):
+    source = plan_speed.ROOT / "recipes" / "data" / "support" / "train.jsonl"
+    for n in (7, 40, 100_003):
+        path = plan_speed.write_lines(source, n, tmp_path / f"d{n}.jsonl")
+        lines = path.read_bytes().splitlines()
+        assert len(lines) == n and lines[0] == source.read_bytes().splitlines()[0]
+
+
+def test_paired_alternates_and_pairs(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(plan_speed_dir()))
+    import paired
+
+    log = tmp_path / "order"
+    arms = [paired.Arm(name, [sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r})"]) for name in "ABC"]
+    paired.alternate(arms, rounds=3, warmup=1)
+    assert log.read_text() == "ABC" + "BCA" + "CAB" + "ABC"  # the warm-up round, then the order rotates
+    assert all(len(a.samples) == 3 and all(s.wall > 0 and s.cpu > 0 and s.max_rss_mib > 0 for s in a.samples)
+               for a in arms)
+    a, b = arms[0], arms[1]
+    a.samples = [paired.Sample(2.0, 1.0, 1.0), paired.Sample(9.0, 3.0, 1.0), paired.Sample(4.0, 1.0, 1.0)]
+    b.samples = [paired.Sample(1.0, 1.0, 1.0), paired.Sample(3.0, 1.0, 1.0), paired.Sample(1.0, 2.0, 1.0)]
+    assert paired.ratio(a, b) == 3.0 and paired.ratio(a, b, "cpu") == 1.0  # medians of the per-round ratios
+
+
+def plan_speed_dir():
+    from conftest import ROOT
+
+    return ROOT / "benchmarks"

@@ -29,12 +29,13 @@ def test_tiny_benchmark_produces_the_numbers(runtime_overhead, tmp_path):
     for m in r.recipe + r.plain + (r.packing_off or []) + (r.packing_on or []):
         assert m.tokens_per_second > 0 and m.wall_seconds > 0 and m.tokens > 0 and m.process_seconds > 0
         assert m.cpu_seconds > 0 and m.extra["probe"]["tokens"] == m.tokens  # the probe saw the same run
+        assert 0 < m.first_step_seconds < m.process_seconds and 0 < m.first_step_cpu_seconds < m.process_cpu_seconds
     # both arms train the same examples in the same order with the same settings
     assert r.recipe[0].steps == r.plain[0].steps == 4
     assert r.same_tokens, (r.recipe[0].tokens, r.plain[0].tokens)
     assert r.recipe[0].train_loss == pytest.approx(r.plain[0].train_loss, abs=1e-3)
     assert r.plain[0].extra["settings"]["activation_checkpointing"] is False
-    assert r.ratio > 0 and r.cpu_ratio > 0
+    assert r.ratio > 0 and r.cpu_ratio > 0 and r.first_step_ratio > 0 and r.process_cpu_ratio > 0
     text = "\n".join(runtime_overhead.report(r))
     assert "verdict:" in text and text.splitlines()[-1].startswith("recipe run / plain trl: ")
     if runtime_overhead.packing_unavailable():
