@@ -133,7 +133,9 @@ def csv_rows(path: Path, display: str, sample: int) -> Scan:
     if header is None:
         return Scan(0)
     rows = []
-    for lineno, values in kept[:: max(1, len(kept) // sample)] if len(kept) > sample else kept:
+    if len(kept) > sample:  # evenly spread over what was kept
+        kept = [kept[i * len(kept) // sample] for i in range(sample)]
+    for lineno, values in kept:
         row, error = _csv_record(header, values)
         rows.append((lineno, row, error))
     return Scan(count, rows)

@@ -200,3 +200,32 @@ def test_padding_is_simulated_once_per_micro_batch(monkeypatch):
     values = [size.padded_tokens_per_example(m) for m in (2, 4, 2, 4, 8, 2)]
     assert values[0] == values[2] == values[5] and values[1] == values[3]
     assert len(made) == 3
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_sampled_path_for_each_format(tmp_path, monkeypatch, suffix):
+    from recipe_ft.schemas.recipe import Recipe
+
+    monkeypatch.setattr(datasize, "FULL_CHECK_BYTES", 0)  # every file takes the O(bytes) path
+    monkeypatch.setattr(datasize, "SAMPLE_ROWS", 50)
+    rows = [{"prompt": f"q{i}\nsecond line", "completion": f" a{i}"} for i in range(500)]
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        import csv
+
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, ["prompt", "completion"])
+            w.writeheader()
+            w.writerows(rows)
+    elif suffix == ".parquet":
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=100)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = Recipe.model_validate({"task": "generation", "model": {"base": "meta-llama/Meta-Llama-3-8B-Instruct"},
+                               "data": {"train": path.name, "format": "prompt_completion"}})
+    counted = datasize.count_file(r, path, None)
+    assert counted.count == 500 and not counted.complete and 40 <= counted.checked <= 100
+    assert len(counted.lengths) == counted.checked and all(n > 8 for n in counted.lengths)
