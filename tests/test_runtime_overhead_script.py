@@ -36,6 +36,7 @@ def test_tiny_benchmark_produces_the_numbers(runtime_overhead, tmp_path):
     assert r.recipe[0].train_loss == pytest.approx(r.plain[0].train_loss, abs=1e-3)
     assert r.plain[0].extra["settings"]["activation_checkpointing"] is False
     assert r.ratio > 0 and r.cpu_ratio > 0 and r.first_step_ratio > 0 and r.process_cpu_ratio > 0
+    assert r.steady_cpu_ratio > 0 and r.recipe[0].extra["probe"]["steady_steps"] == [1, 4]
     text = "\n".join(runtime_overhead.report(r))
     assert "verdict:" in text and text.splitlines()[-1].startswith("recipe run / plain trl: ")
     if runtime_overhead.packing_unavailable():
