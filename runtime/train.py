@@ -291,7 +291,9 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer, peft_config=peft_config, callbacks=_callbacks(state))
-        counts["train_truncated"] = trainer.token_counts["train"][1]  # from the tokens trl trains on
+        counted = getattr(trainer, "token_counts", {}).get("train")  # from the tokens trl trains on
+        counts["train_truncated"] = counted[1] if counted else \
+            sum(1 for row in train_rows if token_count(tokenizer, row) > plan.training.max_seq_len)
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
     log(f"data: {counts['train_truncated']} training examples longer than {plan.training.max_seq_len} tokens "
         f"(truncated)" + (f" with {tokenized.workers(len(train_rows))} tokenizing processes"
