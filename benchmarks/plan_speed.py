@@ -178,10 +178,6 @@ def time_import(runs: int, warmup: int = 1) -> Timing:
                         runs, warmup)
 
 
-def time_startup(runs: int, warmup: int = 1) -> Timing:
-    return time_command("python -c pass", [sys.executable, "-c", "pass"], runs, warmup)
-
-
 def heavy_modules_after_plan(recipe: str | Path) -> dict:
     """Run the CLI's `run(['plan', recipe, '--format', 'json'])` in one process; report its exit code,
     the heavy modules left in sys.modules, and whether the plan it printed parses."""
@@ -210,22 +206,6 @@ def write_config(config: dict, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return directory
-
-
-def time_peer(config_dir: Path, runs: int, warmup: int = 1) -> Timing:
-    def check(proc):
-        if "Memory Usage for loading" not in proc.stdout:
-            raise RuntimeError(f"peer printed no table:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-
-    return time_command("accelerate estimate-memory path (no hub)",
-                        [sys.executable, "-c", PEER, str(config_dir)], runs, warmup, check=check)
-
-
-def time_peer_import(runs: int, warmup: int = 1) -> Timing:
-    """The peer's imports alone (torch, transformers, huggingface_hub, accelerate): what its path spends
-    before it reads the config; the rest is building the empty model and its size table."""
-    return time_command("  of which: import accelerate.commands.estimate",
-                        [sys.executable, "-c", "import accelerate.commands.estimate"], runs, warmup)
 
 
 def peer_size(config_dir: Path) -> dict:
