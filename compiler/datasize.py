@@ -5,6 +5,12 @@ Tokens are counted with the model's own tokenizer when a local model directory h
 (characters / 4, plus a fixed overhead per chat message for the template). Declared sizes in the
 recipe (`data.examples`, `data.tokens_per_example`) take precedence: a sample file can stand for
 the real data set. Only the training file is read; at most SAMPLE_ROWS rows are tokenized.
+
+Cost: O(bytes), not O(records x parse). Files up to FULL_CHECK_BYTES are read whole and every record
+is checked as `recipe run` checks it (a file the run would refuse is refused here too). Larger files are
+counted structurally (compiler/datacount.py) and a deterministic sample is checked and tokenized; the
+full per-record check happens once, in `recipe run`, which parses every record anyway before it loads
+the model. Measurements are cached by the file's and the tokenizer's sha256 (compiler/datacache.py).
 """
 
 from __future__ import annotations
