@@ -129,11 +129,11 @@ def plan(
             data["trace"] = traced
         print(json.dumps(data, indent=2))
     elif format == "markdown":
-        from .compiler.report import render_markdown
+        from .compiler.plan_text import render_markdown
 
         sys.stdout.write(render_markdown(result, compiled.suggestions, traced))
     else:
-        from .compiler.report import render_text
+        from .compiler.plan_text import render_text
 
         render_text(result, compiled.suggestions, traced)
     if output is not None:

@@ -69,7 +69,7 @@ def fit_step(base: StepShape, arch: Architecture, gpu: Candidate, count: int, ba
     return smallest[0], smallest[1], False
 
 
-def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
+def price_option(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
              batch_size: int, train_tokens_for, pinned_mbs, pinned_gc, max_cost, max_hours,
              margin: float = 1.0, strategy: str = "single", nodes: int = 1, rows_for=None,
              calibration=None) -> Option:

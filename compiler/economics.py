@@ -209,10 +209,10 @@ def api_price(spec: EconomicsSpec) -> tuple[float, float, str, Optional[str], bo
             source, found.as_of, found.retired, model)
 
 
-# --------------------------------------------------------------------------- the evaluation
+# --------------------------------------------------------------------------- the plan's section
 
 
-def evaluate(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True,
+def plan_section(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True,
              measured=None) -> Optional[Economics]:
     """The plan's `economics` section, or None when the recipe has no `economics:`."""
     spec = recipe.economics

@@ -15,8 +15,8 @@ from ..schemas.recipe import Recipe
 from . import build as build_mod
 from . import calibration, catalogs, datasize, hardware, memory, models, preference, timing
 from .architecture import attention_implementations, parameter_count
-from .choose import LORA_MARGIN, Option, evaluate, rank_key
-from .economics import evaluate as economics_of
+from .choose import LORA_MARGIN, Option, price_option, rank_key
+from . import economics
 from ..schemas.errors import Problem, RecipeError
 from .load import Document
 
@@ -152,7 +152,7 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
     pinned_gc = t.gradient_checkpointing if isinstance(t.gradient_checkpointing, bool) else None
 
     def option(gpu, count, method, margin=1.0, shape=base, strategy="single"):
-        return evaluate(arch, shape, gpu, count, method, t.batch_size, train_tokens, pinned_mbs, pinned_gc,
+        return price_option(arch, shape, gpu, count, method, t.batch_size, train_tokens, pinned_mbs, pinned_gc,
                         b.max_cost_usd, b.max_hours, margin, strategy, math.ceil(count / b.gpus_per_node),
                         rows, calib.factor if calib else None)
 
@@ -462,7 +462,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         preference=preference_plan,
         alternatives=alternatives,
         warnings=warnings,
-        economics=economics_of(recipe, counts.total, chosen.usd, fits),
+        economics=economics.plan_section(recipe, counts.total, chosen.usd, fits),
         output_dir=recipe.output.dir or f"runs/{recipe.name or recipe_path.stem}",
         distributed=_distributed(recipe, chosen),
         build=build,

@@ -147,7 +147,7 @@ def quality(plan, plan_dir: Path, outcomes: list, refs: list) -> dict:
     if not answers:
         return {"metric": metric, "score": None, "examples_scored": 0, "examples_held_out": len(refs)}
     keys = sorted(answers)
-    result = metrics.score(metric, [answers[k] for k in keys], [refs[k] for k in keys],
+    result = metrics.compute_metric(metric, [answers[k] for k in keys], [refs[k] for k in keys],
                            load_schema(plan, plan_dir))
     return {"metric": metric, "score": round(result["score"], 4), "examples_scored": len(keys),
             "examples_held_out": len(refs),

@@ -76,7 +76,7 @@ def load_for_eval(plan: Plan, model_path: Optional[Path]):
     return model, tokenizer
 
 
-def score(plan: Plan, plan_dir: Path, model_path: Optional[Path]) -> dict:
+def evaluate_saved(plan: Plan, plan_dir: Path, model_path: Optional[Path]) -> dict:
     """Score a model on the recipe's held-out data; returns the evaluation and the gate."""
     from .evaluate import evaluate, gate, load_schema
     from .train import load_data

@@ -278,13 +278,13 @@ def test_measured_decode_replaces_the_catalog_figure_for_that_gpu():
     from recipe_ft.compiler.pipeline import load_recipe
 
     recipe, _ = load_recipe(str(Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml"))
-    plain = economics.evaluate(recipe, 8e9, 1.0)
-    fast = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1e6, "test figure"))
+    plain = economics.plan_section(recipe, 8e9, 1.0)
+    fast = economics.plan_section(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1e6, "test figure"))
     assert fast.serving.gpu == plain.serving.gpu and fast.serving.decode_tokens_per_second == 1e6
     assert fast.serving.decode_tokens_per_second != plain.serving.decode_tokens_per_second
     assert any("measured, test figure" in c for c in fast.caveats)
     # Measured far slower than the catalog says: that GPU now needs many replicas, or another GPU wins.
-    slow = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1.0, "slow"))
+    slow = economics.plan_section(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1.0, "slow"))
     assert slow.serving.gpu != plain.serving.gpu or slow.serving.replicas > plain.serving.replicas
     assert slow.self_hosted_monthly_usd >= plain.self_hosted_monthly_usd
 
