@@ -164,7 +164,8 @@ def price(plan, role: str, stats: dict, opts: Options) -> dict:
             return {"usd_per_mtok": None, "source": "no economics: section, so no API price"}
         from ..compiler.economics import api_price, blended_usd_per_mtok
 
-        pin, pout, source, _, _, model = api_price(econ)
+        api = api_price(econ)
+        pin, pout, source, model = api.input_usd_per_mtok, api.output_usd_per_mtok, api.source, api.model
         tin = stats["mean_input_tokens"] or econ.input_tokens_per_request
         tout = stats["mean_output_tokens"] or econ.output_tokens_per_request
         return {"usd_per_mtok": round(blended_usd_per_mtok(tin, tout, pin, pout), 4),
