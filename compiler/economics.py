@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..schemas.errors import RecipeError
+from ..schemas.money import usd
 from ..schemas.plan import ApiSide, Economics, OneTime, Serving
 from ..schemas.recipe import BudgetSpec, EconomicsSpec, Recipe
 from . import catalogs, hardware
@@ -236,10 +237,6 @@ def plan_section(recipe: Recipe, parameters: int, training_usd: Optional[float],
                    has_eval=has_eval, fits=fits, measured=measured)
 
 
-def _usd(x: float) -> str:
-    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
-
-
 def _days(days: float) -> str:
     if days < 1:
         return "under a day"
@@ -294,10 +291,10 @@ def verdict(best: Optional[ServingOption], api_monthly: float, days: Optional[fl
     if days is None:
         more = best.monthly_usd - api_monthly
         return ("never pays back: self-hosting costs " +
-                (f"{_usd(more)}/month more than the API" if more > 0.005 else "as much per month as the API") +
-                f" ({_usd(best.monthly_usd)} vs {_usd(api_monthly)})")
-    return (f"pays back in {_days(days)}, then saves {_usd(api_monthly - best.monthly_usd)}/month "
-            f"({_usd(api_monthly)} API vs {_usd(best.monthly_usd)} self-hosted)")
+                (f"{usd(more)}/month more than the API" if more > 0.005 else "as much per month as the API") +
+                f" ({usd(best.monthly_usd)} vs {usd(api_monthly)})")
+    return (f"pays back in {_days(days)}, then saves {usd(api_monthly - best.monthly_usd)}/month "
+            f"({usd(api_monthly)} API vs {usd(best.monthly_usd)} self-hosted)")
 
 
 def caveats(spec: EconomicsSpec, api: ApiPrice, api_monthly: float, options: Sequence[ServingOption],
@@ -310,14 +307,14 @@ def caveats(spec: EconomicsSpec, api: ApiPrice, api_monthly: float, options: Seq
         out.append(measured.statement(any(o.gpu.name == measured.gpu for o in options),
                                       best.gpu.name if best else None))
     if best is not None and days is None:
-        out.append(f"savings never repay the one-time {_usd(cost.total_usd)}: self-hosting costs more per month "
+        out.append(f"savings never repay the one-time {usd(cost.total_usd)}: self-hosting costs more per month "
                    f"than the API; stay on the API" + ("" if spec.scale_to_zero else
                                                        " (or try economics.scale_to_zero: true)"))
     if rpd < SEED_MIN_REQUESTS_PER_DAY:
         out.append(f"volume: {rpd:,} requests/day is below the seed's {SEED_MIN_REQUESTS_PER_DAY:,}/day for "
                    f"fine-tuning one task; at low volume the API is usually the simpler choice")
     if api_monthly < SEED_MIN_API_MONTHLY_USD:
-        out.append(f"API spend {_usd(api_monthly)}/month is below the seed's {_usd(SEED_MIN_API_MONTHLY_USD)}"
+        out.append(f"API spend {usd(api_monthly)}/month is below the seed's {usd(SEED_MIN_API_MONTHLY_USD)}"
                    f"/month, above which fine-tuning pays back within 30-60 days; the saving is small in "
                    f"absolute terms")
     if days is not None and days > SEED_MAX_BREAK_EVEN_DAYS:
@@ -346,7 +343,7 @@ def assumptions(spec: EconomicsSpec, api: ApiPrice, ref: Reference, measured=Non
     return [
         f"a month is {DAYS_PER_MONTH} days; API monthly = requests/day x {DAYS_PER_MONTH} x (input tokens x input "
         f"price + output tokens x output price) / 1e6",
-        f"API price {api.model}: ${api.input_usd_per_mtok:g} input, ${api.output_usd_per_mtok:g} output per M "
+        f"API price {api.model}: {usd(api.input_usd_per_mtok)} input, {usd(api.output_usd_per_mtok)} output per M "
         f"tokens ({api.source})",
         f"serving weights: {bpp:g} bytes per parameter ({'bf16' if quant == 'none' else quant}); a replica holds "
         f"them when they take at most {WEIGHT_SHARE:.0%} of its memory (the rest: KV cache, activations, "

@@ -27,6 +27,7 @@ from . import calibration, catalogs, datasize, economics, hardware, memory, mode
 from .architecture import Architecture, attention_implementations, parameter_count
 from .choose import LORA_MARGIN, Option, price_option, rank_key
 from ..schemas.errors import Problem, RecipeError
+from ..schemas.money import usd
 from .load import Document
 
 EXIT_NOTHING_FITS = 3
@@ -344,7 +345,7 @@ def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
     fitting = sorted((o for o in options if o.fits), key=rank_key)
     if fitting:
         o = fitting[0]
-        cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        cost = "no price" if o.usd is None else usd(o.usd)
         out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
                    f"{cost}: raise budget.max_cost_usd / budget.max_hours")
         return out
@@ -399,7 +400,7 @@ def _offload(recipe: Recipe, base, gpus, option) -> list[str]:
         if not fits:
             continue
         o = sorted(fits, key=rank_key)[0]
-        cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        cost = "no price" if o.usd is None else usd(o.usd)
         host = o.memory.components.get("offloaded_to_cpu", 0) * o.count
         found.append(f"{label} fits on {o.count} x {o.gpu.name} ({method.upper()}, "
                      f"{o.memory.required_bytes / 2**30:.1f} GiB per GPU, {host / 2**30:,.0f} GiB of CPU memory "
