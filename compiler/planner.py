@@ -275,7 +275,7 @@ def choose(recipe: Recipe, search: Search, options: list[Option]) -> Choice:
     if feasible:
         return Choice(_prefer_lora(feasible) if search.auto else feasible[0], options, True, [])
     return Choice(_closest(options), options, False,
-                  _suggest(search.arch, recipe, search.base, search.gpus, options, search.option))
+                  _suggest(recipe, search.base, search.gpus, options, search.option))
 
 
 # --------------------------------------------------------------------------- price
@@ -339,7 +339,7 @@ def _closest(options: list[Option]) -> Option:
     return min(runnable, key=lambda o: o.memory.required_bytes - o.gpu.memory_bytes)
 
 
-def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
+def _suggest(recipe: Recipe, base, gpus, options, option) -> list[str]:
     """What would fit: the knob to turn, nearest first."""
     out = []
     fitting = sorted((o for o in options if o.fits), key=rank_key)
