@@ -72,8 +72,8 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class ApiPrice:
-    """The API the fine-tuned model would replace, at its per-token prices."""
+class ApiQuote:
+    """The API the fine-tuned model would replace, at the prices the plan uses (catalogs.ApiPrice is a catalog row)."""
 
     input_usd_per_mtok: float
     output_usd_per_mtok: float
@@ -203,7 +203,7 @@ def serving_gpus(budget: BudgetSpec) -> list[ServingGPU]:
     return out
 
 
-def api_price(spec: EconomicsSpec) -> ApiPrice:
+def api_price(spec: EconomicsSpec) -> ApiQuote:
     """The recipe's API model at its prices: the recipe's where it gives them, else the catalog's."""
     found = catalogs.find_api_model(spec.api_model)
     pin, pout = spec.input_usd_per_mtok, spec.output_usd_per_mtok
@@ -212,14 +212,14 @@ def api_price(spec: EconomicsSpec) -> ApiPrice:
                           f"economics.input_usd_per_mtok and output_usd_per_mtok")
     model = found.model if found else spec.api_model
     if pin is not None and pout is not None:
-        return ApiPrice(pin, pout, "economics.input_usd_per_mtok / output_usd_per_mtok in the recipe", None, False,
+        return ApiQuote(pin, pout, "economics.input_usd_per_mtok / output_usd_per_mtok in the recipe", None, False,
                         model)
     source = f"{found.source}; {found.as_of}"
     if pin is not None:
         source = f"input: economics.input_usd_per_mtok in the recipe; output: {source}"
     elif pout is not None:
         source = f"output: economics.output_usd_per_mtok in the recipe; input: {source}"
-    return ApiPrice(found.input_usd_per_mtok if pin is None else pin,
+    return ApiQuote(found.input_usd_per_mtok if pin is None else pin,
                     found.output_usd_per_mtok if pout is None else pout, source, found.as_of, found.retired, model)
 
 
@@ -297,7 +297,7 @@ def verdict(best: Optional[ServingOption], api_monthly: float, days: Optional[fl
             f"({usd(api_monthly)} API vs {usd(best.monthly_usd)} self-hosted)")
 
 
-def caveats(spec: EconomicsSpec, api: ApiPrice, api_monthly: float, options: Sequence[ServingOption],
+def caveats(spec: EconomicsSpec, api: ApiQuote, api_monthly: float, options: Sequence[ServingOption],
             days: Optional[float], cost: OneTimeCost, has_eval: bool, fits: bool, measured=None) -> list[str]:
     """What the figures leave out or where the seed's rules of thumb disagree."""
     best = options[0] if options else None
@@ -336,7 +336,7 @@ def caveats(spec: EconomicsSpec, api: ApiPrice, api_monthly: float, options: Seq
     return out
 
 
-def assumptions(spec: EconomicsSpec, api: ApiPrice, ref: Reference, measured=None) -> list[str]:
+def assumptions(spec: EconomicsSpec, api: ApiQuote, ref: Reference, measured=None) -> list[str]:
     """Every constant and rule the figures rest on, in words."""
     quant = spec.serving_quantization
     bpp = BYTES_PER_PARAM[quant]
