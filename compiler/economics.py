@@ -73,7 +73,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class ApiQuote:
-    """The API the fine-tuned model would replace, at the prices the plan uses (catalogs.ApiPrice is a catalog row)."""
+    """The API the fine-tuned model would replace, at the prices the plan uses (a catalog row is
+    catalogs.ApiPrice)."""
 
     input_usd_per_mtok: float
     output_usd_per_mtok: float
