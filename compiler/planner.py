@@ -21,7 +21,7 @@ from typing import Optional
 from .. import __version__
 from ..schemas.plan import (Adapter, Alternative, BuildPlan, CostPlan, DataPlan, Decision, DistributedPlan, Economics,
                             Hardware, Lock, Memory, ModelInfo, Plan, PreferencePlan, TimePlan, TrainingPlan)
-from ..schemas.recipe import Recipe
+from ..schemas.recipe import BudgetSpec, Recipe
 from . import build as build_mod
 from . import calibration, catalogs, datasize, economics, hardware, memory, models, preference, timing
 from .architecture import Architecture, attention_implementations, parameter_count
@@ -80,6 +80,7 @@ def model_hashes(model_dir: Optional[Path], recipe_dir: Path) -> dict:
 
 def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = None,
                  overrides: tuple = ()) -> Compiled:
+    """The passes in order (the module docstring lists what each takes and gives)."""
     resolved = resolve_model(recipe, recipe_path, doc)
     workload = size_data(recipe, recipe_path, resolved)
     search = option_space(recipe, recipe_path, resolved, workload, doc)
@@ -206,17 +207,17 @@ class Search:
     arch: Architecture
     base: memory.StepShape
     workload: Workload
-    gpus: list  # hardware.Candidate
+    gpus: list[hardware.Candidate]
     counts: list[int]
     methods: list[str]
     strategies: list[str]
     auto: bool  # method: auto
     pinned_mbs: Optional[int]
     pinned_gc: Optional[bool]
-    budget: object  # schemas.recipe.BudgetSpec
+    budget: BudgetSpec
     calibration: Optional[calibration.Calibration]
 
-    def option(self, gpu, count: int, method: str, margin: float = 1.0, shape: Optional[memory.StepShape] = None,
+    def option(self, gpu: hardware.Candidate, count: int, method: str, margin: float = 1.0, shape: Optional[memory.StepShape] = None,
                strategy: str = "single") -> Option:
         """One option estimated: the fastest step that fits, its hours and dollars, within budget or not."""
         b = self.budget
@@ -294,6 +295,9 @@ def price(recipe: Recipe, resolved: Resolved, choice: Choice) -> Pricing:
                     usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None)
     total = parameter_count(resolved.arch).total
     return Pricing(cost, economics.plan_section(recipe, total, chosen.usd, choice.feasible))
+
+
+# --------------------------------------------------------------------------- helpers: checks, choice, suggestions
 
 
 def _check_attention(arch, recipe: Recipe, doc: Optional[Document]) -> None:
