@@ -84,7 +84,7 @@ def evaluate(plan, model, tokenizer, rows: list[dict], schema: Optional[dict] = 
              batch_size: int = 8) -> Optional[dict]:
     """Scores on held-out rows, or None when there is nothing to generate (text format, no rows)."""
     if plan.recipe.task == "preference":  # log-probabilities of chosen and rejected, no generation
-        from .preference_score import evaluate_pairs
+        from .preference_eval import evaluate_pairs
 
         return evaluate_pairs(plan, model, tokenizer, rows[:MAX_EXAMPLES], batch_size)
     prompts, refs = prompts_and_references(rows[:MAX_EXAMPLES])
