@@ -84,3 +84,41 @@ def duplicates(train: list[dict], held_out: list[dict]) -> int:
     """How many held-out records also appear in the training data."""
     seen = {json.dumps(r, sort_keys=True) for r in train}
     return sum(1 for r in held_out if json.dumps(r, sort_keys=True) in seen)
+
+
+def converter_for(recipe, markers: bool = True):
+    """The Converter of each source: its format, the recipe's template, system prompt and the source's roles."""
+    def make(source):
+        return Converter(source.format, recipe.data.template, markers, recipe.data.system_prompt, dict(source.roles))
+    return make
+
+
+def read_sources(recipe, recipe_dir: Path, key: str = "train", markers: bool = True,
+                 allow_download: bool = True) -> tuple[Records, list[dict]]:
+    """Every source of data.train (or data.eval), read, converted and mixed with the seed; with what
+    each source gave. Bad records are located per source (`source:line: what`)."""
+    from ..compiler import mixture, sources
+
+    listed = sources.parse(getattr(recipe.data, key), recipe.data.format, key)
+    clash = mixture.check_kinds(listed)
+    if clash:
+        raise RecipeError(f"data.{key}: {clash[1]}")
+    parts = [mixture.read_source(s, recipe_dir, converter_for(recipe, markers), recipe.data.on_error,
+                                 allow_download=allow_download) for s in listed]
+    rows, report = mixture.mix(parts, recipe.training.seed)
+    kind = Converter(listed[0].format, recipe.data.template, markers).kind
+    problems = [Problem(where, 0, 0, "", message) for p in parts for where, message in p.problems]
+    return Records(rows=rows, read=sum(p.read for p in parts), skipped=len(problems), problems=problems,
+                   kind=kind), report
+
+
+def trainer_dataset(rows: list[dict], kind: str, tokenizer, train_on_inputs: bool):
+    """What the trainer takes: conversations tokenized here with their loss masks (runtime/masks.py),
+    other kinds as rows trl tokenizes."""
+    from datasets import Dataset
+
+    if kind != "messages":
+        return Dataset.from_list(rows)
+    from .masks import tokenize_rows
+
+    return Dataset.from_list(tokenize_rows(tokenizer, rows, train_on_inputs))
