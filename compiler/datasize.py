@@ -135,7 +135,14 @@ def _tokenizer(model_dir: Optional[Path]):
 
 def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> DataSize:
     """Examples and tokens per example for planning, with how they were counted. Declared sizes win
-    over the file (a sample can stand for the real data set); the file is read for what is not declared."""
+    over the file (a sample can stand for the real data set); the file is read for what is not declared.
+    Lists of sources, globs, hub and saved datasets are measured by compiler/source_size.py."""
+    from .sources import is_plain_file
+
+    if not is_plain_file(recipe.data.train):
+        from .source_size import measure as measure_sources
+
+        return measure_sources(recipe, recipe_dir, model_dir)
     declared_n, declared_t = recipe.data.examples, recipe.data.tokens_per_example
     max_len = recipe.training.max_seq_len
     path = recipe_dir / recipe.data.train

@@ -13,7 +13,7 @@ from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, 
                             ModelInfo, Plan, TimePlan, TrainingPlan)
 from ..schemas.recipe import Recipe
 from . import build as build_mod
-from . import calibration, catalogs, datasize, hardware, memory, models, preference, timing
+from . import calibration, catalogs, datasize, hardware, memory, models, preference, source_size, sources, timing
 from .architecture import attention_implementations, parameter_count
 from .choose import LORA_MARGIN, Option, evaluate, rank_key
 from .economics import evaluate as economics_of
@@ -355,7 +355,8 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
                                  "kernels keep packed examples apart; steps, tokens and time count rows"))
     d.append(Decision(what="data", choice=f"{size.examples} examples x {size.tokens_per_example:.0f} tokens",
                       reason={"tokenizer": "counted with the model's tokenizer",
-                              "heuristic": f"counted from {recipe.data.train}: characters / "
+                              "heuristic": f"counted from {sources.describe(sources.parse(recipe.data.train, 'chat'))}: "
+                                           f"characters / "
                                            f"{datasize.CHARS_PER_TOKEN:g} per token plus template overhead "
                                            f"(no local tokenizer)",
                               "declared": "declared in the recipe (data.examples / data.tokens_per_example)"}
@@ -385,11 +386,10 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         rank=recipe.method.rank, alpha=recipe.method.alpha, dropout=recipe.method.dropout,
         targets=[m.name for m in targeted], use_dora=method in ("dora", "qdora"), quantization=quant)
     recipe_dir = recipe_path.resolve().parent
-    train = recipe_dir / recipe.data.train
-    eval_path = recipe_dir / recipe.data.eval if recipe.data.eval else None
-    data_hashes = {recipe.data.train: datasize.sha256(train)}
-    if eval_path is not None:
-        data_hashes[recipe.data.eval] = datasize.sha256(eval_path)
+    data_hashes = source_size.lock_entries(recipe, recipe_dir)
+    train_name = sources.describe(sources.parse(recipe.data.train, recipe.data.format))
+    eval_name = sources.describe(sources.parse(recipe.data.eval, recipe.data.format, "eval")) if recipe.data.eval \
+        else None
     time_est = chosen.time
     preference_plan, preference_decision = preference.plan_section(recipe, arch, s, mem, memory.estimate)
     alternatives = []
@@ -441,8 +441,8 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                               gradient_checkpointing=s.gradient_checkpointing, epochs=t.epochs, steps=steps,
                               max_seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
                               attention=s.attention, learning_rate=t.learning_rate, packing=t.packing),
-        data=DataPlan(train_path=recipe.data.train, train_sha256=data_hashes[recipe.data.train],
-                      eval_path=recipe.data.eval, eval_sha256=data_hashes.get(recipe.data.eval) if recipe.data.eval else None,
+        data=DataPlan(train_path=train_name, train_sha256=data_hashes.get(train_name),
+                      eval_path=eval_name, eval_sha256=data_hashes.get(eval_name) if eval_name else None,
                       examples=size.examples, tokens_per_example=round(size.tokens_per_example, 1),
                       counted_with=size.counted_with, truncated_examples=size.truncated, note=size.note),
         time=TimePlan(hours=round(time_est.hours, 3) if time_est else 0.0,
