@@ -95,6 +95,10 @@ def read_source(source: Source, recipe_dir: Path, converter_for, on_error: str, 
         if cap is not None and len(out.rows) >= cap:
             break
         out.read += 1
+        if error is None and opened.columns is None and isinstance(row, dict):  # a file: its first record's keys
+            opened.columns = list(row)
+            if source.columns and (problem := check_columns(source, opened.columns)):
+                raise RecipeError(f"{source.display}: {problem} (in {location(display, word, number)})")
         if error is None:
             try:
                 out.rows.append(convert(mapped(row, source)))

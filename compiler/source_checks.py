@@ -74,14 +74,19 @@ def _valid_item(item: Any) -> bool:
 def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
     """The sources of data.train / data.eval that are not one plain file (checks.py handles that)."""
     items = sources.listed(data.get(key))
-    if not items or not all(_valid_item(i) for i in items):
-        return  # the schema reports malformed sources
     fmt = data.get("format", "chat")
-    if not isinstance(fmt, str) or fmt not in sources.FORMAT_FIELDS:
+    if not items or not isinstance(fmt, str) or fmt not in sources.FORMAT_FIELDS:
         return
-    if any(isinstance(i, dict) and i.get("format") not in (None, *sources.FORMAT_FIELDS) for i in items):
+
+    def usable(item) -> bool:  # the schema reports malformed sources
+        return _valid_item(item) and not (isinstance(item, dict) and (
+            item.get("format") not in (None, *sources.FORMAT_FIELDS)
+            or not isinstance(item.get("columns", {}), dict) or not isinstance(item.get("roles", {}), dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in (item.get("columns") or {}).items())))
+
+    listed = [s for s, item in zip(sources.parse(data.get(key), fmt, key), items) if usable(item)]
+    if not listed:
         return
-    listed = sources.parse(data.get(key), fmt, key)
     for s in listed:
         for fld, message in sources.unknown_fields(s):
             err((*s.key, "columns", fld), message, value=False)

@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     PlainValidator,
     WithJsonSchema,
     model_validator,
@@ -161,8 +163,19 @@ class SourceSpec(Section):
         return self
 
 
-DataSource = Union[Name, SourceSpec]
-Sources = Union[DataSource, Annotated[list[DataSource], Field(min_length=1)]]
+def _tag(value: Any) -> str:
+    if isinstance(value, list):
+        return "@list"
+    return "@mapping" if isinstance(value, dict) or isinstance(value, SourceSpec) else "@text"
+
+
+# Tagged unions: a value is checked only against the shape it has, so errors name that shape alone
+# (the "@..." tags are dropped from error locations by compiler/validate.py).
+DataSource = Annotated[Union[Annotated[Name, Tag("@text")], Annotated[SourceSpec, Tag("@mapping")]],
+                       Discriminator(_tag)]
+Sources = Annotated[Union[Annotated[Name, Tag("@text")], Annotated[SourceSpec, Tag("@mapping")],
+                          Annotated[list[DataSource], Field(min_length=1), Tag("@list")]],
+                    Discriminator(_tag)]
 
 
 class DataSpec(Section):
