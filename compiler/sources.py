@@ -271,7 +271,8 @@ def load_dataset(source: Source, recipe_dir: Path, allow_download: bool = True):
 
 def _load_hub(datasets, source: Source, allow_download: bool):
     snapshot, _ = hub_snapshot(source)
-    kwargs = dict(name=source.subset, data_files=source.data_files)
+    kwargs = dict(name=source.subset, data_files=source.data_files,
+                  cache_dir=os.environ.get("HF_DATASETS_CACHE") or None)  # read now, not when datasets was imported
     if snapshot is not None:  # the hub repository as downloaded: datasets reads its layout and README configs
         return datasets.load_dataset(str(snapshot), **kwargs)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
