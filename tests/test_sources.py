@@ -271,3 +271,34 @@ def test_a_sandbox_escape_in_a_chat_template_is_refused(cli, project):
     code, text = _validate(cli, project)
     assert code != 0 and "data.chat_template: evil.jinja: rendering a sample conversation: refused by the sandbox" \
         in text, text
+
+
+def test_a_second_plan_reads_sizes_from_the_cache_without_opening_the_datasets(project):
+    """The first plan samples the hub and saved datasets; the second finds their sizes (and clean
+    checks) under the sources' fingerprints and never imports `datasets` (timing: benchmarks/plan_sources.py)."""
+    import os
+    import subprocess
+    import sys
+
+    _set(project, MIXTURE)
+    probe = ("import sys; from recipe_ft.cli import run; code = run(['plan', sys.argv[1], '--format', 'json']); "
+             "print('DATASETS', 'datasets' in sys.modules, code)")
+    results = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", probe, str(project)], capture_output=True, text=True,
+                             env=dict(os.environ))
+        results.append(out.stdout.strip().splitlines()[-1])
+    assert results == ["DATASETS True 0", "DATASETS False 0"], results
+
+
+def test_plan_sources_benchmark_runs(tmp_path):
+    """benchmarks/plan_sources.py works (one pair, small sources); no timing assertion."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "plan_sources.py"
+    out = subprocess.run([sys.executable, str(script), "--pairs", "1", "--hub-rows", "200", "--saved-rows", "100"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "warm  median" in out.stdout and "second plan:" in out.stdout
