@@ -130,7 +130,7 @@ def record_error(row: Any, error, convert):
 def record_check(fmt: Any):
     """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
     None (compiler/convert.py, the same check `recipe run` applies)."""
-    if fmt not in ("chat", "alpaca", "prompt_completion", "text", "preference", "kto"):
+    if fmt not in ("chat", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "kto"):
         return None
     from .convert import Converter
 

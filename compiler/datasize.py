@@ -102,6 +102,10 @@ def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
         messages = row.get("messages") or []
         parts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
         return "\n".join(parts), len(parts)
+    if fmt == "sharegpt":
+        turns = row.get("conversations") or []
+        parts = [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
+        return "\n".join(parts), len(parts)
     if fmt == "alpaca":
         return "\n".join(str(row.get(k) or "") for k in ("instruction", "input", "output")), 2
     if fmt == "prompt_completion":

@@ -361,7 +361,31 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
                                            f"(no local tokenizer)",
                               "declared": "declared in the recipe (data.examples / data.tokens_per_example)"}
                       [size.counted_with] + (f"; {size.note}" if size.note else "")))
+    d.append(_loss_decision(recipe))
     return d
+
+
+def _loss_decision(recipe: Recipe) -> Decision:
+    """What the loss is computed on, and with which chat template conversations are rendered."""
+    from .mixture import kind_of
+
+    kinds = {kind_of(s.format) for s in sources.parse(recipe.data.train, recipe.data.format)}
+    template = recipe.data.chat_template or "model"
+    rendered = f"the {'model' + chr(39) + 's own' if template == 'model' else repr(template)} chat template"
+    if recipe.data.train_on_inputs:
+        return Decision(what="loss", choice="every token", reason="data.train_on_inputs: true"
+                        + (f"; conversations rendered with {rendered}" if "conversations" in kinds else ""))
+    if "conversations" in kinds:
+        return Decision(what="loss", choice="assistant turns",
+                        reason=f"every assistant turn and its end-of-turn text, found by rendering with {rendered} "
+                               f"(no {{% generation %}} markers needed); data.train_on_inputs: true trains on all")
+    if kinds & {"prompt_completion"}:
+        return Decision(what="loss", choice="completion", reason="the prompt is masked (trl's completion-only loss); "
+                                                                 "data.train_on_inputs: true trains on all")
+    if kinds & {"preference", "kto"}:
+        return Decision(what="loss", choice="preference", reason="the objective's loss on the chosen / rejected (or "
+                                                                 "labelled) completions")
+    return Decision(what="loss", choice="every token", reason="format 'text' has no prompt to mask")
 
 
 def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, targeted, auto, fits,

@@ -113,7 +113,9 @@ def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, 
         if _offline():
             err(where, f"{s.display}: not in the local hub cache ({sources.hub_cache_dir()}) and this host is offline "
                        f"(HF_HUB_OFFLINE): download it where the hub is reachable with `hf download --repo-type "
-                       f"dataset {s.location}`", severity="warning" if _datasets_cached(s) else "error")
+                       f"dataset {s.location}`" + ("; plans use data.examples, `recipe run` needs it" if data.get("examples")
+                                                   else ""),
+                severity="warning" if _datasets_cached(s) or data.get("examples") else "error")
         else:
             err(where, f"{s.display}: not in the local hub cache ({sources.hub_cache_dir()}); `recipe run` downloads "
                        f"it, `recipe plan` needs it cached or data.examples and data.tokens_per_example",

@@ -168,7 +168,7 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> data
         try:
             measured.append(_measure_source(s, recipe, recipe_dir, model_dir, tokenizer_id, fp))
         except RecipeError as exc:
-            if s.kind == "hub" and declared_n and "does not download" in exc.message:
+            if s.kind == "hub" and declared_n and "not in the local hub cache" in exc.message:
                 notes.append(exc.message)
                 measured.append(None)
                 continue

@@ -155,6 +155,8 @@ class SourceSpec(Section):
             key = given[1] if len(given) > 1 else "path"
             problems.append((key, "a source takes exactly one of path, disk or hub" +
                              (f" (got {', '.join(given)})" if given else "")))
+        if self.split is not None and self.path is not None:
+            problems.append(("split", "split is for hub and saved (disk) datasets; a file is one split"))
         if self.hub is None:
             for key in ("subset", "revision", "data_files"):
                 if getattr(self, key) is not None:
