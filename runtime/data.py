@@ -1,14 +1,17 @@
 """Read and check training data; turn each record into what trl's SFTTrainer trains on.
 
-Every record is checked before anything is loaded; a bad one is reported as `file:line: what is
-wrong` (`row N` for Parquet). With `data.on_error: fail` (the default) any bad record stops the run
-with all of them listed; with `skip` they are left out and counted.
+Records come from the recipe's sources (compiler/sources.py: files, globs, saved and hub datasets),
+mixed with the seed (compiler/mixture.py). Every record is checked before anything is loaded; a bad
+one is reported as `source:line: what is wrong` (`row N` for Parquet and datasets). With
+`data.on_error: fail` (the default) any bad record stops the run with all of them listed; with
+`skip` they are left out and counted.
 
 Formats, and what the loss is computed on:
-- chat: {"messages": [{"role": system|user|assistant, "content": ...}, ...]}: the assistant turns
-  (trl's `assistant_only_loss`, which needs a chat template with `{% generation %}` markers); with a
-  template that has none, the last assistant turn is the completion of a conversational prompt.
-- alpaca: {"instruction", "input" (optional), "output"}: the output.
+- chat: {"messages": [{"role": system|user|assistant|tool, "content": ...}, ...]}, sharegpt
+  ({"conversations": [{"from", "value"}, ...]}) and alpaca ({"instruction", "input" (optional),
+  "output"}) are conversations: tokenized here with the chat template, the loss on every assistant
+  turn (masks derived by rendering, runtime/masks.py, with or without `{% generation %}` markers),
+  or on every token with `data.train_on_inputs`.
 - prompt_completion: {"prompt", "completion"}: the completion.
 - text: {"text"}: every token.
 - template: any columns, rendered by the recipe's Jinja2 prompt and completion templates in a

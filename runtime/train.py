@@ -42,11 +42,6 @@ class RunResult:
     lock: object = None  # the run directory's lock (outdir.RunLock), released by the caller
 
 
-def generation_markers(tokenizer) -> bool:
-    template = getattr(tokenizer, "chat_template", None) or ""
-    return "generation" in template and "endgeneration" in template
-
-
 def _last_complete(checkpoints: Path) -> Optional[Path]:
     done = [d for d in checkpoints.glob("checkpoint-*") if (d / COMPLETE).is_file()] if checkpoints.is_dir() else []
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
@@ -247,8 +242,7 @@ def use_chat_template(plan: Plan, plan_dir: Path, tokenizer, log=print) -> str:
         tokenizer.chat_template = chat_templates.NAMED["alpaca"]
         log("the model has no chat template: alpaca records use the alpaca prompt (### Instruction / ### Response)")
         return "alpaca"
-    if any(mixture.kind_of(f) == "conversations" for f in formats) or any(
-            f in ("preference", "kto") for f in formats):
+    if any(mixture.kind_of(f) == "conversations" for f in formats):
         raise RecipeError("the model has no chat template to render conversations with: set data.chat_template "
                           f"({', '.join(chat_templates.choices()[1:])} or a Jinja file)")
     return "none"
