@@ -9,6 +9,7 @@ not read, formats that cannot be mixed, and bad records among the first ones of 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +19,7 @@ from .convert import CONVERSATIONAL, Converter
 from .suggest import did_you_mean
 
 SAMPLE_RECORDS = 1000
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _offline() -> bool:
@@ -90,6 +92,12 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
     for s in listed:
         for fld, message in sources.unknown_fields(s):
             err((*s.key, "columns", fld), message, value=False)
+        if s.kind == "hub" and not HUB_NAME.fullmatch(s.location):
+            err(s.key + (("hub",) if s.mapping else ()), f"{s.display}: not a hub dataset name; expected "
+                                                         f"hf://org/name or hf://org/name@revision")
+    if len(items) == 1 and listed[0].weight is not None:
+        err((*listed[0].key, "weight"), "a weight shares a mixture between sources; with one source it has no "
+                                        "effect", severity="warning")
     clash = mixture.check_kinds(listed)
     if clash:
         err(clash[0].key, clash[1])
@@ -99,7 +107,8 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
     template = data.get("template")
     system = data.get("system_prompt") if isinstance(data.get("system_prompt"), str) else None
     for s in listed:
-        _check_source(s, data, base_dir, template, system, err)
+        if s.kind != "hub" or HUB_NAME.fullmatch(s.location):
+            _check_source(s, data, base_dir, template, system, err)
 
 
 def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, system: Optional[str], err) -> None:

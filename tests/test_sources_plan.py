@@ -85,6 +85,7 @@ def test_sharegpt_in_a_plain_file_is_checked_and_counted(cli, tmp_path):
     ("{train: []}", "data.train: "),
     ("{train: [{hub: not-a-name}]}", "data.train[0].hub: "),
     ("{train: [a.jsonl, {path: b.jsonl, weight: 0}]}", "data.train[1].weight: should be greater than 0"),
+    ("{train: 'hf://justaname'}", "data.train: hf://justaname: not a hub dataset name"),
 ])
 def test_sources_the_schema_refuses(cli, tmp_path, data, expect):
     recipe = tmp_path / "r.yaml"
