@@ -176,11 +176,12 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> data
     if any(m is None for m in measured):
         mean = float(min(declared_t or datasize.DEFAULT_TOKENS_PER_EXAMPLE, max_len))
         return datasize.DataSize(declared_n, mean, "declared", 0, "; ".join(notes), (), max_len)
-    drawn = mixture.draw_counts([m["count"] for m in measured], [s.weight for s in listed])
+    available = [m["count"] for m in measured]
+    if recipe.data.eval_fraction:  # held out per source before mixing, as `recipe run` splits
+        available = [n - held_out(n, recipe.data.eval_fraction) for n in available]
+    drawn = mixture.draw_counts(available, [s.weight for s in listed])
     lengths = _mixed_lengths([m["lengths"] for m in measured], drawn)
     count = sum(drawn)
-    if recipe.data.eval_fraction and count:
-        count -= math.floor(count * recipe.data.eval_fraction)
     how = {m["counted_with"] for m in measured}
     counted_with = how.pop() if len(how) == 1 else "tokenizer" if "tokenizer" in how else "heuristic"
     parts = []
@@ -198,6 +199,11 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> data
         mean = sum(clipped) / len(clipped) if clipped else float(min(datasize.DEFAULT_TOKENS_PER_EXAMPLE, max_len))
     return datasize.DataSize(declared_n or count, mean, counted_with, sum(1 for n in lengths if n > max_len),
                              "; ".join(notes), tuple(clipped), max_len)
+
+
+def held_out(n: int, fraction: float) -> int:
+    """Examples runtime.data.split_eval holds out of n."""
+    return max(1, round(n * fraction)) if n > 1 else 0
 
 
 def _mixed_lengths(per_source: list[list[int]], drawn: list[int]) -> list[int]:

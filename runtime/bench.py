@@ -87,8 +87,7 @@ def held_out(plan, plan_dir: Path) -> tuple[list, list]:
     if d.eval:  # sources read and mixed as `recipe run` reads them
         rows = data_mod.read_sources(plan.recipe, plan_dir, "eval")[0].rows
     elif d.eval_fraction:
-        rows = data_mod.read_sources(plan.recipe, plan_dir, "train")[0].rows
-        rows = data_mod.split_eval(rows, d.eval_fraction, plan.recipe.training.seed)[1]
+        rows = data_mod.read_sources(plan.recipe, plan_dir, "train")[0].held_out
     else:
         raise RecipeError("the recipe has no held-out data to bench with: set data.eval or data.eval_fraction")
     prompts, refs = prompts_and_references(rows[:MAX_EXAMPLES])

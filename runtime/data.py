@@ -41,6 +41,7 @@ class Records:
     skipped: int = 0
     problems: list[Problem] = field(default_factory=list)
     kind: str = ""  # "messages" | "prompt_completion" | "conversational_prompt_completion" | "text"
+    held_out: list[dict] = field(default_factory=list)  # data.eval_fraction's share, split per source before mixing
 
 
 def _raw(path: Path, display: str) -> Iterator[tuple[int, Any, Optional[str]]]:
@@ -99,7 +100,9 @@ def converter_for(recipe, markers: bool = True):
 def read_sources(recipe, recipe_dir: Path, key: str = "train", markers: bool = True,
                  allow_download: bool = True) -> tuple[Records, list[dict]]:
     """Every source of data.train (or data.eval), read, converted and mixed with the seed; with what
-    each source gave. Bad records are located per source (`source:line: what`)."""
+    each source gave. Bad records are located per source (`source:line: what`). With
+    data.eval_fraction, each source's held-out share is split off before mixing (Records.held_out), so
+    a source repeated by its weight never repeats a held-out example into training."""
     from ..compiler import mixture, sources
 
     listed = sources.parse(getattr(recipe.data, key), recipe.data.format, key)
@@ -108,11 +111,16 @@ def read_sources(recipe, recipe_dir: Path, key: str = "train", markers: bool = T
         raise RecipeError(f"data.{key}: {clash[1]}")
     parts = [mixture.read_source(s, recipe_dir, converter_for(recipe, markers), recipe.data.on_error,
                                  allow_download=allow_download) for s in listed]
+    held = []
+    if key == "train" and recipe.data.eval_fraction:
+        for i, p in enumerate(parts):
+            p.rows, out = split_eval(p.rows, recipe.data.eval_fraction, recipe.training.seed + i)
+            held += out
     rows, report = mixture.mix(parts, recipe.training.seed)
     kind = Converter(listed[0].format, recipe.data.template, markers).kind
     problems = [Problem(where, 0, 0, "", message) for p in parts for where, message in p.problems]
     return Records(rows=rows, read=sum(p.read for p in parts), skipped=len(problems), problems=problems,
-                   kind=kind), report
+                   kind=kind, held_out=held), report
 
 
 def trainer_dataset(rows: list[dict], kind: str, tokenizer, train_on_inputs: bool):

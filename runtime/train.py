@@ -215,8 +215,8 @@ def load_data(plan: Plan, plan_dir: Path, tokenizer):
     if recipe.data.eval:
         eval_records, _ = data_mod.read_sources(recipe, plan_dir, "eval")
         eval_rows = eval_records.rows
-    elif recipe.data.eval_fraction:
-        train_rows, eval_rows = data_mod.split_eval(records.rows, recipe.data.eval_fraction, recipe.training.seed)
+    elif recipe.data.eval_fraction:  # split per source, before mixing (runtime/data.read_sources)
+        eval_rows = records.held_out
     counts = {"train_read": records.read, "train_skipped": records.skipped, "train_examples": len(train_rows),
               "train_truncated": sum(1 for row in train_rows if token_count(tokenizer, row) > plan.training.max_seq_len),
               "eval_examples": len(eval_rows), "format": recipe.data.format, "as": records.kind,

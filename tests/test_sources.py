@@ -185,6 +185,40 @@ def test_three_source_mixture_with_weights_and_columns(cli, project):
     assert again.data.note.count("(cached)") == 2 and again.data.examples == 52
 
 
+def test_held_out_share_is_split_per_source_before_mixing(cli, project):
+    """A source repeated by its weight never repeats a held-out example into training; the plan counts
+    what the run trains on."""
+    _set(project, MIXTURE + "  eval_fraction: 0.25\n")
+    plan = compile_file(str(project), FAST).plan
+    report = _run(cli, project)
+    # held out: 6 of 24, 4 of 16, 3 of 12; the 39 left are shared 2:1:1 (20, 10, 9 -> 19.5, 9.75, 9.75)
+    assert report["data"]["eval_examples"] == 13 and report["data"]["train_examples"] == plan.data.examples == 39
+
+
+def test_a_repeated_source_never_repeats_a_held_out_example_into_training(project):
+    from recipe_ft.compiler.pipeline import load_recipe
+    from recipe_ft.runtime.data import read_sources
+
+    data = project.parent / "data"
+    for name, n in (("a", 10), ("b", 4)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps({"messages": [
+            {"role": "user", "content": f"{name} question {i}"}, {"role": "assistant", "content": f"{name} {i}"}]})
+            + "\n" for i in range(n)))
+    _set(project, """
+data:
+  train: [{path: data/a.jsonl, weight: 1}, {path: data/b.jsonl, weight: 3}]
+  eval_fraction: 0.25
+""")
+    recipe, _ = load_recipe(str(project))
+    records, report = read_sources(recipe, project.parent)
+    train = {json.dumps(r, sort_keys=True) for r in records.rows}
+    held = [json.dumps(r, sort_keys=True) for r in records.held_out]
+    assert len(held) == 2 + 1 and not train & set(held)  # round(2.5) = 2 of a, 1 of b
+    # the 8 + 3 left are shared 1:3 (2.75, 8.25 -> 3, 8): b's 3 rows repeated, none of them held out
+    assert [s["drawn"] for s in report] == [3, 8] and len(records.rows) == 11
+    assert compile_file(str(project), FAST).plan.data.examples == 11
+
+
 def test_mixture_is_deterministic_with_the_seed():
     assert mixture.draw_counts([24, 16, 12], [2, 1, 1]) == [26, 13, 13]
     assert mixture.draw_counts([24, 16, 12], [None, None, None]) == [24, 16, 12]
