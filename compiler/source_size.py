@@ -35,6 +35,19 @@ def _tokenizer_id(model_dir: Optional[Path]) -> str:
     return "tokenizer:" + (datasize.sha256(path) or "")
 
 
+def tokenizer_dir(recipe: Recipe, model_dir: Optional[Path]) -> Optional[Path]:
+    """Where the model's tokenizer.json is: the local model directory, or the model's snapshot in the
+    local hub cache (a hub id downloaded before); None: count characters / 4."""
+    if model_dir is not None:
+        return Path(model_dir)
+    name = recipe.model.base
+    if name.count("/") != 1:
+        return None
+    found, _ = sources.hub_snapshot(Source("hub", name, name, "chat", ()), repo_type="models",
+                                    revision=recipe.model.revision)
+    return found if found is not None and (found / "tokenizer.json").is_file() else None
+
+
 def _encoder(tokenizer):
     def encode(text: str, messages: int) -> int:
         n = len(tokenizer.encode(text).ids) if tokenizer is not None else math.ceil(len(text) / datasize.CHARS_PER_TOKEN)
@@ -161,6 +174,7 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> data
     if declared_n and declared_t:
         return datasize.DataSize(declared_n, float(min(declared_t, max_len)), "declared", 0,
                                  f"declared sizes for {sources.describe(listed)}", (), max_len)
+    model_dir = tokenizer_dir(recipe, model_dir)
     tokenizer_id = _tokenizer_id(model_dir)
     measured, notes = [], []
     for s in listed:

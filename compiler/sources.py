@@ -140,11 +140,12 @@ def hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def hub_snapshot(source: Source) -> tuple[Optional[Path], Optional[str]]:
-    """(snapshot directory, commit) of a hub dataset in the local hub cache, or (None, None)."""
+def hub_snapshot(source: Source, repo_type: str = "datasets",
+                 revision: Optional[str] = None) -> tuple[Optional[Path], Optional[str]]:
+    """(snapshot directory, commit) of a hub dataset (or model) in the local hub cache, or (None, None)."""
     org_name = source.location.replace("/", "--")
-    repo = hub_cache_dir() / f"datasets--{org_name}"
-    revision = source.revision or "main"
+    repo = hub_cache_dir() / f"{repo_type}--{org_name}"
+    revision = revision or source.revision or "main"
     ref = repo / "refs" / revision
     commit = None
     try:

@@ -92,3 +92,28 @@ def test_sources_the_schema_refuses(cli, tmp_path, data, expect):
     recipe.write_text("task: chat\n" + HEAD + f"data: {data}\n")
     code, out, err = cli("validate", str(recipe))
     assert code != 0 and expect in out + err and "Traceback" not in out + err, out + err
+
+
+def test_the_sample_is_tokenized_with_a_cached_hub_tokenizer(offline):
+    """A hub model id whose tokenizer is in the local hub cache counts the sample with it (else chars / 4)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    rows = [{"conversations": [{"from": "human", "value": "where is my parcel " * 5},
+                               {"from": "gpt", "value": "on its way"}]}] * 10
+    _hub(offline, "dialogs", rows)
+    recipe = offline / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/dialogs, format: sharegpt}\n")
+    heuristic = compile_file(str(recipe)).plan.data
+    assert heuristic.counted_with == "heuristic"
+    model = offline / "hub" / "models--Qwen--Qwen2.5-7B-Instruct"
+    (model / "refs").mkdir(parents=True)
+    (model / "refs" / "main").write_text(COMMIT)
+    (model / "snapshots" / COMMIT).mkdir(parents=True)
+    words = {w: i for i, w in enumerate(["[UNK]", "where", "is", "my", "parcel", "on", "its", "way"])}
+    tok = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(model / "snapshots" / COMMIT / "tokenizer.json"))
+    counted = compile_file(str(recipe)).plan.data
+    assert counted.counted_with == "tokenizer"
+    # 20 + 3 words, 2 messages x 5 and 8 overhead: 41 tokens; characters / 4 gives more
+    assert counted.tokens_per_example == 41 and heuristic.tokens_per_example > 41
