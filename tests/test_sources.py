@@ -196,7 +196,7 @@ def test_held_out_share_is_split_per_source_before_mixing(cli, project):
 
 
 def test_a_repeated_source_never_repeats_a_held_out_example_into_training(project):
-    from recipe_ft.compiler.pipeline import load_recipe
+    from recipe_ft.compiler.pipeline import check_file
     from recipe_ft.runtime.data import read_sources
 
     data = project.parent / "data"
@@ -209,7 +209,7 @@ data:
   train: [{path: data/a.jsonl, weight: 1}, {path: data/b.jsonl, weight: 3}]
   eval_fraction: 0.25
 """)
-    recipe, _ = load_recipe(str(project))
+    recipe = check_file(str(project)).recipe
     records, report = read_sources(recipe, project.parent)
     train = {json.dumps(r, sort_keys=True) for r in records.rows}
     held = [json.dumps(r, sort_keys=True) for r in records.held_out]
