@@ -285,7 +285,7 @@ def test_custom_template_without_markers_masks_every_assistant_turn(cli, project
     _run(cli, project)
 
 
-def test_train_on_inputs_both_ways(project):
+def test_train_on_inputs_both_ways(cli, project):
     _two_turns(project)
     _set(project, "data:\n  train: data/turns.jsonl\n  chat_template: chatml\n")
     # chatml's markers are plain text to the demo's tokenizer: many tokens, so longer rows
@@ -297,6 +297,8 @@ def test_train_on_inputs_both_ways(project):
         real = batch["attention_mask"][i].bool() if "attention_mask" in batch else slice(None)
         assert text.startswith("<|im_start|>user\ncard declined") and "bug<|im_end|>" in text
         assert (batch["labels"][i][real] != -100).all()
+    report = _run(cli, project, "data.train_on_inputs=true", "training.max_seq_len=256")  # and it trains
+    assert report["data"]["train_on_inputs"] is True and report["data"]["chat_template"] == "chatml"
 
 
 def test_a_sandbox_escape_in_a_chat_template_is_refused(cli, project):
