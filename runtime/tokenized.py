@@ -51,6 +51,8 @@ def counting_trainer():
             if not hasattr(self, "token_counts"):
                 self.token_counts = {}
             columns = getattr(dataset, "column_names", None) or []
+            if args.max_length is not None and "input_ids" in columns:  # tokenized before (runtime/masks.py)
+                self.token_counts[dataset_name] = lengths_over(dataset, args.max_length)
             if args.max_length is None or "input_ids" in columns:
                 return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func,
                                                 dataset_name)
