@@ -20,6 +20,7 @@ head counts, window, softcapping, rope, activation, experts per token):
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import sys
@@ -48,7 +49,7 @@ def build_meta_model(cfg: dict, where: str):
     import torch
     import transformers
 
-    cfg = dict(cfg)
+    cfg = copy.deepcopy(cfg)  # config classes edit nested dicts (rope_scaling) in place
     family = cfg.pop("model_type", None)
     if not family:
         raise UnsupportedArchitecture(f"{where}: field 'model_type' is missing; use the model's original config.json")
@@ -94,6 +95,15 @@ def _decoder_layers(model):
     return best
 
 
+_OUTPUT_SIDE = {"o_proj", "dense", "out_proj", "c_proj", "down_proj", "fc2", "dense_4h_to_h", "w2"}
+
+
+def _forward_order(rows: list[dict]) -> list[dict]:
+    """Linears in the order a layer runs them: attention inputs, attention output, MLP inputs, MLP output
+    (modules are registered in any order: Phi-3 registers o_proj before qkv_proj)."""
+    return sorted(rows, key=lambda r: (r["group"] == "mlp", r["name"] in _OUTPUT_SIDE))
+
+
 def _group(path: str) -> str:
     return "mlp" if any(k in path for k in ("mlp", "feed_forward", "experts", "ffn", "moe")) else "attention"
 
@@ -120,6 +130,7 @@ def describe(cfg: dict, where: str = "config.json", with_peft: bool = True) -> d
     import torch
 
     started = time.perf_counter()
+    config_key = config_hash(cfg)
     model, config = build_meta_model(cfg, where)
     family = config.model_type
     layers_name, layers = _decoder_layers(model)
@@ -192,8 +203,10 @@ def describe(cfg: dict, where: str = "config.json", with_peft: bool = True) -> d
                   and r["group"] == "attention"), None)
     mlp_rows = [r for r in linears.values() if r["group"] == "mlp" and "shared_expert" not in r["path"]]
     down = next((r for r in mlp_rows if r["out_features"] == hidden and r["in_features"] != hidden), None)
-    if experts:
-        inter = min(min(r["shape"][1:]) for r in experts)
+    if experts:  # the expert down projection: [E, hidden, I] (Mixtral) or [E, I, hidden] (gpt-oss)
+        down_t = next((r for r in experts if r["name"] in ("down_proj", "w2")), experts[-1])
+        dims = down_t["shape"][1:]
+        inter = dims[0] if dims[1] == hidden else dims[1]
     elif down is not None:
         inter = down["in_features"]
     else:
@@ -240,9 +253,9 @@ def describe(cfg: dict, where: str = "config.json", with_peft: bool = True) -> d
         descriptor_version=DESCRIPTOR_VERSION,
         model_type=family,
         model_class=type(model).__name__,
-        config_sha256=config_hash(cfg),
+        config_sha256=config_key,
         architecture=architecture,
-        linears=list(linears.values()),
+        linears=_forward_order(list(linears.values())),
         expert_tensors=experts,
         router=router,
         shared_experts=shared,
@@ -282,13 +295,11 @@ def _lora_targets(model, layers_name: str, experts: list[dict], router: dict | N
         rows = module.lora_A["default"].weight.shape[0]
         experts_here = param.shape[0] if param is not None and param.dim() == 3 else 1
         multipliers.setdefault(name, max(1, rows // experts_here))
-    params = []
-    for name in sorted(config.target_parameters or ()):
-        short = name.rsplit(".", 1)[-1]
-        tensor = next((e for e in experts if e["name"] == short), None)
-        if tensor is not None:
-            params.append(dict(name=name, path=tensor["path"], rank_multiplier=multipliers.get(short, 1)))
-        elif router is not None and router["path"].endswith(name):
+    wanted = {name.rsplit(".", 1)[-1]: name for name in config.target_parameters or ()}
+    params = [dict(name=wanted[e["name"]], path=e["path"], rank_multiplier=multipliers.get(e["name"], 1))
+              for e in experts if e["name"] in wanted]  # the expert tensors, then the router
+    for name in config.target_parameters or ():
+        if router is not None and router["path"].endswith(name):
             params.append(dict(name=name, path=router["path"], rank_multiplier=1))
     return {"target_modules": sorted({t.rsplit(".", 1)[-1] for t in (config.target_modules or ())}),
             "target_parameters": params}
