@@ -13,6 +13,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 UPDATE_GOLDEN = os.environ.get("RECIPE_UPDATE_GOLDEN") == "1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def descriptor_cache(tmp_path_factory):
+    """Descriptors derived during the tests go to a temporary cache (subprocesses inherit it), never ~/.cache."""
+    old = os.environ.get("RECIPE_CACHE_DIR")
+    path = tmp_path_factory.mktemp("recipe-cache")
+    os.environ["RECIPE_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RECIPE_CACHE_DIR", None)
+    else:
+        os.environ["RECIPE_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
