@@ -341,28 +341,28 @@ def _derive_descriptor(cfg: dict, where: str) -> dict:
 
     family = cfg.get("model_type")
     started = time.perf_counter()
-    try:
-        import torch  # noqa: F401
-        import transformers
-        import peft  # noqa: F401
-    except ImportError as exc:
-        raise UnsupportedArchitecture(
-            f"{where}: model_type '{family}' is not in the model catalog; describing it needs transformers, "
-            f"which is not installed ({exc.name}): {INSTALL_HINT}, then plan again (the description is "
-            f"cached, so later plans need no transformers); or pick a catalog model") from None
-    from .runtime.describe import describe
-
     import logging
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # bitsandbytes and transformers chatter on import
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                import torch  # noqa: F401
+                import transformers
+                import peft  # noqa: F401
+            except ImportError as exc:
+                raise UnsupportedArchitecture(
+                    f"{where}: model_type '{family}' is not in the model catalog; describing it needs "
+                    f"transformers, which is not installed ({exc.name}): {INSTALL_HINT}, then plan again (the "
+                    f"description is cached, so later plans need no transformers); or pick a catalog model") from None
+            from .runtime.describe import describe
+
             desc = describe(cfg, where)
-        finally:
-            logging.disable(previous)
+    finally:
+        logging.disable(previous)
     desc["source"] = "derived"
     print(f"note: model_type '{family}' is not in the catalog: described it with transformers "
           f"{transformers.__version__} on the meta device in {time.perf_counter() - started:.1f} s "

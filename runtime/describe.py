@@ -61,7 +61,8 @@ def build_meta_model(cfg: dict, where: str):
     except (ValueError, KeyError) as exc:
         raise UnsupportedArchitecture(
             f"{where}: model_type '{family}' is not known to the installed transformers {version} "
-            f"({str(exc).splitlines()[0][:160]}); upgrade transformers, or pick a catalog model") from None
+            f"({str(exc).splitlines()[0].split(' Should contain')[0][:160]}); upgrade transformers, "
+            f"or pick a catalog model") from None
     except Exception as exc:  # noqa: BLE001 - a config class rejecting the values
         raise UnsupportedArchitecture(
             f"{where}: transformers {version} cannot read this '{family}' config: "
