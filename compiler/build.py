@@ -51,7 +51,11 @@ def module_rows(arch: Architecture, method: str, bits: int) -> list[ModuleBuild]
         else:
             quantized, reason = False, (f"{cls} is a subclass of nn.Linear; transformers' bitsandbytes "
                                         f"integration replaces only exact nn.Linear, so it stays 16-bit")
-        rows.append(ModuleBuild(name=m.name, module_class=cls, count=m.count, quantized=quantized, reason=reason))
+        same = next((r for r in rows if r.name == m.name and r.module_class == cls), None)
+        if same is not None:  # one name, shapes differing between layers (dense and MoE layers): one row
+            rows[rows.index(same)] = same.model_copy(update={"count": same.count + m.count})
+        else:
+            rows.append(ModuleBuild(name=m.name, module_class=cls, count=m.count, quantized=quantized, reason=reason))
     experts = expert_parameters(arch)
     if experts:
         values = sum(p.params for p in experts)
@@ -60,7 +64,7 @@ def module_rows(arch: Architecture, method: str, bits: int) -> list[ModuleBuild]
                f"compute dtype: bitsandbytes quantizes only nn.Linear" if quantizing else
                f"{method}: {values / 1e9:.2f}B expert values ({names}) in the compute dtype")
         path = experts[0].path.rsplit(".", 1)[0]
-        rows.append(ModuleBuild(name=path, module_class=expert_class(arch), count=arch.num_layers,
+        rows.append(ModuleBuild(name=path, module_class=expert_class(arch), count=experts[0].count,
                                 quantized=False, reason=why))
     return rows
 

@@ -66,6 +66,29 @@ def test_moe_descriptors_say_what_stays_16_bit():
         assert all(r.quantized for r in rows if r is not experts[0])  # the attention projections
 
 
+DEEPSEEK_V3 = {"model_type": "deepseek_v3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 4, "intermediate_size": 96, "moe_intermediate_size": 32, "n_routed_experts": 4,
+               "n_shared_experts": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 1, "n_group": 1,
+               "topk_group": 1, "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+               "v_head_dim": 16, "vocab_size": 128, "max_position_embeddings": 256, "pad_token_id": 0}
+
+
+def test_uncatalogued_moe_with_mla_and_dense_layers():
+    """DeepSeek-V3's layout (MLA attention, a dense first layer, routed and shared experts): the derived
+    descriptor counts what transformers builds; the build record has one row per module name, and the
+    fused experts only where they are (one MoE layer of two)."""
+    from recipe_ft.compiler.build import module_rows
+
+    arch = derived_architecture(DEEPSEEK_V3, "deepseek_v3")
+    _assert_matches_transformers(DEEPSEEK_V3, "deepseek_v3", arch)
+    rows = module_rows(arch, "qlora", 4)
+    assert len({r.name for r in rows}) == len(rows)
+    assert {r.name for r in rows} >= {"q_a_proj", "kv_a_proj_with_mqa", "kv_b_proj", "gate_proj", "mlp.experts"}
+    experts = next(r for r in rows if r.name == "mlp.experts")
+    assert experts.count == 1 and not experts.quantized
+    assert next(r for r in rows if r.name == "gate_proj").count == 2  # the dense MLP and the shared expert
+
+
 # ----------------------------------------------------------------- recipe plan on a local directory
 
 
