@@ -1,8 +1,11 @@
-"""Normalise a Hugging Face config.json into an `Architecture`, and count what is in it.
+"""The `Architecture` the estimator reads, and what is in it (linears, expert tensors, counts).
 
-Pure Python: the shapes below mirror the transformers 5 implementations
-(`modeling_<model_type>.py`), and tests/test_models.py checks them against
-real models built on the meta device.
+Two sources, one vocabulary: `from_descriptor` reads a descriptor derived by transformers itself
+(runtime/describe.py: the model built on the meta device, its modules walked; compiler/descriptor.py
+finds it), which is how catalog models and any family transformers builds are known; `from_config`
+normalises a config.json by hand for the older families in `_FAMILIES`, so that a local directory of
+those plans without transformers installed. tests/test_models.py checks both against real models
+built on the meta device, and the two against each other for every catalog model of those families.
 
 Mixtral in transformers 5: each layer's experts are two fused 3-D
 `nn.Parameter`s (`mlp.experts.gate_up_proj` [E, 2*I, H] and
@@ -206,9 +209,9 @@ def from_descriptor(desc: dict, where: str) -> Architecture:
                 base = by_path[t["path"]]
                 targets.append(ParameterTarget(base.name, base.path, base.num_experts, base.in_features,
                                                base.out_features, base.count, t.get("rank_multiplier", 1)))
-            else:  # the router: [E, H]
+            else:  # the router: [E, H], one per MoE layer
                 targets.append(ParameterTarget(t["name"], t["path"], 1, fields["hidden_size"], fields["num_experts"],
-                                               fields["num_layers"]))
+                                               experts[0].count if experts else fields["num_layers"]))
         counts = ParamCounts(**desc["params"])
         expert_cls = next((t.get("module_class", "") for t in desc["expert_tensors"]), "")
         layout = Layout(linears, tuple(experts), tuple(targets), counts,
