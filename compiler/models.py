@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import json
@@ -34,6 +35,7 @@ def _catalog() -> dict:
 @functools.lru_cache(maxsize=1)
 def _index() -> dict[str, dict]:
     """Lower-cased hub id and aliases -> catalog entry."""
+    _catalog_hashes()  # hashed before any entry is handed out
     index: dict[str, dict] = {}
     for entry in _catalog()["models"]:
         for key in (entry["name"], *entry.get("aliases", ())):
@@ -41,9 +43,15 @@ def _index() -> dict[str, dict]:
     return index
 
 
+@functools.lru_cache(maxsize=1)
+def _catalog_hashes() -> dict[str, str]:
+    """Hub id -> the config's hash, taken when the catalog is read (callers may edit what they are given)."""
+    return {entry["name"]: descriptor.config_hash(entry["config"]) for entry in _catalog()["models"]}
+
+
 def catalog_configs() -> list[tuple[str, dict]]:
     """(hub id, config) of every catalog model, in catalog order (runtime/describe.py derives from these)."""
-    return [(entry["name"], dict(entry["config"])) for entry in _catalog()["models"]]
+    return [(entry["name"], copy.deepcopy(entry["config"])) for entry in _catalog()["models"]]
 
 
 def catalog_version() -> str:
@@ -60,13 +68,13 @@ def resolve_model(base: str, recipe_dir: Path) -> ResolvedModel:
     entry = catalog_entry(base)
     if entry is not None:
         where = f"model catalog entry '{entry['name']}' ({CATALOG_PATH})"
-        desc = descriptor.catalog_descriptors().get(descriptor.config_hash(entry["config"]))
+        desc = descriptor.catalog_descriptors().get(_catalog_hashes()[entry["name"]])
         if desc is None:
             raise UnsupportedArchitecture(f"{where}: no architecture descriptor in {descriptor.DESCRIPTORS_PATH}; "
                                           "run `python -m recipe_ft.runtime.describe --catalog`")
         arch = from_descriptor(desc, where)
         return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"),
-                             dict(entry["config"]))
+                             copy.deepcopy(entry["config"]))
 
     path = Path(base).expanduser()
     if not path.is_absolute():

@@ -127,13 +127,28 @@ def _rope(config) -> tuple[float | None, str | None]:
 
 
 def describe(cfg: dict, where: str = "config.json", with_peft: bool = True) -> dict:
-    """The descriptor of the model `cfg` describes (see the module docstring)."""
+    """The descriptor of the model `cfg` describes (see the module docstring); UnsupportedArchitecture,
+    naming the model_type, when the model transformers builds is not one this walk understands."""
+    started = time.perf_counter()
+    model, config = build_meta_model(cfg, where)
+    try:
+        desc = _describe(model, config, cfg, with_peft)
+    except UnsupportedArchitecture:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a layout this walk does not know
+        raise UnsupportedArchitecture(
+            f"{where}: cannot describe model_type '{config.model_type}' ({type(model).__name__}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; pick a catalog model or another family") from None
+    desc["derived_seconds"] = round(time.perf_counter() - started, 3)
+    return desc
+
+
+def _describe(model, top_config, cfg: dict, with_peft: bool) -> dict:
     import torch
 
-    started = time.perf_counter()
     config_key = config_hash(cfg)
-    model, config = build_meta_model(cfg, where)
-    family = config.model_type
+    config = top_config.get_text_config() if hasattr(top_config, "get_text_config") else top_config
+    family = top_config.model_type
     layers_name, layers = _decoder_layers(model)
     n = len(layers)
     embedding = model.get_input_embeddings()
@@ -155,8 +170,10 @@ def describe(cfg: dict, where: str = "config.json", with_peft: bool = True) -> d
                     group=_group(path), module_class=key[4], quantizable=type(module) is torch.nn.Linear))
                 row["count"] += 1
         for path, param in layer.named_parameters():
-            if param.dim() == 3:
-                owner = layer.get_submodule(path.rsplit(".", 1)[0]) if "." in path else layer
+            owner = layer.get_submodule(path.rsplit(".", 1)[0]) if "." in path else layer
+            # fused expert tensors: 3-D parameters of a model's own module (not a convolution's kernel,
+            # such as the short conv of Qwen3.5's linear-attention layers)
+            if param.dim() == 3 and not isinstance(owner, torch.nn.modules.conv._ConvNd):
                 row = tensors.setdefault((path, tuple(param.shape)), dict(
                     name=path.rsplit(".", 1)[-1], path=path, shape=list(param.shape), count=0,
                     module_class=type(owner).__name__))
@@ -275,7 +292,6 @@ def describe(cfg: dict, where: str = "config.json", with_peft: bool = True) -> d
     )
     if with_peft:
         descriptor["lora_all_linear"] = _lora_targets(model, layers_name, experts, router)
-    descriptor["derived_seconds"] = round(time.perf_counter() - started, 3)
     return descriptor
 
 

@@ -19,6 +19,8 @@ reported apart.
 
 from __future__ import annotations
 
+import copy
+
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -235,7 +237,7 @@ def trace(spec: TraceSpec) -> TraceResult:
     # full fine-tuning keeps fp32 master weights, except bf16-pure
     weight_dtype = torch.float32 if full and spec.precision != "bf16-pure" else dtype
 
-    cfg = dict(spec.config)
+    cfg = copy.deepcopy(dict(spec.config))  # config classes edit nested dicts (rope_scaling) in place
     model_type = cfg.pop("model_type")
     for key in ("architectures", "auto_map", "torch_dtype", "dtype", "quantization_config",
                 "transformers_version", "_name_or_path"):

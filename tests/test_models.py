@@ -21,6 +21,7 @@ from recipe_ft.compiler.architecture import (
     parameter_targets,
 )
 from recipe_ft.schemas.errors import ModelNotFound, UnsupportedArchitecture
+from families import DERIVED_FAMILIES
 from recipe_ft.compiler.descriptor import DESCRIPTORS_PATH, catalog_descriptors, config_hash
 from recipe_ft.compiler.models import (
     CATALOG_PATH,
@@ -29,7 +30,8 @@ from recipe_ft.compiler.models import (
 )
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
-FIXTURES = sorted(p.name for p in CONFIGS.iterdir() if (p / "config.json").is_file())
+# the hand-normalised families' fixtures (tests/test_derived_families.py covers tests/families.py's)
+FIXTURES = sorted(p.name for p in CONFIGS.iterdir() if (p / "config.json").is_file() and p.name not in DERIVED_FAMILIES)
 CATALOG = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
 ENTRIES = CATALOG["models"]
 
@@ -158,9 +160,12 @@ def _model_linears(model) -> dict[tuple, int]:
 
 
 def _model_experts(model) -> dict[tuple, int]:
+    import torch
+
     rows: dict[tuple, int] = {}
     for name, param in model.named_parameters():
-        if param.dim() == 3:
+        owner = model.get_submodule(name.rsplit(".", 1)[0])
+        if param.dim() == 3 and not isinstance(owner, torch.nn.modules.conv._ConvNd):  # not a conv kernel
             suffix = name.split(".layers.", 1)[1].split(".", 1)[1]
             key = (suffix, tuple(param.shape))
             rows[key] = rows.get(key, 0) + 1
