@@ -418,7 +418,7 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
         warnings.append(f"{method}: {', '.join(m.name for m in kept)} ({kept[0].module_class}) stay in "
                         f"{t.precision}: transformers' bitsandbytes integration quantizes only exact nn.Linear "
                         f"modules; the memory plan counts them unquantized"
-                        + "".join(f" ({m.reason})" for m in kept if "expert values" in m.reason))
+                        + "".join(f" ({m.reason.split(' (')[0]})" for m in kept if "expert values" in m.reason))
     recipe_bytes = recipe_path.read_bytes()
     return Plan(
         tool_version=__version__,
