@@ -1,3 +1,5 @@
-"""recipe: a declarative compiler and runner for LoRA-family fine-tuning of open LLMs."""
+"""The `recipe` command line (recipe_ft.cli): the typer app and its commands are in commands.py."""
 
-__version__ = "0.1.0"
+from .commands import app, main, run
+
+__all__ = ["app", "main", "run"]

@@ -81,7 +81,7 @@ def read(path: Path) -> Measured:
 
 def apply(plan, bench: Path):
     """The plan with its economics recomputed from the measured throughput (unchanged without economics)."""
-    from .economics import evaluate
+    from .economics import plan_section
 
     if str(bench) == LATEST and not bench.exists():  # the recipe's own run directory
         bench = Path(plan.lock.recipe_path).resolve().parent / plan.output_dir
@@ -90,5 +90,5 @@ def apply(plan, bench: Path):
         raise UsageError("--bench needs an economics: section in the recipe")
     if measured.model is not None and measured.model != plan.model.name:
         raise UsageError(f"--bench {bench}: it measured {measured.model}, but this plan serves {plan.model.name}")
-    economics = evaluate(plan.recipe, plan.model.parameters, plan.cost.usd, plan.fits, measured)
+    economics = plan_section(plan.recipe, plan.model.parameters, plan.cost.usd, plan.fits, measured)
     return plan.model_copy(update={"economics": economics})

@@ -27,7 +27,6 @@ Conventions
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
 import hashlib
 import re
@@ -57,7 +56,6 @@ __all__ = [
     "prices",
     "prices_for",
     "serving_rows",
-    "suggest",
 ]
 
 
@@ -466,15 +464,3 @@ def _versions() -> tuple[tuple[str, str], ...]:
 def catalog_versions() -> dict[str, str]:
     """File name -> first 12 hex digits of the sha256 of its bytes, for every data file."""
     return dict(_versions())
-
-
-def suggest(name: str, choices, n: int = 3) -> list[str]:
-    """Up to ``n`` of ``choices`` that look like ``name``, best first ("did you mean")."""
-    by_key: dict[str, str] = {}
-    for choice in choices:
-        by_key.setdefault(_gpu_key(str(choice)), str(choice))
-    key = _gpu_key(name or "")
-    if not key:
-        return []
-    matches = difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.6)
-    return [by_key[m] for m in matches]

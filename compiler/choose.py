@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from ..schemas.money import usd as format_usd
 from .architecture import Architecture
 from .hardware import Candidate
 from .memory import MemoryEstimate, StepShape, estimate
@@ -69,7 +70,7 @@ def fit_step(base: StepShape, arch: Architecture, gpu: Candidate, count: int, ba
     return smallest[0], smallest[1], False
 
 
-def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
+def price_option(arch: Architecture, base: StepShape, gpu: Candidate, count: int, method: str,
              batch_size: int, train_tokens_for, pinned_mbs, pinned_gc, max_cost, max_hours,
              margin: float = 1.0, strategy: str = "single", nodes: int = 1, rows_for=None,
              calibration=None) -> Option:
@@ -98,7 +99,7 @@ def evaluate(arch: Architecture, base: StepShape, gpu: Candidate, count: int, me
     if not within:
         parts = []
         if max_cost is not None and (usd is None or usd > max_cost):
-            parts.append("no price" if usd is None else f"${usd:,.2f} > max_cost_usd {max_cost:g}")
+            parts.append("no price" if usd is None else f"{format_usd(usd)} > max_cost_usd {max_cost:g}")
         if max_hours is not None and t.hours > max_hours:
             parts.append(f"{t.hours:.1f} h > max_hours {max_hours:g}")
         note = "; ".join(parts)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..schemas.errors import RecipeError, UsageError
+from ..schemas.money import usd
 from ..schemas.plan import Economics
 from . import models
 
@@ -180,13 +181,6 @@ def compare(path: str, overrides: list[str] = ()) -> Comparison:
 # --------------------------------------------------------------------------- rendering
 
 
-def _usd(x: Optional[float]) -> str:
-    if x is None:
-        return "-"
-    sign = "-" if x < 0 else ""
-    return f"{sign}${abs(x):,.2f}" if abs(x) < 1000 else f"{sign}${abs(x):,.0f}"
-
-
 def _params_label(n: Optional[int]) -> str:
     return "-" if n is None else f"{n / 1e9:.1f}B"
 
@@ -227,7 +221,7 @@ def _verdict(r: Row) -> str:
 def _at_load(e: Optional[Economics]) -> str:
     if e is None or e.serving is None:
         return "-"
-    return f"${e.serving.usd_per_mtok_at_capacity:,.3f}"
+    return usd(e.serving.usd_per_mtok_at_capacity)
 
 
 HEADERS = ("model", "params", "method", "training on", "training $", "serving on", "serving $/month",
@@ -245,7 +239,7 @@ def table_rows(c: Comparison) -> list[tuple[str, ...]]:
             continue
         method = (r.method or "-") + ("" if r.fits else " (over budget)" if r.memory_fits else " (nothing fits)")
         out.append((name, _params_label(r.parameters), method, r.training_gpu if r.memory_fits else "-",
-                    _usd(r.training_usd), serving_label(e), _usd(e.self_hosted_monthly_usd if e else None),
+                    usd(r.training_usd), serving_label(e), usd(e.self_hosted_monthly_usd if e else None),
                     _at_load(e), _break_even(e), _verdict(r)))
     return out
 
@@ -253,8 +247,8 @@ def table_rows(c: Comparison) -> list[tuple[str, ...]]:
 def header_line(c: Comparison) -> str:
     e = c.api
     return (f"{c.name}: {c.family} sizes, {e.requests_per_day:,} requests/day x ({e.input_tokens_per_request:,} in + "
-            f"{e.output_tokens_per_request:,} out) tokens; API {e.api.model} {_usd(e.api_monthly_usd)}/month "
-            f"({_usd(e.api.usd_per_mtok)} per M tokens)")
+            f"{e.output_tokens_per_request:,} out) tokens; API {e.api.model} {usd(e.api_monthly_usd)}/month "
+            f"({usd(e.api.usd_per_mtok)} per M tokens)")
 
 
 FOOTNOTE = ("each row is the recipe with model.base set to that model, planned within its budget; serving, "

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..schemas.errors import RecipeError
+from ..schemas.money import usd
 from ..schemas.plan import ApiSide, Economics, OneTime, Serving
 from ..schemas.recipe import BudgetSpec, EconomicsSpec, Recipe
 from . import catalogs, hardware
@@ -68,6 +69,19 @@ class Reference:
     gpu: str
     bandwidth_gbs: float
     label: str = ""
+
+
+@dataclass(frozen=True)
+class ApiQuote:
+    """The API the fine-tuned model would replace, at the prices the plan uses (a catalog row is
+    catalogs.ApiPrice)."""
+
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    source: str
+    as_of: Optional[str]
+    retired: bool
+    model: str
 
 
 @dataclass(frozen=True)
@@ -190,8 +204,8 @@ def serving_gpus(budget: BudgetSpec) -> list[ServingGPU]:
     return out
 
 
-def api_price(spec: EconomicsSpec) -> tuple[float, float, str, Optional[str], bool, str]:
-    """(input, output USD per M tokens, source, as of, retired, model) for the recipe's API model."""
+def api_price(spec: EconomicsSpec) -> ApiQuote:
+    """The recipe's API model at its prices: the recipe's where it gives them, else the catalog's."""
     found = catalogs.find_api_model(spec.api_model)
     pin, pout = spec.input_usd_per_mtok, spec.output_usd_per_mtok
     if found is None and (pin is None or pout is None):
@@ -199,20 +213,21 @@ def api_price(spec: EconomicsSpec) -> tuple[float, float, str, Optional[str], bo
                           f"economics.input_usd_per_mtok and output_usd_per_mtok")
     model = found.model if found else spec.api_model
     if pin is not None and pout is not None:
-        return pin, pout, "economics.input_usd_per_mtok / output_usd_per_mtok in the recipe", None, False, model
+        return ApiQuote(pin, pout, "economics.input_usd_per_mtok / output_usd_per_mtok in the recipe", None, False,
+                        model)
     source = f"{found.source}; {found.as_of}"
     if pin is not None:
         source = f"input: economics.input_usd_per_mtok in the recipe; output: {source}"
     elif pout is not None:
         source = f"output: economics.output_usd_per_mtok in the recipe; input: {source}"
-    return (found.input_usd_per_mtok if pin is None else pin, found.output_usd_per_mtok if pout is None else pout,
-            source, found.as_of, found.retired, model)
+    return ApiQuote(found.input_usd_per_mtok if pin is None else pin,
+                    found.output_usd_per_mtok if pout is None else pout, source, found.as_of, found.retired, model)
 
 
-# --------------------------------------------------------------------------- the evaluation
+# --------------------------------------------------------------------------- the plan's section
 
 
-def evaluate(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True,
+def plan_section(recipe: Recipe, parameters: int, training_usd: Optional[float], fits: bool = True,
              measured=None) -> Optional[Economics]:
     """The plan's `economics` section, or None when the recipe has no `economics:`."""
     spec = recipe.economics
@@ -223,10 +238,6 @@ def evaluate(recipe: Recipe, parameters: int, training_usd: Optional[float], fit
                    has_eval=has_eval, fits=fits, measured=measured)
 
 
-def _usd(x: float) -> str:
-    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
-
-
 def _days(days: float) -> str:
     if days < 1:
         return "under a day"
@@ -234,88 +245,107 @@ def _days(days: float) -> str:
     return f"{n} day{'s' * (n != 1)}"
 
 
-def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float], gpus: Sequence[ServingGPU],
-            ref: Reference, has_eval: bool = True, fits: bool = True, measured=None) -> Economics:
-    rpd, tin, tout = spec.requests_per_day, spec.input_tokens_per_request, spec.output_tokens_per_request
+@dataclass(frozen=True)
+class OneTimeCost:
+    training_usd: Optional[float]  # None: the plan has no training price
+    eval_usd: Optional[float]
+    engineering_usd: float
+
+    @property
+    def total_usd(self) -> float:
+        return (self.training_usd or 0.0) + (self.eval_usd or 0.0) + self.engineering_usd
+
+
+def one_time_cost(spec: EconomicsSpec, training_usd: Optional[float]) -> OneTimeCost:
+    """Training (the plan's cost), evaluation at EVAL_SHARE of it, engineering hours x rate."""
+    return OneTimeCost(training_usd, None if training_usd is None else training_usd * EVAL_SHARE,
+                       spec.engineering_hours * spec.hourly_rate)
+
+
+def serving_section(best: ServingOption, spec: EconomicsSpec, parameters: float) -> Serving:
+    """The plan's `economics.serving`: the chosen serving option, rounded for the plan."""
+    quant, tokens_per_request = spec.serving_quantization, spec.input_tokens_per_request + spec.output_tokens_per_request
+    tokens_month = spec.requests_per_day * DAYS_PER_MONTH * tokens_per_request
+    return Serving(
+        gpu=best.gpu.name, gpus_per_replica=best.gpus_per_replica, replicas=best.replicas, quantization=quant,
+        weights_bytes=int(weights_bytes(parameters, quant)), capacity_bytes=best.capacity_bytes,
+        usd_per_gpu_hour=best.gpu.usd_per_hour, price_source=best.gpu.price_label or "catalog",
+        scale_to_zero=spec.scale_to_zero,
+        prefill_tokens_per_second=round(best.prefill_tok_s, 1), decode_tokens_per_second=round(best.decode_tok_s, 1),
+        seconds_per_request=round(best.seconds_per_request, 4),
+        requests_per_second=round(best.requests_per_second, 3),
+        peak_requests_per_second=round(best.peak_requests_per_second, 3),
+        gpu_hours_per_month=round(best.gpu_hours_per_month, 2), monthly_usd=round(best.monthly_usd, 2),
+        usd_per_mtok=round(best.monthly_usd / tokens_month * 1e6, 4),
+        usd_per_mtok_at_capacity=round(best.usd_per_replica_hour
+                                       / (best.requests_per_second * 3600 * tokens_per_request) * 1e6, 4))
+
+
+def verdict(best: Optional[ServingOption], api_monthly: float, days: Optional[float], spec: EconomicsSpec,
+            parameters: float) -> str:
+    """One line: cannot self-host, never pays back, or pays back in N days."""
     quant = spec.serving_quantization
-    pin, pout, price_source, as_of, retired, api_model = api_price(spec)
-    api_monthly = api_monthly_usd(rpd, tin, tout, pin, pout)
-    tokens_month = rpd * DAYS_PER_MONTH * (tin + tout)
-
-    options = serving_options(parameters, quant, rpd, tin, tout, spec.scale_to_zero, gpus, ref, measured)
-    best = options[0] if options else None
-    serving = None
-    if best is not None:
-        serving = Serving(
-            gpu=best.gpu.name, gpus_per_replica=best.gpus_per_replica, replicas=best.replicas, quantization=quant,
-            weights_bytes=int(weights_bytes(parameters, quant)), capacity_bytes=best.capacity_bytes,
-            usd_per_gpu_hour=best.gpu.usd_per_hour, price_source=best.gpu.price_label or "catalog",
-            scale_to_zero=spec.scale_to_zero,
-            prefill_tokens_per_second=round(best.prefill_tok_s, 1), decode_tokens_per_second=round(best.decode_tok_s, 1),
-            seconds_per_request=round(best.seconds_per_request, 4),
-            requests_per_second=round(best.requests_per_second, 3),
-            peak_requests_per_second=round(best.peak_requests_per_second, 3),
-            gpu_hours_per_month=round(best.gpu_hours_per_month, 2), monthly_usd=round(best.monthly_usd, 2),
-            usd_per_mtok=round(best.monthly_usd / tokens_month * 1e6, 4),
-            usd_per_mtok_at_capacity=round(best.usd_per_replica_hour
-                                           / (best.requests_per_second * 3600 * (tin + tout)) * 1e6, 4))
-
-    eval_usd = None if training_usd is None else training_usd * EVAL_SHARE
-    engineering = spec.engineering_hours * spec.hourly_rate
-    one_time = (training_usd or 0.0) + (eval_usd or 0.0) + engineering
-    saving = None if best is None else api_monthly - best.monthly_usd
-    days = break_even_days(one_time, saving)
-
     if best is None:
-        verdict = (f"cannot self-host: no catalog GPU type, up to {REPLICA_SIZES[-1]} per replica, holds the "
-                   f"{weights_bytes(parameters, quant) / GIB:,.0f} GiB of weights ({quant} quantization) in "
-                   f"{WEIGHT_SHARE:.0%} of its memory")
-    elif days is None:
+        return (f"cannot self-host: no catalog GPU type, up to {REPLICA_SIZES[-1]} per replica, holds the "
+                f"{weights_bytes(parameters, quant) / GIB:,.0f} GiB of weights ({quant} quantization) in "
+                f"{WEIGHT_SHARE:.0%} of its memory")
+    if days is None:
         more = best.monthly_usd - api_monthly
-        verdict = ("never pays back: self-hosting costs " +
-                   (f"{_usd(more)}/month more than the API" if more > 0.005 else "as much per month as the API") +
-                   f" ({_usd(best.monthly_usd)} vs {_usd(api_monthly)})")
-    else:
-        verdict = (f"pays back in {_days(days)}, then saves {_usd(saving)}/month "
-                   f"({_usd(api_monthly)} API vs {_usd(best.monthly_usd)} self-hosted)")
+        return ("never pays back: self-hosting costs " +
+                (f"{usd(more)}/month more than the API" if more > 0.005 else "as much per month as the API") +
+                f" ({usd(best.monthly_usd)} vs {usd(api_monthly)})")
+    return (f"pays back in {_days(days)}, then saves {usd(api_monthly - best.monthly_usd)}/month "
+            f"({usd(api_monthly)} API vs {usd(best.monthly_usd)} self-hosted)")
 
-    caveats = []
+
+def caveats(spec: EconomicsSpec, api: ApiQuote, api_monthly: float, options: Sequence[ServingOption],
+            days: Optional[float], cost: OneTimeCost, has_eval: bool, fits: bool, measured=None) -> list[str]:
+    """What the figures leave out or where the seed's rules of thumb disagree."""
+    best = options[0] if options else None
+    rpd = spec.requests_per_day
+    out = []
     if measured is not None:
-        caveats.append(measured.statement(any(o.gpu.name == measured.gpu for o in options),
-                                          best.gpu.name if best else None))
+        out.append(measured.statement(any(o.gpu.name == measured.gpu for o in options),
+                                      best.gpu.name if best else None))
     if best is not None and days is None:
-        caveats.append(f"savings never repay the one-time {_usd(one_time)}: self-hosting costs more per month "
-                       f"than the API; stay on the API" + ("" if spec.scale_to_zero else
-                                                           " (or try economics.scale_to_zero: true)"))
+        out.append(f"savings never repay the one-time {usd(cost.total_usd)}: self-hosting costs more per month "
+                   f"than the API; stay on the API" + ("" if spec.scale_to_zero else
+                                                       " (or try economics.scale_to_zero: true)"))
     if rpd < SEED_MIN_REQUESTS_PER_DAY:
-        caveats.append(f"volume: {rpd:,} requests/day is below the seed's {SEED_MIN_REQUESTS_PER_DAY:,}/day for "
-                       f"fine-tuning one task; at low volume the API is usually the simpler choice")
+        out.append(f"volume: {rpd:,} requests/day is below the seed's {SEED_MIN_REQUESTS_PER_DAY:,}/day for "
+                   f"fine-tuning one task; at low volume the API is usually the simpler choice")
     if api_monthly < SEED_MIN_API_MONTHLY_USD:
-        caveats.append(f"API spend {_usd(api_monthly)}/month is below the seed's {_usd(SEED_MIN_API_MONTHLY_USD)}"
-                       f"/month, above which fine-tuning pays back within 30-60 days; the saving is small in "
-                       f"absolute terms")
+        out.append(f"API spend {usd(api_monthly)}/month is below the seed's {usd(SEED_MIN_API_MONTHLY_USD)}"
+                   f"/month, above which fine-tuning pays back within 30-60 days; the saving is small in "
+                   f"absolute terms")
     if days is not None and days > SEED_MAX_BREAK_EVEN_DAYS:
-        caveats.append(f"break-even after {_days(days)} is beyond the seed's 30-60 days")
-    if training_usd is None:
-        caveats.append(("nothing fits the training budget, so there is no training cost" if not fits else
-                        "the plan has no training price (no GPU price; give budget.prices)") +
-                       "; the one-time cost leaves training and evaluation out")
+        out.append(f"break-even after {_days(days)} is beyond the seed's 30-60 days")
+    if cost.training_usd is None:
+        out.append(("nothing fits the training budget, so there is no training cost" if not fits else
+                    "the plan has no training price (no GPU price; give budget.prices)") +
+                   "; the one-time cost leaves training and evaluation out")
     elif not fits:
-        caveats.append("the plan does not fit the budget; the training cost is that of the closest option")
-    if engineering == 0:
-        caveats.append("the one-time cost counts no engineering time; set economics.engineering_hours and "
-                       "economics.hourly_rate")
-    if retired:
-        caveats.append(f"{api_model} is retired; its price may not be what a replacement API costs")
+        out.append("the plan does not fit the budget; the training cost is that of the closest option")
+    if cost.engineering_usd == 0:
+        out.append("the one-time cost counts no engineering time; set economics.engineering_hours and "
+                   "economics.hourly_rate")
+    if api.retired:
+        out.append(f"{api.model} is retired; its price may not be what a replacement API costs")
     if not has_eval:
-        caveats.append("no held-out eval set (data.eval or data.eval_fraction); the seed asks for one before "
-                       "replacing an API")
+        out.append("no held-out eval set (data.eval or data.eval_fraction); the seed asks for one before "
+                   "replacing an API")
+    return out
 
+
+def assumptions(spec: EconomicsSpec, api: ApiQuote, ref: Reference, measured=None) -> list[str]:
+    """Every constant and rule the figures rest on, in words."""
+    quant = spec.serving_quantization
     bpp = BYTES_PER_PARAM[quant]
-    assumptions = [
+    return [
         f"a month is {DAYS_PER_MONTH} days; API monthly = requests/day x {DAYS_PER_MONTH} x (input tokens x input "
         f"price + output tokens x output price) / 1e6",
-        f"API price {api_model}: ${pin:g} input, ${pout:g} output per M tokens ({price_source})",
+        f"API price {api.model}: {usd(api.input_usd_per_mtok)} input, {usd(api.output_usd_per_mtok)} output per M "
+        f"tokens ({api.source})",
         f"serving weights: {bpp:g} bytes per parameter ({'bf16' if quant == 'none' else quant}); a replica holds "
         f"them when they take at most {WEIGHT_SHARE:.0%} of its memory (the rest: KV cache, activations, "
         f"CUDA context)",
@@ -341,22 +371,37 @@ def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float
         "not checked: that this is one well-defined task, learnable from examples, that needs no fresh knowledge "
         "and that prompting does not already handle (the seed's checklist)",
     ]
+
+
+def compute(spec: EconomicsSpec, parameters: float, training_usd: Optional[float], gpus: Sequence[ServingGPU],
+            ref: Reference, has_eval: bool = True, fits: bool = True, measured=None) -> Economics:
+    """API side, serving side, one-time cost, break-even; then the verdict, caveats and assumptions."""
+    rpd, tin, tout = spec.requests_per_day, spec.input_tokens_per_request, spec.output_tokens_per_request
+    api = api_price(spec)
+    pin, pout = api.input_usd_per_mtok, api.output_usd_per_mtok
+    api_monthly = api_monthly_usd(rpd, tin, tout, pin, pout)
+    options = serving_options(parameters, spec.serving_quantization, rpd, tin, tout, spec.scale_to_zero, gpus,
+                              ref, measured)
+    best = options[0] if options else None
+    cost = one_time_cost(spec, training_usd)
+    saving = None if best is None else api_monthly - best.monthly_usd
+    days = break_even_days(cost.total_usd, saving)
     return Economics(
         api_monthly_usd=round(api_monthly, 2),
         self_hosted_monthly_usd=None if best is None else round(best.monthly_usd, 2),
-        one_time_usd=round(one_time, 2),
+        one_time_usd=round(cost.total_usd, 2),
         monthly_saving_usd=None if saving is None else round(saving, 2),
         break_even_days=None if days is None else round(days, 2),
-        verdict=verdict,
+        verdict=verdict(best, api_monthly, days, spec, parameters),
         requests_per_day=rpd, input_tokens_per_request=tin, output_tokens_per_request=tout,
-        tokens_per_month=int(round(tokens_month)),
-        api=ApiSide(model=api_model, input_usd_per_mtok=pin, output_usd_per_mtok=pout, price_source=price_source,
-                    as_of=as_of, retired=retired, monthly_usd=round(api_monthly, 2),
+        tokens_per_month=int(round(rpd * DAYS_PER_MONTH * (tin + tout))),
+        api=ApiSide(model=api.model, input_usd_per_mtok=pin, output_usd_per_mtok=pout, price_source=api.source,
+                    as_of=api.as_of, retired=api.retired, monthly_usd=round(api_monthly, 2),
                     usd_per_mtok=round(blended_usd_per_mtok(tin, tout, pin, pout), 4)),
-        serving=serving,
+        serving=None if best is None else serving_section(best, spec, parameters),
         one_time=OneTime(training_usd=None if training_usd is None else round(training_usd, 2),
-                         eval_usd=None if eval_usd is None else round(eval_usd, 2),
-                         engineering_usd=round(engineering, 2), total_usd=round(one_time, 2)),
-        caveats=caveats,
-        assumptions=assumptions,
+                         eval_usd=None if cost.eval_usd is None else round(cost.eval_usd, 2),
+                         engineering_usd=round(cost.engineering_usd, 2), total_usd=round(cost.total_usd, 2)),
+        caveats=caveats(spec, api, api_monthly, options, days, cost, has_eval, fits, measured),
+        assumptions=assumptions(spec, api, ref, measured),
     )

@@ -46,7 +46,6 @@ HEAD_VOCAB_CHUNK = 32768
 CUDA_CONTEXT_BYTES = int(0.75 * GIB)  # CUDA context, cuBLAS/cuDNN handles; outside the allocator
 ALLOCATOR_OVERHEAD = 0.10  # reserved beyond allocated (fragmentation, rounding), of the peak
 
-ADAPTER_METHODS = ("lora", "qlora", "dora", "qdora")
 QUANTIZED = ("qlora", "qdora")
 
 

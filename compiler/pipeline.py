@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..schemas.recipe import Recipe
 from ..schemas.errors import Problem, RecipeError, UsageError
 from .load import Document, read
 from .overrides import apply
@@ -30,14 +29,6 @@ def check_file(path: str, overrides: list[str] = ()) -> Result:
     if misplaced:
         result = Result(None, sorted(misplaced + result.problems, key=problem_order))
     return result
-
-
-def load_recipe(path: str, overrides: list[str] = ()) -> tuple[Recipe, Result]:
-    """A valid recipe, or RecipeError carrying every problem."""
-    result = check_file(path, overrides)
-    if not result.ok:
-        raise RecipeError(f"{path}: invalid recipe", result.problems)
-    return result.recipe, result
 
 
 def compile_file(path: str, overrides: list[str] = ()):

@@ -1,4 +1,14 @@
-"""recipe -> Plan: resolve the model, size the data, estimate, choose, price, explain."""
+"""recipe -> Plan, in passes (compile_plan reads as the list):
+
+    resolve_model   recipe -> Resolved        the model and its architecture, the step's base shape
+    size_data       Resolved -> Workload      examples and tokens: what one option trains on
+    option_space    Workload -> Search        the GPU types, counts, methods and strategies to compare
+    estimate        Search -> list[Option]    per option: the fastest step that fits, its hours and dollars
+    choose          options -> Choice         the cheapest within budget (or the closest, with suggestions)
+    price           Choice -> Pricing         the plan's cost and its economics section
+    explain         Choice -> Explanation     decisions with reasons, alternatives, warnings, the build
+    assemble        all of the above -> Plan
+"""
 
 from __future__ import annotations
 
@@ -9,15 +19,15 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
-from ..schemas.plan import (Adapter, Alternative, CostPlan, DataPlan, Decision, DistributedPlan, Hardware, Lock, Memory,
-                            ModelInfo, Plan, TimePlan, TrainingPlan)
-from ..schemas.recipe import Recipe
+from ..schemas.plan import (Adapter, Alternative, BuildPlan, CostPlan, DataPlan, Decision, DistributedPlan, Economics,
+                            Hardware, Lock, Memory, ModelInfo, Plan, PreferencePlan, TimePlan, TrainingPlan)
+from ..schemas.recipe import BudgetSpec, Recipe
 from . import build as build_mod
-from . import calibration, catalogs, datasize, hardware, memory, models, preference, timing
-from .architecture import attention_implementations, parameter_count
-from .choose import LORA_MARGIN, Option, evaluate, rank_key
-from .economics import evaluate as economics_of
+from . import calibration, catalogs, datasize, economics, hardware, memory, models, preference, timing
+from .architecture import Architecture, attention_implementations, parameter_count
+from .choose import LORA_MARGIN, Option, price_option, rank_key
 from ..schemas.errors import Problem, RecipeError
+from ..schemas.money import usd
 from .load import Document
 
 EXIT_NOTHING_FITS = 3
@@ -70,6 +80,34 @@ def model_hashes(model_dir: Optional[Path], recipe_dir: Path) -> dict:
 
 def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = None,
                  overrides: tuple = ()) -> Compiled:
+    """The passes in order (the module docstring lists what each takes and gives)."""
+    resolved = resolve_model(recipe, recipe_path, doc)
+    workload = size_data(recipe, recipe_path, resolved)
+    search = option_space(recipe, recipe_path, resolved, workload, doc)
+    options = estimate(search)
+    choice = choose(recipe, search, options)
+    pricing = price(recipe, resolved, choice)
+    explanation = explain(recipe, resolved, workload, search, choice)
+    plan = assemble(recipe, recipe_path, overrides, resolved, workload, search, choice, pricing, explanation)
+    return Compiled(plan, 0 if choice.feasible else EXIT_NOTHING_FITS, choice.suggestions)
+
+
+# --------------------------------------------------------------------------- resolve the model
+
+
+@dataclass(frozen=True)
+class Resolved:
+    model: models.ResolvedModel
+    targeted: list  # the modules the adapter wraps ([] for full fine-tuning)
+    base: memory.StepShape  # the step every option starts from (micro batch and checkpointing not chosen yet)
+
+    @property
+    def arch(self) -> Architecture:
+        return self.model.architecture
+
+
+def resolve_model(recipe: Recipe, recipe_path: Path, doc: Optional[Document]) -> Resolved:
+    """The model, the modules the method targets, and checks that need the architecture."""
     recipe_dir = recipe_path.resolve().parent
     try:
         model = models.resolve_model(recipe.model.base, recipe_dir)
@@ -100,76 +138,166 @@ def compile_plan(recipe: Recipe, recipe_path: Path, doc: Optional[Document] = No
         quant_bits=quant.bits if quant else 4, double_quant=quant.double_quant if quant else True,
         zero_stage=recipe.distributed.zero_stage, cpu_offload=recipe.distributed.cpu_offload,
         **preference.settings(recipe))
+    return Resolved(model, targeted, base)
 
-    size = datasize.measure(recipe, recipe_dir, model.path)
 
-    packed_rows = size.packed_rows() if t.packing else 0
-    pairs = preference.sequences_per_example(base.objective)
+# --------------------------------------------------------------------------- size the data
 
-    def train_tokens(mbs: int) -> float:
+
+@dataclass(frozen=True)
+class Workload:
+    """The data as training will see it: examples, tokens, rows."""
+
+    size: datasize.DataSize
+    packing: bool
+    epochs: float
+    max_steps: Optional[int]
+    batch_size: int
+    max_seq_len: int
+    attention: str
+    packed_rows: int  # 0 unless packing
+    pairs: int  # sequences per example (2 for preference pairs)
+
+    def train_tokens(self, mbs: int) -> float:
         """Tokens computed in training. Unpacked: each example padded to the longest of its micro
         batch. Packed (trl's padding-free "bfd"): the examples' own tokens, in rows of up to
         max_seq_len; max_steps then counts rows, not examples."""
-        if t.packing:
-            rows = packed_rows
+        size = self.size
+        if self.packing:
+            rows = self.packed_rows
             per_row = size.examples * size.tokens_per_example / max(rows, 1)
-            sequences, per_sequence = rows * t.epochs, per_row
+            sequences, per_sequence = rows * self.epochs, per_row
         else:
             # preference pairs: chosen and rejected (or completion and KL completion) both run
-            sequences = size.examples * t.epochs * pairs
+            sequences = size.examples * self.epochs * self.pairs
             per_sequence = size.padded_tokens_per_example(mbs)
-        if t.max_steps:
-            sequences = min(sequences, t.max_steps * t.batch_size * (1 if t.packing else pairs))
+        if self.max_steps:
+            sequences = min(sequences, self.max_steps * self.batch_size * (1 if self.packing else self.pairs))
         return sequences * per_sequence
 
-    def rows(mbs: int) -> timing.Rows:
+    def rows(self, mbs: int) -> timing.Rows:
         """The time model's rows: packed rows are full (attention per example under varlen
         flash-attention, across the row otherwise); unpacked rows padded to the micro batch's longest."""
-        if t.packing:  # trl's "bfd" rows: as long as the examples packed into them
-            per_row = min(size.examples * size.tokens_per_example / max(packed_rows, 1), t.max_seq_len)
-            per_example = size.tokens_per_example if base.attention == "flash_attention_2" else per_row
+        size = self.size
+        if self.packing:  # trl's "bfd" rows: as long as the examples packed into them
+            per_row = min(size.examples * size.tokens_per_example / max(self.packed_rows, 1), self.max_seq_len)
+            per_example = size.tokens_per_example if self.attention == "flash_attention_2" else per_row
             return timing.Rows(per_row, min(per_example, per_row))
         length = size.padded_tokens_per_example(mbs)
         return timing.Rows(length, length)
 
+
+def size_data(recipe: Recipe, recipe_path: Path, resolved: Resolved) -> Workload:
+    """Count the examples and their tokens (the model's tokenizer where there is one)."""
+    t = recipe.training
+    size = datasize.measure(recipe, recipe_path.resolve().parent, resolved.model.path)
+    return Workload(size=size, packing=t.packing, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size,
+                    max_seq_len=t.max_seq_len, attention=resolved.base.attention,
+                    packed_rows=size.packed_rows() if t.packing else 0,
+                    pairs=preference.sequences_per_example(resolved.base.objective))
+
+
+# --------------------------------------------------------------------------- enumerate and estimate options
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the options range over, and how one is estimated."""
+
+    arch: Architecture
+    base: memory.StepShape
+    workload: Workload
+    gpus: list[hardware.Candidate]
+    counts: list[int]
+    methods: list[str]
+    strategies: list[str]
+    auto: bool  # method: auto
+    pinned_mbs: Optional[int]
+    pinned_gc: Optional[bool]
+    budget: BudgetSpec
+    calibration: Optional[calibration.Calibration]
+
+    def option(self, gpu: hardware.Candidate, count: int, method: str, margin: float = 1.0, shape: Optional[memory.StepShape] = None,
+               strategy: str = "single") -> Option:
+        """One option estimated: the fastest step that fits, its hours and dollars, within budget or not."""
+        b = self.budget
+        return price_option(self.arch, shape or self.base, gpu, count, method, self.workload.batch_size,
+                            self.workload.train_tokens, self.pinned_mbs, self.pinned_gc, b.max_cost_usd,
+                            b.max_hours, margin, strategy, math.ceil(count / b.gpus_per_node), self.workload.rows,
+                            self.calibration.factor if self.calibration else None)
+
+
+def option_space(recipe: Recipe, recipe_path: Path, resolved: Resolved, workload: Workload,
+                 doc: Optional[Document]) -> Search:
+    """The candidate GPUs (catalog and budget), counts, methods and strategies; the project's calibration."""
     try:
-        calib = calibration.find(recipe_dir)
+        calib = calibration.find(recipe_path.resolve().parent)
     except RecipeError as exc:
         raise _located(doc, ("budget",), exc.message) from None
-
     gpus = hardware.candidates(recipe.budget)
     if not gpus:
         raise _located(doc, ("budget",), "no GPU to plan for: budget.gpus names none the catalog prices; "
                                           "give budget.prices or budget.custom_gpus")
-    b = recipe.budget
+    b, t, d = recipe.budget, recipe.training, recipe.distributed
     limit = min(b.max_gpus, b.nodes * b.gpus_per_node)
-    counts = [b.gpu_count] if b.gpu_count else [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= limit]
-    d = recipe.distributed
-    strategies = ["ddp", "fsdp"] if d.strategy == "auto" else [d.strategy]
     auto = recipe.method.name == "auto"
-    methods = ["lora", "qlora"] if auto else [recipe.method.name]
-    pinned_mbs = t.micro_batch_size if isinstance(t.micro_batch_size, int) else None
-    pinned_gc = t.gradient_checkpointing if isinstance(t.gradient_checkpointing, bool) else None
+    return Search(
+        arch=resolved.arch, base=resolved.base, workload=workload, gpus=gpus,
+        counts=[b.gpu_count] if b.gpu_count else [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= limit],
+        methods=["lora", "qlora"] if auto else [recipe.method.name],
+        strategies=["ddp", "fsdp"] if d.strategy == "auto" else [d.strategy], auto=auto,
+        pinned_mbs=t.micro_batch_size if isinstance(t.micro_batch_size, int) else None,
+        pinned_gc=t.gradient_checkpointing if isinstance(t.gradient_checkpointing, bool) else None,
+        budget=b, calibration=calib)
 
-    def option(gpu, count, method, margin=1.0, shape=base, strategy="single"):
-        return evaluate(arch, shape, gpu, count, method, t.batch_size, train_tokens, pinned_mbs, pinned_gc,
-                        b.max_cost_usd, b.max_hours, margin, strategy, math.ceil(count / b.gpus_per_node),
-                        rows, calib.factor if calib else None)
 
-    options = [option(g, n, m, LORA_MARGIN if (auto and m == "lora") else 1.0, strategy=st)
-               for g in gpus for m in methods for n in counts for st in (strategies if n > 1 else ["single"])]
+def estimate(search: Search) -> list[Option]:
+    """Every GPU x method x count x strategy, estimated (LoRA under `method: auto` with a margin)."""
+    return [search.option(g, n, m, LORA_MARGIN if (search.auto and m == "lora") else 1.0, strategy=st)
+            for g in search.gpus for m in search.methods for n in search.counts
+            for st in (search.strategies if n > 1 else ["single"])]
+
+
+# --------------------------------------------------------------------------- choose
+
+
+@dataclass(frozen=True)
+class Choice:
+    chosen: Option
+    options: list[Option]
+    feasible: bool  # something fits within the budget; else `chosen` is the closest
+    suggestions: list[str]
+
+
+def choose(recipe: Recipe, search: Search, options: list[Option]) -> Choice:
+    """The cheapest option within budget (`method: auto`: LoRA on that hardware when it fits with
+    margin); when none is, the closest, with what would fit."""
     feasible = sorted((o for o in options if o.within_budget), key=rank_key)
-    suggestions: list[str] = []
     if feasible:
-        chosen = _prefer_lora(feasible) if auto else feasible[0]
-    else:
-        chosen = _closest(options)
-        suggestions = _suggest(arch, recipe, base, gpus, options, option)
+        return Choice(_prefer_lora(feasible) if search.auto else feasible[0], options, True, [])
+    return Choice(_closest(options), options, False,
+                  _suggest(recipe, search.base, search.gpus, options, search.option))
 
-    plan = _assemble(recipe, recipe_path, model, arch, size, chosen, options, targeted, auto, bool(feasible),
-                     overrides, pinned_mbs, pinned_gc, train_tokens(chosen.shape.micro_batch_size),
-                     calib.describe(chosen.gpu.name) if calib else None)
-    return Compiled(plan, 0 if feasible else EXIT_NOTHING_FITS, suggestions)
+
+# --------------------------------------------------------------------------- price
+
+
+@dataclass(frozen=True)
+class Pricing:
+    cost: CostPlan
+    economics: Optional[Economics]
+
+
+def price(recipe: Recipe, resolved: Resolved, choice: Choice) -> Pricing:
+    """The chosen option's training cost, and the economics against the API it would replace."""
+    chosen, gpu = choice.chosen, choice.chosen.gpu
+    cost = CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
+                    usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None)
+    total = parameter_count(resolved.arch).total
+    return Pricing(cost, economics.plan_section(recipe, total, chosen.usd, choice.feasible))
+
+
+# --------------------------------------------------------------------------- helpers: checks, choice, suggestions
 
 
 def _check_attention(arch, recipe: Recipe, doc: Optional[Document]) -> None:
@@ -215,13 +343,13 @@ def _closest(options: list[Option]) -> Option:
     return min(runnable, key=lambda o: o.memory.required_bytes - o.gpu.memory_bytes)
 
 
-def _suggest(arch, recipe: Recipe, base, gpus, options, option) -> list[str]:
+def _suggest(recipe: Recipe, base, gpus, options, option) -> list[str]:
     """What would fit: the knob to turn, nearest first."""
     out = []
     fitting = sorted((o for o in options if o.fits), key=rank_key)
     if fitting:
         o = fitting[0]
-        cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        cost = "no price" if o.usd is None else usd(o.usd)
         out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
                    f"{cost}: raise budget.max_cost_usd / budget.max_hours")
         return out
@@ -276,7 +404,7 @@ def _offload(recipe: Recipe, base, gpus, option) -> list[str]:
         if not fits:
             continue
         o = sorted(fits, key=rank_key)[0]
-        cost = "no price" if o.usd is None else f"${o.usd:,.2f}"
+        cost = "no price" if o.usd is None else usd(o.usd)
         host = o.memory.components.get("offloaded_to_cpu", 0) * o.count
         found.append(f"{label} fits on {o.count} x {o.gpu.name} ({method.upper()}, "
                      f"{o.memory.required_bytes / 2**30:.1f} GiB per GPU, {host / 2**30:,.0f} GiB of CPU memory "
@@ -363,44 +491,47 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
     return d
 
 
-def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, targeted, auto, fits,
-              overrides, pinned_mbs, pinned_gc, tokens: float, calibrated: Optional[str] = None) -> Plan:
-    counts = parameter_count(arch)
-    s, mem, gpu = chosen.shape, chosen.memory, chosen.gpu
+# --------------------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True)
+class Explanation:
+    decisions: list[Decision]
+    alternatives: list[Alternative]
+    warnings: list[str]
+    build: BuildPlan  # what the runtime builds: module classes, dtypes, which are quantized
+    preference: Optional[PreferencePlan]
+
+
+def explain(recipe: Recipe, resolved: Resolved, workload: Workload, search: Search, choice: Choice) -> Explanation:
+    """Why each choice was made, what else was compared, and what to watch for."""
+    chosen, arch, t = choice.chosen, resolved.arch, recipe.training
+    preference_plan, preference_decision = preference.plan_section(recipe, arch, chosen.shape, chosen.memory,
+                                                                   memory.estimate)
+    q = recipe.method.quantization
+    build = build_mod.decide(arch, chosen.method, t.precision, chosen.shape.attention, t.packing, q.bits if q else 4,
+                             q.type if q else "nf4", t.optimizer, chosen.memory.trainable_params)
+    decisions = _decisions(recipe, chosen, search.auto, workload.size, search.pinned_mbs, search.pinned_gc,
+                           choice.options)
+    return Explanation(decisions + ([preference_decision] if preference_decision else []),
+                       _alternatives(choice.options), _warnings(recipe, workload.size, chosen.method, build), build,
+                       preference_plan)
+
+
+def _alternatives(options: list[Option]) -> list[Alternative]:
+    """Every option compared: within budget first, then fitting, then by rank."""
+    return [Alternative(
+        gpu=o.gpu.name, count=o.count, method=o.method, strategy=o.strategy, fits=o.fits,
+        allocated_peak_bytes=o.memory.allocated_peak_bytes, required_bytes=o.memory.required_bytes,
+        capacity_bytes=o.gpu.memory_bytes, micro_batch_size=o.shape.micro_batch_size if o.fits else None,
+        gradient_checkpointing=o.shape.gradient_checkpointing if o.fits else None,
+        hours=round(o.time.hours, 3) if o.time else None, usd=round(o.usd, 2) if o.usd is not None else None,
+        within_budget=o.within_budget, note=o.note)
+        for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o)))]
+
+
+def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: BuildPlan) -> list[str]:
     t = recipe.training
-    sequences = size.packed_rows() if t.packing else size.examples  # what one epoch's batches are made of
-    steps = math.ceil(sequences * t.epochs / max(1, s.micro_batch_size * s.gradient_accumulation_steps
-                                                 * chosen.count))
-    if t.max_steps:
-        steps = min(steps, t.max_steps)
-    method = chosen.method
-    quant = None
-    if method in memory.QUANTIZED:
-        q = recipe.method.quantization
-        bits = q.bits if q else 4
-        quant = {"bits": bits, "type": (q.type if q else "nf4") if bits == 4 else "int8",
-                 "double_quant": (q.double_quant if q else True) if bits == 4 else False,
-                 "compute_dtype": "bf16" if t.precision == "bf16-pure" else t.precision}
-    adapter = None if method == "full" else Adapter(
-        rank=recipe.method.rank, alpha=recipe.method.alpha, dropout=recipe.method.dropout,
-        targets=[m.name for m in targeted], use_dora=method in ("dora", "qdora"), quantization=quant)
-    recipe_dir = recipe_path.resolve().parent
-    train = recipe_dir / recipe.data.train
-    eval_path = recipe_dir / recipe.data.eval if recipe.data.eval else None
-    data_hashes = {recipe.data.train: datasize.sha256(train)}
-    if eval_path is not None:
-        data_hashes[recipe.data.eval] = datasize.sha256(eval_path)
-    time_est = chosen.time
-    preference_plan, preference_decision = preference.plan_section(recipe, arch, s, mem, memory.estimate)
-    alternatives = []
-    for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o))):
-        alternatives.append(Alternative(
-            gpu=o.gpu.name, count=o.count, method=o.method, strategy=o.strategy, fits=o.fits,
-            allocated_peak_bytes=o.memory.allocated_peak_bytes, required_bytes=o.memory.required_bytes,
-            capacity_bytes=o.gpu.memory_bytes, micro_batch_size=o.shape.micro_batch_size if o.fits else None,
-            gradient_checkpointing=o.shape.gradient_checkpointing if o.fits else None,
-            hours=round(o.time.hours, 3) if o.time else None, usd=round(o.usd, 2) if o.usd is not None else None,
-            within_budget=o.within_budget, note=o.note))
     warnings = []
     if size.truncated:
         warnings.append(f"{size.truncated} of {len(size.lengths)} sampled examples are longer than max_seq_len "
@@ -410,67 +541,112 @@ def _assemble(recipe, recipe_path, model, arch, size, chosen: Option, options, t
                         "training.precision bf16-pure only changes full fine-tuning; adapters train as with bf16")
     if recipe.model.trust_remote_code:
         warnings.append("model.trust_remote_code is on: the model's own code will run")
-    q = recipe.method.quantization
-    build = build_mod.decide(arch, method, t.precision, s.attention, t.packing, q.bits if q else 4,
-                             q.type if q else "nf4", t.optimizer, mem.trainable_params)
     kept = [m for m in build.modules if not m.quantized and m.module_class != "Linear"]
     if method in memory.QUANTIZED and kept:
         warnings.append(f"{method}: {', '.join(m.name for m in kept)} ({kept[0].module_class}) stay in "
                         f"{t.precision}: transformers' bitsandbytes integration quantizes only exact nn.Linear "
                         f"modules; the memory plan counts them unquantized"
                         + "".join(f" ({m.reason.split(' (')[0]})" for m in kept if "expert values" in m.reason))
-    recipe_bytes = recipe_path.read_bytes()
+    return warnings
+
+
+# --------------------------------------------------------------------------- assemble
+
+
+def assemble(recipe: Recipe, recipe_path: Path, overrides: tuple, resolved: Resolved, workload: Workload,
+             search: Search, choice: Choice, pricing: Pricing, explanation: Explanation) -> Plan:
+    """The plan: the passes' results in the schema's sections, with the lock that makes it reproducible."""
+    model, arch, chosen = resolved.model, resolved.arch, choice.chosen
+    s, mem, gpu = chosen.shape, chosen.memory, chosen.gpu
+    t, size = recipe.training, workload.size
+    recipe_dir = recipe_path.resolve().parent
+    data_hashes = _data_hashes(recipe, recipe_dir)
     return Plan(
         tool_version=__version__,
         name=recipe.name or recipe_path.stem,
         task=recipe.task,
-        method=method,
-        fits=fits,
+        method=chosen.method,
+        fits=choice.feasible,
         model=ModelInfo(name=model.name, source=model.source, family=arch.family,
-                        path=str(model.path) if model.path else None, parameters=counts.total,
+                        path=str(model.path) if model.path else None, parameters=parameter_count(arch).total,
                         published_parameters=model.published_params, trainable_parameters=mem.trainable_params,
                         hidden_size=arch.hidden_size, num_layers=arch.num_layers, vocab_size=arch.vocab_size,
                         config=model.config),
         hardware=Hardware(gpu=gpu.name, count=chosen.count, memory_bytes=gpu.memory_bytes, bf16_tflops=gpu.tflops,
                           usd_per_gpu_hour=gpu.usd_per_hour, price_source=gpu.price_source, provider=gpu.provider),
-        adapter=adapter,
+        adapter=_adapter(recipe, chosen.method, resolved.targeted),
         memory=Memory(allocated_peak_bytes=mem.allocated_peak_bytes, required_bytes=mem.required_bytes,
                       capacity_bytes=gpu.memory_bytes, headroom_bytes=gpu.memory_bytes - mem.required_bytes,
                       components=mem.components),
         training=TrainingPlan(micro_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
                               effective_batch_size=s.micro_batch_size * s.gradient_accumulation_steps * chosen.count,
-                              gradient_checkpointing=s.gradient_checkpointing, epochs=t.epochs, steps=steps,
-                              max_seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
-                              attention=s.attention, learning_rate=t.learning_rate, packing=t.packing),
+                              gradient_checkpointing=s.gradient_checkpointing, epochs=t.epochs,
+                              steps=_steps(workload, chosen), max_seq_len=t.max_seq_len, optimizer=t.optimizer,
+                              precision=t.precision, attention=s.attention, learning_rate=t.learning_rate,
+                              packing=t.packing),
         data=DataPlan(train_path=recipe.data.train, train_sha256=data_hashes[recipe.data.train],
                       eval_path=recipe.data.eval, eval_sha256=data_hashes.get(recipe.data.eval) if recipe.data.eval else None,
                       examples=size.examples, tokens_per_example=round(size.tokens_per_example, 1),
                       counted_with=size.counted_with, truncated_examples=size.truncated, note=size.note),
-        time=TimePlan(hours=round(time_est.hours, 3) if time_est else 0.0,
-                      train_tokens=int(tokens),
-                      flops_per_token=time_est.flops_per_token if time_est else 0.0,
-                      utilization=time_est.utilization if time_est else 0.0,
-                      tokens_per_second=round(time_est.tokens_per_second, 1) if time_est else 0.0,
-                      scaling_efficiency=time_est.scaling_efficiency if time_est else 1.0,
-                      assumptions=timing.assumptions(time_est, gpu.name, calibrated),
-                      step_seconds=time_est.step_seconds if time_est else {}, setup_hours=timing.SETUP_HOURS,
-                      calibration_factor=time_est.calibration_factor if time_est else 1.0,
-                      calibration=calibrated if time_est else None),
-        cost=CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
-                      usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None),
-        decisions=_decisions(recipe, chosen, auto, size, pinned_mbs, pinned_gc, options)
-        + ([preference_decision] if preference_decision else []),
-        preference=preference_plan,
-        alternatives=alternatives,
-        warnings=warnings,
-        economics=economics_of(recipe, counts.total, chosen.usd, fits),
+        time=_time_plan(chosen, workload.train_tokens(s.micro_batch_size),
+                        search.calibration.describe(gpu.name) if search.calibration else None),
+        cost=pricing.cost,
+        decisions=explanation.decisions,
+        preference=explanation.preference,
+        alternatives=explanation.alternatives,
+        warnings=explanation.warnings,
+        economics=pricing.economics,
         output_dir=recipe.output.dir or f"runs/{recipe.name or recipe_path.stem}",
         distributed=_distributed(recipe, chosen),
-        build=build,
+        build=explanation.build,
         recipe=recipe,
-        lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(),
+        lock=Lock(recipe_path=str(recipe_path), recipe_sha256=hashlib.sha256(recipe_path.read_bytes()).hexdigest(),
                   overrides=list(overrides), data_sha256=data_hashes,
                   model_sha256=model_hashes(model.path, recipe_dir),
                   catalogs={**catalogs.catalog_versions(), "models.json": models.catalog_version()},
                   tool_version=__version__),
     )
+
+
+def _steps(workload: Workload, chosen: Option) -> int:
+    """Optimizer steps: one epoch's batches (rows when packed) x epochs, capped by max_steps."""
+    s = chosen.shape
+    sequences = workload.size.packed_rows() if workload.packing else workload.size.examples
+    steps = math.ceil(sequences * workload.epochs / max(1, s.micro_batch_size * s.gradient_accumulation_steps
+                                                        * chosen.count))
+    return min(steps, workload.max_steps) if workload.max_steps else steps
+
+
+def _adapter(recipe: Recipe, method: str, targeted: list) -> Optional[Adapter]:
+    if method == "full":
+        return None
+    quant = None
+    if method in memory.QUANTIZED:
+        q, precision = recipe.method.quantization, recipe.training.precision
+        bits = q.bits if q else 4
+        quant = {"bits": bits, "type": (q.type if q else "nf4") if bits == 4 else "int8",
+                 "double_quant": (q.double_quant if q else True) if bits == 4 else False,
+                 "compute_dtype": "bf16" if precision == "bf16-pure" else precision}
+    return Adapter(rank=recipe.method.rank, alpha=recipe.method.alpha, dropout=recipe.method.dropout,
+                   targets=[m.name for m in targeted], use_dora=method in ("dora", "qdora"), quantization=quant)
+
+
+def _data_hashes(recipe: Recipe, recipe_dir: Path) -> dict:
+    hashes = {recipe.data.train: datasize.sha256(recipe_dir / recipe.data.train)}
+    if recipe.data.eval:
+        hashes[recipe.data.eval] = datasize.sha256(recipe_dir / recipe.data.eval)
+    return hashes
+
+
+def _time_plan(chosen: Option, tokens: float, calibrated: Optional[str]) -> TimePlan:
+    est, gpu = chosen.time, chosen.gpu
+    return TimePlan(hours=round(est.hours, 3) if est else 0.0,
+                    train_tokens=int(tokens),
+                    flops_per_token=est.flops_per_token if est else 0.0,
+                    utilization=est.utilization if est else 0.0,
+                    tokens_per_second=round(est.tokens_per_second, 1) if est else 0.0,
+                    scaling_efficiency=est.scaling_efficiency if est else 1.0,
+                    assumptions=timing.assumptions(est, gpu.name, calibrated),
+                    step_seconds=est.step_seconds if est else {}, setup_hours=timing.SETUP_HOURS,
+                    calibration_factor=est.calibration_factor if est else 1.0,
+                    calibration=calibrated if est else None)

@@ -93,7 +93,7 @@ def estimate(arch: Architecture, shape, estimate_sft):
     return MemoryEstimate(components, allocated, required, base.trainable_params)
 
 
-def forward_passes(objective: str, reference: str, epochs: float) -> float:
+def forward_passes(reference: str, epochs: float) -> float:
     """Extra forward passes per trained token for the reference: one per step when scored live, one
     per example over the whole run when precomputed (so 1 / epochs per trained token)."""
     if reference in ("adapter_disabled", "second_model"):
@@ -142,7 +142,7 @@ def settings(recipe) -> dict:
     precompute, _ = choose_precompute(objective, method, recipe.training.precompute_ref_log_probs)
     reference = reference_kind(objective, method, precompute)
     return {"objective": objective, "reference": reference,
-            "reference_passes": forward_passes(objective, reference, recipe.training.epochs)}
+            "reference_passes": forward_passes(reference, recipe.training.epochs)}
 
 
 def plan_section(recipe, arch: Architecture, shape, memory_estimate, estimate_sft):

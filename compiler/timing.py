@@ -124,10 +124,6 @@ class TimeEstimate:
     calibration_factor: float = 1.0
 
 
-def _bytes(precision: str) -> int:
-    return 4 if precision == "fp32" else 2
-
-
 def _targets(arch: Architecture, shape):
     from .memory import resolve_targets
 
@@ -163,7 +159,7 @@ def flops_per_token(arch: Architecture, shape, attention_len: float) -> float:
     return sum(flop_parts(arch, shape, attention_len).values())
 
 
-def _weight_read_bytes(arch: Architecture, shape) -> float:
+def _weight_read_bytes(arch: Architecture) -> float:
     """What the matmuls of one pass read: every weight in the compute dtype (a quantized one after
     dequantisation)."""
     counts = parameter_count(arch)
@@ -261,7 +257,7 @@ def estimate(arch: Architecture, shape, gpu: GPUSpeed, count: int, train_tokens:
     peak = gpu.tflops * 1e12 * util
     tokens = shape.micro_batch_size * rows.length
     parts = flop_parts(arch, shape, rows.attention)
-    weight_read = _weight_read_bytes(arch, shape) / gpu.bandwidth
+    weight_read = _weight_read_bytes(arch) / gpu.bandwidth
     compute = 0.0
     for name, per_token in parts.items():
         if per_token:  # roofline of the pass; the reference runs reference_passes of them

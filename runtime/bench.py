@@ -18,6 +18,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from ..schemas.errors import RecipeError, UsageError
+from ..schemas.money import usd
 from ..schemas.recipe import default_metric
 from . import benchstats, loadgen
 
@@ -147,7 +148,7 @@ def quality(plan, plan_dir: Path, outcomes: list, refs: list) -> dict:
     if not answers:
         return {"metric": metric, "score": None, "examples_scored": 0, "examples_held_out": len(refs)}
     keys = sorted(answers)
-    result = metrics.score(metric, [answers[k] for k in keys], [refs[k] for k in keys],
+    result = metrics.compute_metric(metric, [answers[k] for k in keys], [refs[k] for k in keys],
                            load_schema(plan, plan_dir))
     return {"metric": metric, "score": round(result["score"], 4), "examples_scored": len(keys),
             "examples_held_out": len(refs),
@@ -164,11 +165,12 @@ def price(plan, role: str, stats: dict, opts: Options) -> dict:
             return {"usd_per_mtok": None, "source": "no economics: section, so no API price"}
         from ..compiler.economics import api_price, blended_usd_per_mtok
 
-        pin, pout, source, _, _, model = api_price(econ)
+        api = api_price(econ)
+        pin, pout, source, model = api.input_usd_per_mtok, api.output_usd_per_mtok, api.source, api.model
         tin = stats["mean_input_tokens"] or econ.input_tokens_per_request
         tout = stats["mean_output_tokens"] or econ.output_tokens_per_request
         return {"usd_per_mtok": round(blended_usd_per_mtok(tin, tout, pin, pout), 4),
-                "source": f"{model} list price ${pin:g} in / ${pout:g} out per M tokens ({source}), blended at "
+                "source": f"{model} list price {usd(pin)} in / {usd(pout)} out per M tokens ({source}), blended at "
                           f"{tin:g} in / {tout:g} out tokens per request"}
     if not opts.gpu:
         return {"usd_per_mtok": None, "source": "give --gpu NAME (the GPU it ran on) to price it"}
@@ -183,7 +185,7 @@ def price(plan, role: str, stats: dict, opts: Options) -> dict:
         return {"usd_per_mtok": None, "source": "nothing measured to price"}
     per_hour = gpu.usd_per_hour * opts.gpu_count
     return {"usd_per_mtok": round(per_hour / (tokens / wall * 3600) * 1e6, 4),
-            "source": f"{opts.gpu_count} x {gpu.name} at ${gpu.usd_per_hour:g}/GPU-hour ({gpu.price_label or 'catalog'}) "
+            "source": f"{opts.gpu_count} x {gpu.name} at {usd(gpu.usd_per_hour)}/GPU-hour ({gpu.price_label or 'catalog'}) "
                       f"over the measured {tokens / wall:,.1f} tokens/s (input + output) at this load"}
 
 

@@ -6,15 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from ..schemas.money import usd
+
 
 def _fmt(x, unit: str = "", digits: int = 1) -> str:
     if x is None:
         return "-"
     return f"{x:,.{digits}f}{unit}"
-
-
-def _usd(x) -> str:
-    return "-" if x is None else f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
 
 
 def table_rows(report: dict) -> list[tuple[str, ...]]:
@@ -32,7 +30,7 @@ def table_rows(report: dict) -> list[tuple[str, ...]]:
             ("requests/s", *[_fmt(e["stats"]["requests_per_s"], digits=2) for e in eps]),
             ("errors / timeouts / sent", *[f"{e['stats']['errors']} / {e['stats']['timeouts']} / "
                                            f"{e['stats']['requests_sent']}" for e in eps]),
-            ("$/M tokens", *[_usd(e["cost"]["usd_per_mtok"]) for e in eps])]
+            ("$/M tokens", *[usd(e["cost"]["usd_per_mtok"]) for e in eps])]
     if any(e["sla"]["lines"] for e in eps):
         rows.append(("SLA", *["-" if e["sla"]["pass"] is None else "pass" if e["sla"]["pass"] else "FAIL"
                               for e in eps]))

@@ -92,7 +92,7 @@ def evaluate(plan, model, tokenizer, rows: list[dict], schema: Optional[dict] = 
              batch_size: int = 8) -> Optional[dict]:
     """Scores on held-out rows, or None when there is nothing to generate (text format, no rows)."""
     if plan.recipe.task == "preference":  # log-probabilities of chosen and rejected, no generation
-        from .preference_score import evaluate as evaluate_pairs
+        from .preference_eval import evaluate_pairs
 
         return evaluate_pairs(plan, model, tokenizer, rows[:MAX_EXAMPLES], batch_size)
     prompts, refs = prompts_and_references(rows[:MAX_EXAMPLES])
@@ -101,7 +101,7 @@ def evaluate(plan, model, tokenizer, rows: list[dict], schema: Optional[dict] = 
     metric = plan.recipe.eval.metric or default_metric(plan.recipe.task)
     n_new = new_tokens_for(tokenizer, refs, plan.recipe.eval.max_new_tokens)
     predictions = generate(model, tokenizer, prompts, n_new, batch_size)
-    result = metrics.score(metric, predictions, refs, schema)
+    result = metrics.compute_metric(metric, predictions, refs, schema)
     examples = []
     for p, r, g in list(zip(prompts, refs, predictions))[:SHOWN]:
         shown = p[-1]["content"] if isinstance(p, list) else p

@@ -76,7 +76,7 @@ def load_for_eval(plan: Plan, model_path: Optional[Path]):
     return model, tokenizer
 
 
-def score(plan: Plan, plan_dir: Path, model_path: Optional[Path]) -> dict:
+def evaluate_saved(plan: Plan, plan_dir: Path, model_path: Optional[Path]) -> dict:
     """Score a model on the recipe's held-out data; returns the evaluation and the gate."""
     from .evaluate import evaluate, gate, load_schema
     from .train import load_data
@@ -145,7 +145,7 @@ def merge(run_dir: Path, output: Optional[Path] = None, log=print) -> dict:
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=trust)
     model = PeftModel.from_pretrained(base, str(adapter))
     model.eval()
-    probe = _probe(plan, run_dir, tokenizer)
+    probe = _probe(run_dir, tokenizer)
     with torch.no_grad():
         reference = model(**probe).logits.float()
     merged = model.merge_and_unload()
@@ -193,7 +193,7 @@ def check_output(out: Path, run_dir: Path) -> None:
     outdir.check_export_dir(out)
 
 
-def _probe(plan: Plan, run_dir: Path, tokenizer) -> dict:
+def _probe(run_dir: Path, tokenizer) -> dict:
     """A few tokenized held-out prompts (or a fixed sentence) to compare logits on."""
     texts = []
     report = run_dir / "run_report.json"

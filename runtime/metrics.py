@@ -135,8 +135,8 @@ def conforms(value: Any, schema: dict) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(value)
 
 
-def score(metric: str, predictions: list[str], references: list[str], schema: Optional[dict] = None) -> dict:
-    """All the figures for a metric; `score` is the one the quality gate compares with min_score."""
+def compute_metric(metric: str, predictions: list[str], references: list[str], schema: Optional[dict] = None) -> dict:
+    """All the figures for a metric; its `score` is the one the quality gate compares with min_score."""
     if metric == "exact_match":
         return exact_match(predictions, references)
     if metric in ("accuracy", "macro_f1"):

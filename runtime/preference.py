@@ -104,11 +104,6 @@ def _counting_pairs(Trainer):
     return PairCounting
 
 
-def reference_model_of(trainer):
-    """The separate reference model the trainer holds, or None (adapter disabled / precomputed)."""
-    return getattr(trainer, "ref_model", None)
-
-
 def token_count(tokenizer, row: dict) -> int:
     """Tokens of the longer side of a pair (both sides are padded to it), or of a KTO example."""
     sides = [row["chosen"], row["rejected"]] if "chosen" in row else [row["completion"]]

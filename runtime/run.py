@@ -23,13 +23,13 @@ def execute(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> in
 
 
 def _finish(plan: Plan, result) -> int:
-    from . import report
+    from . import run_report
 
     if not result.main_process:
         return 130 if result.interrupted else 0
-    data = report.build(plan, result, report.plan_hash(plan))
+    data = run_report.build(plan, result, run_report.plan_hash(plan))
     try:
-        report.write(result.run_dir, data)
+        run_report.write(result.run_dir, data)
     except OSError as exc:
         from .outdir import disk_full
 
@@ -97,9 +97,9 @@ def make_demo(directory: Path, force: bool = False) -> Path:
 def score(plan: Plan, plan_dir: Path, model_path, fmt: str) -> int:
     import json
 
-    from .export import score as run_score
+    from .export import evaluate_saved
 
-    out = run_score(plan, plan_dir, model_path)
+    out = evaluate_saved(plan, plan_dir, model_path)
     ev, verdict = out["evaluation"], out["gate"]
     if fmt == "json":
         print(json.dumps(out, indent=2, default=str))

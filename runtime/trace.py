@@ -222,20 +222,61 @@ def _optimizer_states(params, optimizer: str, records: list):
     return on_device, [_bytes_as(t) for t in records if t.paged]
 
 
+@dataclass
+class _Built:
+    """The model prepared as the trainer prepares it, still on the meta device."""
+
+    model: Any
+    reference: Any  # the preference reference model when it is a second model, else None
+    compute_dtype: Any  # torch dtype of the autocast region
+
+
+@dataclass
+class _Materialised:
+    model: Any  # on fake tensors
+    trainable: list  # the parameters the optimizer updates
+    weights_bytes: int  # everything but the trainable parameters (a second reference model included)
+    trainable_bytes: int
+
+
+@dataclass
+class _Steps:
+    peak_bytes: int  # of the second step (optimizer states live)
+    gradient_bytes: int
+    optimizer_bytes: int  # states on the device
+    paged_optimizer_bytes: int  # states in managed memory
+
+
 def trace(spec: TraceSpec) -> TraceResult:
     """Run two training steps on fake tensors and report the peak of live tensor bytes."""
     import time
 
-    import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     start = time.perf_counter()
-    dtype = torch_dtype(spec.precision)
-    full = spec.method == "full"
-    quantized = spec.method in ("qlora", "qdora")
-    # full fine-tuning keeps fp32 master weights, except bf16-pure
-    weight_dtype = torch.float32 if full and spec.precision != "bf16-pure" else dtype
+    built = _build(spec, _hf_config(spec))
+    state_records = _optimizer_state_records(built.model, spec.optimizer)
+    counter = _LiveBytes()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        m = _materialise(built, counter)
+        steps = _two_steps(spec, m, built, counter, state_records)
+    static = m.weights_bytes + m.trainable_bytes + steps.optimizer_bytes
+    return TraceResult(
+        peak_bytes=steps.peak_bytes,
+        weights_bytes=m.weights_bytes,
+        trainable_bytes=m.trainable_bytes,
+        trainable_params=sum(p.numel() for p in m.trainable),
+        gradient_bytes=steps.gradient_bytes,
+        optimizer_bytes=steps.optimizer_bytes,
+        paged_optimizer_bytes=steps.paged_optimizer_bytes,
+        activation_peak_bytes=steps.peak_bytes - static,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _hf_config(spec: TraceSpec):
+    """The transformers config from the spec's config.json fields (no cache, the spec's attention)."""
+    from transformers import AutoConfig
 
     cfg = copy.deepcopy(dict(spec.config))  # config classes edit nested dicts (rope_scaling) in place
     model_type = cfg.pop("model_type")
@@ -245,9 +286,22 @@ def trace(spec: TraceSpec) -> TraceResult:
     config = AutoConfig.for_model(model_type, **cfg)
     config._attn_implementation = spec.attention if spec.attention != "auto" else "sdpa"
     config.use_cache = False
+    return config
 
-    # Build and wrap on the meta device; only then materialise as fake tensors (fake tensors cannot
-    # be swapped by the `.to()` calls peft makes while wrapping).
+
+def _build(spec: TraceSpec, config) -> _Built:
+    """Build and wrap on the meta device as the trainer would: quantized linears, trl's fused LM head,
+    peft adapters (bf16 on a quantized base), checkpointing, the preference reference. Only then are
+    tensors materialised as fake ones (fake tensors cannot be swapped by the `.to()` calls peft makes
+    while wrapping)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch_dtype(spec.precision)
+    full = spec.method == "full"
+    quantized = spec.method in ("qlora", "qdora")
+    # full fine-tuning keeps fp32 master weights, except bf16-pure
+    weight_dtype = torch.float32 if full and spec.precision != "bf16-pure" else dtype
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=weight_dtype)
         if quantized:
@@ -287,75 +341,72 @@ def trace(spec: TraceSpec) -> TraceResult:
 
             disable_dropout(model)  # as DPOConfig.disable_dropout does
             reference = reference_model(spec, config, weight_dtype)  # a second model, or None
+    return _Built(model, reference, dtype)
 
-    state_records = _optimizer_state_records(model, spec.optimizer)
-    counter = _LiveBytes()
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake:
-        model = model.to_empty(device="cpu")
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        if getattr(inner.config, "tie_word_embeddings", False):
-            inner.tie_weights()  # to_empty materialises each module's copy of a tied weight apart
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            counter.track(tensor)
-        if reference is not None:
-            from .trace_preference import materialise
 
-            materialise(reference, counter)  # the second model's weights count with the base's
-        weights_bytes = counter.now - sum(p.untyped_storage().nbytes() for p in trainable)
-        trainable_bytes = sum(p.untyped_storage().nbytes() for p in trainable)
+def _materialise(built: _Built, counter: _LiveBytes) -> _Materialised:
+    """The model (and a second reference model) on fake tensors, their bytes counted as live.
+    Call inside the fake tensor mode."""
+    model = built.model.to_empty(device="cpu")
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(inner.config, "tie_word_embeddings", False):
+        inner.tie_weights()  # to_empty materialises each module's copy of a tied weight apart
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        counter.track(tensor)
+    if built.reference is not None:
+        from .trace_preference import materialise
 
-        b, s = spec.micro_batch_size, spec.seq_len
-        autocast = torch.autocast("cpu", dtype=dtype, enabled=spec.precision != "fp32")
-        states: list = []
-        paged: list = []
-        grad_bytes = 0
-        with counter.mode, _allocation_free_lm_head_kernels():
-            for step in range(2):
-                if step == 1:
-                    counter.reset_peak()
-                for _ in range(max(1, min(spec.gradient_accumulation_steps, 2))):
-                    if spec.objective != "sft":
-                        from .trace_preference import preference_loss
+        materialise(built.reference, counter)  # the second model's weights count with the base's
+    trainable_bytes = sum(p.untyped_storage().nbytes() for p in trainable)
+    return _Materialised(model, trainable, counter.now - trainable_bytes, trainable_bytes)
 
-                        with autocast:
-                            loss = preference_loss(model, reference, spec)
-                        loss.backward()
-                        del loss
-                        continue
-                    ids = torch.zeros(b, s, dtype=torch.long)
-                    mask = torch.ones(b, s, dtype=torch.long)
+
+def _two_steps(spec: TraceSpec, m: _Materialised, built: _Built, counter: _LiveBytes,
+               state_records: list) -> _Steps:
+    """Two optimizer steps (up to two micro batches each); the peak of the second, when the optimizer
+    states are live as in every later step. Call inside the fake tensor mode."""
+    import torch
+
+    model, trainable, reference = m.model, m.trainable, built.reference
+    b, s = spec.micro_batch_size, spec.seq_len
+    autocast = torch.autocast("cpu", dtype=built.compute_dtype, enabled=spec.precision != "fp32")
+    states: list = []
+    paged: list = []
+    grad_bytes = 0
+    with counter.mode, _allocation_free_lm_head_kernels():
+        for step in range(2):
+            if step == 1:
+                counter.reset_peak()
+            for _ in range(max(1, min(spec.gradient_accumulation_steps, 2))):
+                if spec.objective != "sft":
+                    from .trace_preference import preference_loss
+
                     with autocast:
-                        out = model(input_ids=ids, attention_mask=mask, labels=ids, fused_lm_head=True)
-                        loss = -out.log_probs.sum() / out.label_mask.sum().clamp(min=1)
+                        loss = preference_loss(model, reference, spec)
                     loss.backward()
-                    del out, loss, ids, mask
-                grad_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
-                if not states and not paged:
-                    states, paged = _optimizer_states(trainable, spec.optimizer, state_records)
-                    for t in paged:  # managed memory: not in the allocator's count
-                        counter._free(t.untyped_storage()._cdata)
-                with torch.no_grad():  # the update itself: in place, no temporaries (fused AdamW)
-                    for p in trainable:
-                        p.add_(p.grad)
+                    del loss
+                    continue
+                ids = torch.zeros(b, s, dtype=torch.long)
+                mask = torch.ones(b, s, dtype=torch.long)
+                with autocast:
+                    out = model(input_ids=ids, attention_mask=mask, labels=ids, fused_lm_head=True)
+                    loss = -out.log_probs.sum() / out.label_mask.sum().clamp(min=1)
+                loss.backward()
+                del out, loss, ids, mask
+            grad_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
+            if not states and not paged:
+                states, paged = _optimizer_states(trainable, spec.optimizer, state_records)
+                for t in paged:  # managed memory: not in the allocator's count
+                    counter._free(t.untyped_storage()._cdata)
+            with torch.no_grad():  # the update itself: in place, no temporaries (fused AdamW)
                 for p in trainable:
-                    p.grad = None
-        state_bytes = sum(t.untyped_storage().nbytes() for t in states)
-        paged_bytes = sum(t.untyped_storage().nbytes() for t in paged)
-        peak = counter.peak
-    static = weights_bytes + trainable_bytes + state_bytes
-    return TraceResult(
-        peak_bytes=peak,
-        weights_bytes=weights_bytes,
-        trainable_bytes=trainable_bytes,
-        trainable_params=sum(p.numel() for p in trainable),
-        gradient_bytes=grad_bytes,
-        optimizer_bytes=state_bytes,
-        paged_optimizer_bytes=paged_bytes,
-        activation_peak_bytes=peak - static,
-        seconds=time.perf_counter() - start,
-    )
+                    p.add_(p.grad)
+            for p in trainable:
+                p.grad = None
+    return _Steps(peak_bytes=counter.peak, gradient_bytes=grad_bytes,
+                  optimizer_bytes=sum(t.untyped_storage().nbytes() for t in states),
+                  paged_optimizer_bytes=sum(t.untyped_storage().nbytes() for t in paged))
 
 
 def spec_for_plan(plan) -> TraceSpec:

@@ -275,16 +275,16 @@ def test_default_load_is_the_economics_peak_rate_and_plan_reads_the_latest_repor
 def test_measured_decode_replaces_the_catalog_figure_for_that_gpu():
     from recipe_ft.compiler import economics
     from recipe_ft.compiler.bench_economics import Measured
-    from recipe_ft.compiler.pipeline import load_recipe
+    from recipe_ft.compiler.pipeline import check_file
 
-    recipe, _ = load_recipe(str(Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml"))
-    plain = economics.evaluate(recipe, 8e9, 1.0)
-    fast = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1e6, "test figure"))
+    recipe = check_file(str(Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml")).recipe
+    plain = economics.plan_section(recipe, 8e9, 1.0)
+    fast = economics.plan_section(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1e6, "test figure"))
     assert fast.serving.gpu == plain.serving.gpu and fast.serving.decode_tokens_per_second == 1e6
     assert fast.serving.decode_tokens_per_second != plain.serving.decode_tokens_per_second
     assert any("measured, test figure" in c for c in fast.caveats)
     # Measured far slower than the catalog says: that GPU now needs many replicas, or another GPU wins.
-    slow = economics.evaluate(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1.0, "slow"))
+    slow = economics.plan_section(recipe, 8e9, 1.0, measured=Measured(plain.serving.gpu, 1, 1.0, "slow"))
     assert slow.serving.gpu != plain.serving.gpu or slow.serving.replicas > plain.serving.replicas
     assert slow.self_hosted_monthly_usd >= plain.self_hosted_monthly_usd
 

@@ -9,7 +9,7 @@ import pytest
 
 from recipe_ft.compiler import calibration
 from recipe_ft.compiler.pipeline import compile_file
-from recipe_ft.runtime import report as report_mod
+from recipe_ft.runtime import run_report
 
 RECIPE = ("task: chat\nmodel:\n  base: mistralai/Mistral-7B-v0.1\ndata:\n  train: train.jsonl\n  examples: 5000\n"
           "  tokens_per_example: 1000\nmethod:\n  name: qlora\nbudget:\n  gpu: A100-80GB\n")
@@ -37,7 +37,7 @@ def fake_run(run_dir: Path, plan, speed: float, steps: int, device="NVIDIA A100-
         measured={"wall_seconds": wall, "steps": steps, "tokens": 1000 * steps, "tokens_per_second": 1000 * steps / wall,
                   "train_loss": 1.0, "peak_memory_bytes": 10 * 2**30, "peak_memory_kind": kind, "device": device},
         interrupted=False, adapter_dir=None, resumed_from=None, data_counts={}, loss_curve=[], evaluation={})
-    report_mod.write(run_dir, report_mod.build(plan, result, "0" * 64))
+    run_report.write(run_dir, run_report.build(plan, result, "0" * 64))
     return wall / 3600
 
 

@@ -125,14 +125,6 @@ def test_aliases_do_not_collide():
             assert seen.setdefault(key, gpu.name) == gpu.name, alias
 
 
-def test_suggest_did_you_mean():
-    names = catalogs.gpu_names()
-    assert catalogs.suggest("A100-80", names)[0] == "A100-80GB"
-    assert "L40S" in catalogs.suggest("L40", names)
-    assert catalogs.suggest("zzzzzz", names) == []
-    assert catalogs.suggest("", names) == []
-
-
 # --------------------------------------------------------------------------- prices
 
 

@@ -78,7 +78,7 @@ def test_never_pays_back_at_tiny_volume():
     assert e.self_hosted_monthly_usd == pytest.approx(729.60)  # one replica is always on
     assert e.monthly_saving_usd == pytest.approx(-717.44)
     assert e.break_even_days is None
-    assert e.verdict.startswith("never pays back: self-hosting costs $717/month more than the API")
+    assert e.verdict.startswith("never pays back: self-hosting costs $717.44/month more than the API")
     text = " ".join(e.caveats)
     assert "savings never repay" in text and "100 requests/day is below the seed's 10,000/day" in text
 

@@ -6,7 +6,7 @@ pytest.importorskip("matplotlib")
 
 import numpy as np  # noqa: E402
 
-from recipe_ft.runtime import figure, report  # noqa: E402
+from recipe_ft.runtime import figure, run_report  # noqa: E402
 
 GIB = 2**30
 TAB_BLUE, TAB_ORANGE, TAB_GREEN = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C)
@@ -71,6 +71,6 @@ def test_the_markdown_report_embeds_the_figure(tmp_path):
     pm = r["planned_vs_measured"]
     pm.update(tokens_per_second={"planned": 1.0, "measured": 1.0, "planned_on": "L4"},
               hours={"planned": 0.1, "measured": 0.1}, cost_usd={"planned": 1.0, "at_plan_price": 1.0})
-    report.write(tmp_path, r)
+    run_report.write(tmp_path, r)
     assert "](loss.png)" in (tmp_path / "run_report.md").read_text()
     assert pixels(tmp_path / "loss.png").shape == (400, 1300, 3)

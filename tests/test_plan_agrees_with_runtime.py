@@ -7,7 +7,7 @@ import pytest
 
 from recipe_ft.compiler import stack
 from recipe_ft.compiler.pipeline import compile_file
-from recipe_ft.compiler.report import summary_rows
+from recipe_ft.compiler.plan_text import summary_rows
 from recipe_ft.schemas.errors import RecipeError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -185,7 +185,7 @@ def test_kto_and_orpo_train(cli, project, objective):
 
 
 def test_kto_held_out_rows_are_paired_by_prompt():
-    from recipe_ft.runtime.preference_score import pairs_of
+    from recipe_ft.runtime.preference_eval import pairs_of
 
     rows = [{"prompt": "a", "completion": "good", "label": True}, {"prompt": "a", "completion": "bad", "label": False},
             {"prompt": "a", "completion": "worse", "label": False}, {"prompt": "b", "completion": "x", "label": True}]

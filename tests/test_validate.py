@@ -6,10 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from recipe_ft.compiler.pipeline import check_file, load_recipe
+from recipe_ft.compiler.pipeline import check_file
 from recipe_ft.schemas.errors import RecipeError
 from recipe_ft.schemas.json_schema import SCHEMA_FILE, recipe_schema_text
 from recipe_ft.schemas.recipe import Recipe
+
+
+def load_recipe(path: str, overrides: list[str] = ()):
+    """A valid recipe and its check result, or RecipeError carrying every problem."""
+    result = check_file(path, overrides)
+    if not result.ok:
+        raise RecipeError(f"{path}: invalid recipe", result.problems)
+    return result.recipe, result
+
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").iterdir() if p.suffix in (".yaml", ".toml"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..schemas.money import usd
 from ..schemas.plan import Plan
 
 GIB = 2**30
@@ -12,10 +13,6 @@ ALTERNATIVES_SHOWN = 12
 
 def gib(n: Optional[int]) -> str:
     return "-" if n is None else f"{n / GIB:.1f} GiB"
-
-
-def usd(x: Optional[float]) -> str:
-    return "-" if x is None else f"${x:,.2f}"
 
 
 def hours(h: Optional[float]) -> str:
@@ -174,8 +171,8 @@ def economics_rows(plan: Plan) -> list[tuple[str, str]]:
     a, s, o = e.api, e.serving, e.one_time
     rows = [("volume", f"{e.requests_per_day:,} requests/day x ({e.input_tokens_per_request:,} in + "
                        f"{e.output_tokens_per_request:,} out) tokens = {count(e.tokens_per_month)} tokens/month"),
-            ("api", f"{usd(e.api_monthly_usd)}/month with {a.model} (${a.input_usd_per_mtok:g} in / "
-                    f"${a.output_usd_per_mtok:g} out per M tokens; {usd(a.usd_per_mtok)} per M blended)")]
+            ("api", f"{usd(e.api_monthly_usd)}/month with {a.model} ({usd(a.input_usd_per_mtok)} in / "
+                    f"{usd(a.output_usd_per_mtok)} out per M tokens; {usd(a.usd_per_mtok)} per M blended)")]
     if s is None:
         rows.append(("self-hosted", "-"))
     else:
@@ -194,7 +191,7 @@ def economics_rows(plan: Plan) -> list[tuple[str, str]]:
     rows.append(("one-time", f"{usd(e.one_time_usd)}: " + " + ".join(parts)))
     if e.monthly_saving_usd is not None:
         saving = e.monthly_saving_usd
-        rows.append(("saving", f"{'-' if saving < 0 else ''}{usd(abs(saving))}/month; break-even "
+        rows.append(("saving", f"{usd(saving)}/month; break-even "
                                + ("never" if e.break_even_days is None else f"{e.break_even_days:,.2f} days")))
     rows.append(("verdict", e.verdict))
     return rows

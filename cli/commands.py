@@ -13,8 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from . import __version__
-from .schemas.errors import RecipeError, UsageError
+from .. import __version__
+from ..schemas.errors import RecipeError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -46,8 +46,8 @@ def validate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems."),
 ) -> None:
     """Check recipes; print every problem as file:line:col: key: message."""
-    from .compiler.discover import expand
-    from .compiler.pipeline import check_file
+    from ..compiler.discover import expand
+    from ..compiler.pipeline import check_file
 
     files = expand(paths)
     invalid = errors = warnings = 0
@@ -92,7 +92,7 @@ def plan(
     if compare:
         if output is not None or trace or bench is not None:
             raise UsageError("--compare cannot be combined with -o, --trace or --bench")
-        from .compiler import compare as comparing
+        from ..compiler import compare as comparing
 
         table = comparing.compare(recipe, set_)
         for warning in table.warnings:
@@ -106,18 +106,18 @@ def plan(
         else:
             comparing.render_text(table)
         raise typer.Exit(0)
-    from .compiler import lock
-    from .compiler.pipeline import compile_file
+    from ..compiler import lock
+    from ..compiler.pipeline import compile_file
 
     compiled = compile_file(recipe, set_)
     result = compiled.plan
     if bench is not None:
-        from .compiler.bench_economics import apply as apply_bench
+        from ..compiler.bench_economics import apply as apply_bench
 
         result = apply_bench(result, bench)
     traced = None
     if trace:
-        from .runtime.trace import trace_plan
+        from ..runtime.trace import trace_plan
 
         traced = trace_plan(result)
     if format == "json":
@@ -129,11 +129,11 @@ def plan(
             data["trace"] = traced
         print(json.dumps(data, indent=2))
     elif format == "markdown":
-        from .compiler.report import render_markdown
+        from ..compiler.plan_text import render_markdown
 
         sys.stdout.write(render_markdown(result, compiled.suggestions, traced))
     else:
-        from .compiler.report import render_text
+        from ..compiler.plan_text import render_text
 
         render_text(result, compiled.suggestions, traced)
     if output is not None:
@@ -158,9 +158,9 @@ def run_command(
     """Train: execute a plan on this machine and write the adapter and a run report."""
     if resume and fresh:
         raise UsageError("--resume and --fresh contradict each other: choose one")
-    from .compiler.pipeline import plan_for_run
-    from .runtime.launch import is_worker
-    from .runtime.run import execute, launch_processes
+    from ..compiler.pipeline import plan_for_run
+    from ..runtime.launch import is_worker
+    from ..runtime.run import execute, launch_processes
 
     plan, plan_dir = plan_for_run(target, set_, replan)
     if plan.distributed.processes > 1 and not (worker or is_worker()):
@@ -178,9 +178,9 @@ def launch(
     """Write the launch files for a plan without running it: accelerate / DeepSpeed config, torchrun, SkyPilot."""
     if target not in ("accelerate", "torchrun", "skypilot"):
         raise UsageError(f"--target {target!r}: expected accelerate, torchrun or skypilot")
-    from .compiler import lock
-    from .compiler.pipeline import plan_for_run
-    from .runtime.launch import check_out_dir, file_names, write_artifacts
+    from ..compiler import lock
+    from ..compiler.pipeline import plan_for_run
+    from ..runtime.launch import check_out_dir, file_names, write_artifacts
 
     plan, plan_dir = plan_for_run(recipe, set_, False)
     out = output or (plan_dir / plan.output_dir / "launch")
@@ -205,8 +205,8 @@ def eval_(
         raise UsageError(f"--format {format!r}: expected text or json")
     if adapter is not None and not adapter.is_dir():
         raise UsageError(f"--adapter {adapter}: no such directory")
-    from .compiler.pipeline import plan_for_run
-    from .runtime.run import score
+    from ..compiler.pipeline import plan_for_run
+    from ..runtime.run import score
 
     plan, plan_dir = plan_for_run(recipe, set_, False)
     raise typer.Exit(score(plan, plan_dir, adapter, format))
@@ -222,7 +222,7 @@ def export(
     """Write serving files (vLLM, Ollama) for a run; with --merge, a merged model checked against base + adapter."""
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such directory")
-    from .runtime.run import export_run
+    from ..runtime.run import export_run
 
     raise typer.Exit(export_run(run_dir, merge, output))
 
@@ -258,10 +258,10 @@ def bench(
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Benchmark served models on the recipe's held-out inputs: latency, throughput, quality, SLA; exit 5 on SLA failure."""
-    from .runtime.bench import Options, bench as run_bench
+    from ..runtime.bench import Options, bench as run_bench
 
     if gpu is not None:
-        from .compiler.catalogs import find_gpu
+        from ..compiler.catalogs import find_gpu
 
         found = find_gpu(gpu)
         if found is None:
@@ -284,10 +284,10 @@ def demo(
     preference: bool = typer.Option(False, "--preference", help="Write the preference-tuning (DPO) demo."),
 ) -> None:
     """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
-    from .runtime.run import make_demo
+    from ..runtime.run import make_demo
 
     if preference or str(directory) == "preference":
-        from .runtime.preference_demo import make as make_preference
+        from ..runtime.preference_demo import make as make_preference
 
         recipe_path = make_preference(directory, force=force)
         print(f"wrote {directory}/: tiny-llama/ (model and tokenizer), data/ (preference pairs), recipe.yaml")
@@ -297,8 +297,8 @@ def demo(
     if not train_now:
         print(f"next:\n  recipe plan {recipe_path}\n  recipe run {recipe_path}")
         return
-    from .compiler.pipeline import plan_for_run
-    from .runtime.run import execute
+    from ..compiler.pipeline import plan_for_run
+    from ..runtime.run import execute
 
     plan, plan_dir = plan_for_run(str(recipe_path), [], False)
     raise typer.Exit(execute(plan, plan_dir, False))
@@ -312,7 +312,7 @@ def calibrate(
                                      "parent, up to the repository root)."),
 ) -> None:
     """Fit the time model's speed per GPU to your own GPU runs; later plans use it and say so."""
-    from .compiler.calibration import calibrate_runs
+    from ..compiler.calibration import calibrate_runs
 
     for line in calibrate_runs(run_dirs, output):
         print(line)
@@ -323,7 +323,7 @@ def schema(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file instead of stdout."),
 ) -> None:
     """Print the JSON Schema of a recipe (for editors and other tools)."""
-    from .schemas.json_schema import recipe_schema_text
+    from ..schemas.json_schema import recipe_schema_text
 
     text = recipe_schema_text()
     if output is None:
@@ -336,8 +336,8 @@ def _derive_descriptor(cfg: dict, where: str) -> dict:
     """Describe an uncatalogued model with transformers (the [train] extra), saying so and how long it took."""
     import time
 
-    from .compiler.descriptor import INSTALL_HINT, cache_dir
-    from .schemas.errors import UnsupportedArchitecture
+    from ..compiler.descriptor import INSTALL_HINT, cache_dir
+    from ..schemas.errors import UnsupportedArchitecture
 
     family = cfg.get("model_type")
     started = time.perf_counter()
@@ -358,7 +358,7 @@ def _derive_descriptor(cfg: dict, where: str) -> dict:
                     f"{where}: model_type '{family}' is not in the model catalog; describing it needs "
                     f"transformers, which is not installed ({exc.name}): {INSTALL_HINT}, then plan again (the "
                     f"description is cached, so later plans need no transformers); or pick a catalog model") from None
-            from .runtime.describe import describe
+            from ..runtime.describe import describe
 
             desc = describe(cfg, where)
     finally:
@@ -372,7 +372,7 @@ def _derive_descriptor(cfg: dict, where: str) -> dict:
 
 def run(argv: Optional[list[str]] = None) -> int:
     """Run the CLI and return its exit code; user errors print without a traceback."""
-    from .compiler.descriptor import set_deriver
+    from ..compiler.descriptor import set_deriver
 
     set_deriver(_derive_descriptor)
     try:

@@ -8,6 +8,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from ..schemas.money import usd
 from ..schemas.plan import Plan
 
 PACKAGES = ("recipe-ft", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets",
@@ -83,7 +84,7 @@ def markdown(report: dict) -> str:
              f"| tokens/s | {pm['tokens_per_second']['planned']:,.0f} on {pm['tokens_per_second']['planned_on']} | "
              f"{pm['tokens_per_second']['measured'] or 0:,.0f} |",
              f"| hours | {pm['hours']['planned']:.3f} | {pm['hours']['measured']:.4f} |",
-             f"| cost | {_usd(pm['cost_usd']['planned'])} | {_usd(pm['cost_usd']['at_plan_price'])} at the plan's price |",
+             f"| cost | {usd(pm['cost_usd']['planned'])} | {usd(pm['cost_usd']['at_plan_price'])} at the plan's price |",
              ""]
     if mem["note"]:
         lines += [f"Note: {mem['note']}.", ""]
@@ -146,10 +147,6 @@ def _num(x):
 
 def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")[:120]
-
-
-def _usd(x):
-    return "-" if x is None else f"${x:,.4f}"
 
 
 def write(run_dir: Path, report: dict) -> None:

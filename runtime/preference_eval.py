@@ -86,7 +86,7 @@ def _reference(model):
     return model.disable_adapter
 
 
-def evaluate(plan, model, tokenizer, rows: list[dict], batch_size: int = 8) -> Optional[dict]:
+def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8) -> Optional[dict]:
     triples = pairs_of(rows)
     if not triples:
         return None
