@@ -78,8 +78,16 @@ def _check_gpus(budget: dict, err) -> None:
 
 
 def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
+    from . import source_checks
+    from .sources import is_plain_file
+
+    source_checks.check_chat_template(data, base_dir, err)
+    source_checks.check_settings(data, err)
     for key in ("train", "eval"):
         value = data.get(key)
+        if value and not is_plain_file(value):  # lists, globs, mappings, hub and saved datasets
+            source_checks.check_sources(data, key, base_dir, err)
+            continue
         if not isinstance(value, str) or not value:
             continue
         path = Path(value)
@@ -122,7 +130,7 @@ def record_error(row: Any, error, convert):
 def record_check(fmt: Any):
     """The check `recipe run` applies to each record of a format (not templates: rendered apart), or
     None (compiler/convert.py, the same check `recipe run` applies)."""
-    if fmt not in ("chat", "alpaca", "prompt_completion", "text", "preference", "kto"):
+    if fmt not in ("chat", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "kto"):
         return None
     from .convert import Converter
 

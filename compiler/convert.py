@@ -10,7 +10,10 @@ from typing import Any, Optional
 
 from ..schemas.errors import RecipeError
 
-ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"  # the `alpaca` chat template's shape
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+                  "system": "system", "tool": "tool", "observation": "tool", "function_call": "assistant"}
+CONVERSATIONAL = ("chat", "sharegpt", "alpaca")  # formats that become a conversation, rendered by the chat template
 
 
 def _text(row: dict, key: str, required: bool = True) -> Optional[str]:
@@ -38,12 +41,46 @@ def _chat(row: dict) -> list[dict]:
     return out
 
 
-class Converter:
-    """One record of a format -> what trl trains on; ValueError says what is wrong with it."""
+def _sharegpt(row: dict, roles: dict) -> list[dict]:
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise ValueError("expected 'conversations': a non-empty list of {from, value}")
+    out = []
+    system = row.get("system")
+    if isinstance(system, str) and system.strip():
+        out.append({"role": "system", "content": system})
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise ValueError(f"conversations[{i}] must be an object with from and value")
+        who, value = turn.get("from"), turn.get("value")
+        if who not in roles:
+            known = ", ".join(sorted(roles))
+            raise ValueError(f"conversations[{i}].from is {who!r}; expected one of {known} (or map it: "
+                             f"roles: {{{who}: assistant}})")
+        if not isinstance(value, str):
+            raise ValueError(f"conversations[{i}].value must be a string")
+        out.append({"role": roles[who], "content": value})
+    return out
 
-    def __init__(self, fmt: str, template=None, generation_markers: bool = True):
+
+def _with_system(messages: list[dict], system_prompt: Optional[str]) -> list[dict]:
+    if system_prompt and not any(m["role"] == "system" for m in messages):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+class Converter:
+    """One record of a format -> what trl trains on; ValueError says what is wrong with it.
+
+    chat, sharegpt and alpaca records become conversations ({"messages"}) that the chat template
+    renders; `system_prompt` is added to those that have no system message."""
+
+    def __init__(self, fmt: str, template=None, generation_markers: bool = True, system_prompt: Optional[str] = None,
+                 roles: Optional[dict] = None):
         self.fmt = fmt
         self.generation_markers = generation_markers
+        self.system_prompt = system_prompt
+        self.roles = {**SHAREGPT_ROLES, **(roles or {})}
         self.templates = None
         if fmt == "template":  # sandboxed, with limits on ranges, sizes and time (compiler/templates.py)
             from .templates import compile_pair
@@ -53,29 +90,45 @@ class Converter:
 
     @property
     def kind(self) -> str:
-        if self.fmt == "chat":
+        if self.fmt in CONVERSATIONAL:
             return "messages" if self.generation_markers else "conversational_prompt_completion"
         if self.fmt in ("preference", "kto"):
             return self.fmt
         return "text" if self.fmt == "text" else "prompt_completion"
 
+    def _messages(self, row: dict) -> list[dict]:
+        if self.fmt == "chat":
+            return _chat(row)
+        if self.fmt == "sharegpt":
+            messages = _sharegpt(row, self.roles)
+            from .pairs import checked_messages
+
+            checked_messages(messages, "conversations")
+            if messages[-1]["role"] != "assistant":
+                raise ValueError("the last turn must be the assistant's (gpt): it is what the model learns to say")
+            return messages
+        instruction, output = _text(row, "instruction"), _text(row, "output")
+        extra = _text(row, "input", required=False) or ""
+        system = _text(row, "system", required=False)
+        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        head = [{"role": "system", "content": system}] if system and system.strip() else []
+        return [*head, {"role": "user", "content": user}, {"role": "assistant", "content": output}]
+
     def __call__(self, row: Any) -> dict:
         if not isinstance(row, dict):
             raise ValueError(f"expected an object, got {type(row).__name__}")
-        if self.fmt == "chat":
-            messages = _chat(row)
+        if self.fmt in CONVERSATIONAL:
+            messages = _with_system(self._messages(row), self.system_prompt)
             if self.generation_markers:
                 return {"messages": messages}
             return {"prompt": messages[:-1], "completion": messages[-1:]}
-        if self.fmt == "alpaca":
-            instruction, output = _text(row, "instruction"), _text(row, "output")
-            extra = _text(row, "input", required=False) or ""
-            block = f"### Input:\n{extra}\n\n" if extra.strip() else ""
-            return {"prompt": ALPACA_PROMPT.format(instruction=instruction, input_block=block), "completion": output}
         if self.fmt in ("preference", "kto"):
             from . import pairs
 
-            return pairs.preference(row) if self.fmt == "preference" else pairs.kto(row)
+            out = pairs.preference(row) if self.fmt == "preference" else pairs.kto(row)
+            if self.system_prompt and isinstance(out["prompt"], list):
+                out["prompt"] = _with_system(out["prompt"], self.system_prompt)
+            return out
         if self.fmt == "prompt_completion":
             return {"prompt": _text(row, "prompt"), "completion": _text(row, "completion")}
         if self.fmt == "text":

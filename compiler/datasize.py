@@ -102,6 +102,10 @@ def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
         messages = row.get("messages") or []
         parts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
         return "\n".join(parts), len(parts)
+    if fmt == "sharegpt":
+        turns = row.get("conversations") or []
+        parts = [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
+        return "\n".join(parts), len(parts)
     if fmt == "alpaca":
         return "\n".join(str(row.get(k) or "") for k in ("instruction", "input", "output")), 2
     if fmt == "prompt_completion":
@@ -135,7 +139,14 @@ def _tokenizer(model_dir: Optional[Path]):
 
 def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> DataSize:
     """Examples and tokens per example for planning, with how they were counted. Declared sizes win
-    over the file (a sample can stand for the real data set); the file is read for what is not declared."""
+    over the file (a sample can stand for the real data set); the file is read for what is not declared.
+    Lists of sources, globs, hub and saved datasets are measured by compiler/source_size.py."""
+    from .sources import is_plain_file
+
+    if not is_plain_file(recipe.data.train):
+        from .source_size import measure as measure_sources
+
+        return measure_sources(recipe, recipe_dir, model_dir)
     declared_n, declared_t = recipe.data.examples, recipe.data.tokens_per_example
     max_len = recipe.training.max_seq_len
     path = recipe_dir / recipe.data.train

@@ -68,9 +68,9 @@ def staleness(plan: Plan) -> list[str]:
     except OSError:
         reasons.append(f"the recipe {lock.recipe_path} is gone")
     recipe_dir = recipe_path.resolve().parent
-    for name, digest in lock.data_sha256.items():
-        if datasize.sha256(recipe_dir / name) != digest:
-            reasons.append(f"the data file {name} changed since the plan was made")
+    from .source_size import stale  # files by sha256, hub and saved datasets by their fingerprint
+
+    reasons += stale(plan.recipe, recipe_dir, lock.data_sha256)
     for name, digest in lock.model_sha256.items():
         if datasize.sha256(recipe_dir / name) != digest:  # recipe_dir / an absolute path is that path
             reasons.append(f"the model file {name} changed since the plan was made")

@@ -23,7 +23,7 @@ from ..schemas.plan import (Adapter, Alternative, BuildPlan, CostPlan, DataPlan,
                             Hardware, Lock, Memory, ModelInfo, Plan, PreferencePlan, TimePlan, TrainingPlan)
 from ..schemas.recipe import BudgetSpec, Recipe
 from . import build as build_mod
-from . import calibration, catalogs, datasize, economics, hardware, memory, models, preference, timing
+from . import calibration, catalogs, datasize, economics, hardware, memory, models, preference, source_size, sources, timing
 from .architecture import Architecture, attention_implementations, parameter_count
 from .choose import LORA_MARGIN, Option, price_option, rank_key
 from ..schemas.errors import Problem, RecipeError
@@ -483,12 +483,37 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
                                  "kernels keep packed examples apart; steps, tokens and time count rows"))
     d.append(Decision(what="data", choice=f"{size.examples} examples x {size.tokens_per_example:.0f} tokens",
                       reason={"tokenizer": "counted with the model's tokenizer",
-                              "heuristic": f"counted from {recipe.data.train}: characters / "
+                              "heuristic": f"counted from {sources.describe(sources.parse(recipe.data.train, 'chat'))}: "
+                                           f"characters / "
                                            f"{datasize.CHARS_PER_TOKEN:g} per token plus template overhead "
                                            f"(no local tokenizer)",
                               "declared": "declared in the recipe (data.examples / data.tokens_per_example)"}
                       [size.counted_with] + (f"; {size.note}" if size.note else "")))
+    d.append(_loss_decision(recipe))
     return d
+
+
+def _loss_decision(recipe: Recipe) -> Decision:
+    """What the loss is computed on, and with which chat template conversations are rendered."""
+    from .mixture import kind_of
+
+    kinds = {kind_of(s.format) for s in sources.parse(recipe.data.train, recipe.data.format)}
+    template = recipe.data.chat_template or "model"
+    rendered = f"the {'model' + chr(39) + 's own' if template == 'model' else repr(template)} chat template"
+    if recipe.data.train_on_inputs:
+        return Decision(what="loss", choice="every token", reason="data.train_on_inputs: true"
+                        + (f"; conversations rendered with {rendered}" if "conversations" in kinds else ""))
+    if "conversations" in kinds:
+        return Decision(what="loss", choice="assistant turns",
+                        reason=f"every assistant turn and its end-of-turn text, found by rendering with {rendered} "
+                               f"(no {{% generation %}} markers needed); data.train_on_inputs: true trains on all")
+    if kinds & {"prompt_completion"}:
+        return Decision(what="loss", choice="completion", reason="the prompt is masked (trl's completion-only loss); "
+                                                                 "data.train_on_inputs: true trains on all")
+    if kinds & {"preference", "kto"}:
+        return Decision(what="loss", choice="preference", reason="the objective's loss on the chosen / rejected (or "
+                                                                 "labelled) completions")
+    return Decision(what="loss", choice="every token", reason="format 'text' has no prompt to mask")
 
 
 # --------------------------------------------------------------------------- explain
@@ -561,6 +586,9 @@ def assemble(recipe: Recipe, recipe_path: Path, overrides: tuple, resolved: Reso
     t, size = recipe.training, workload.size
     recipe_dir = recipe_path.resolve().parent
     data_hashes = _data_hashes(recipe, recipe_dir)
+    train_name = sources.describe(sources.parse(recipe.data.train, recipe.data.format))
+    eval_name = sources.describe(sources.parse(recipe.data.eval, recipe.data.format, "eval")) if recipe.data.eval \
+        else None
     return Plan(
         tool_version=__version__,
         name=recipe.name or recipe_path.stem,
@@ -584,8 +612,8 @@ def assemble(recipe: Recipe, recipe_path: Path, overrides: tuple, resolved: Reso
                               steps=_steps(workload, chosen), max_seq_len=t.max_seq_len, optimizer=t.optimizer,
                               precision=t.precision, attention=s.attention, learning_rate=t.learning_rate,
                               packing=t.packing),
-        data=DataPlan(train_path=recipe.data.train, train_sha256=data_hashes[recipe.data.train],
-                      eval_path=recipe.data.eval, eval_sha256=data_hashes.get(recipe.data.eval) if recipe.data.eval else None,
+        data=DataPlan(train_path=train_name, train_sha256=data_hashes.get(train_name),
+                      eval_path=eval_name, eval_sha256=data_hashes.get(eval_name) if eval_name else None,
                       examples=size.examples, tokens_per_example=round(size.tokens_per_example, 1),
                       counted_with=size.counted_with, truncated_examples=size.truncated, note=size.note),
         time=_time_plan(chosen, workload.train_tokens(s.micro_batch_size),
@@ -632,10 +660,8 @@ def _adapter(recipe: Recipe, method: str, targeted: list) -> Optional[Adapter]:
 
 
 def _data_hashes(recipe: Recipe, recipe_dir: Path) -> dict:
-    hashes = {recipe.data.train: datasize.sha256(recipe_dir / recipe.data.train)}
-    if recipe.data.eval:
-        hashes[recipe.data.eval] = datasize.sha256(recipe_dir / recipe.data.eval)
-    return hashes
+    """Each source's sha256 (files) or fingerprint (hub commit, saved dataset state, glob's files)."""
+    return source_size.lock_entries(recipe, recipe_dir)
 
 
 def _time_plan(chosen: Option, tokens: float, calibrated: Optional[str]) -> TimePlan:

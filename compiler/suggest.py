@@ -28,37 +28,43 @@ def model_at(model: type[BaseModel], path: tuple) -> Optional[type[BaseModel]]:
     current: Any = model
     for part in path:
         if isinstance(part, int):
-            current = _inner(current, list)
+            current = _list_item(current)
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        found = _model_of(current)
+        if found is None:
             return None
-        field = current.model_fields.get(part)
+        field = found.model_fields.get(part)
         if field is None:
             return None
-        current = _unwrap(field.annotation)
-    current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        current = field.annotation
+    return _model_of(current)
 
 
-def _unwrap(tp: Any) -> Any:
-    """Strip Optional / Annotated to reach a model or a list of models."""
+def _model_of(tp: Any) -> Optional[type[BaseModel]]:
+    """The model a type holds: itself, or the model member of an Optional / Annotated / union."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
+        return _model_of(typing.get_args(tp)[0])
     if origin is typing.Union or str(origin) == "types.UnionType":
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if models:
-            return models[0]
-        lists = [a for a in args if typing.get_origin(_unwrap(a)) is list]
-        return _unwrap(lists[0]) if lists else tp
-    return tp
+        for arg in typing.get_args(tp):
+            if typing.get_origin(arg) is not list and (found := _model_of(arg)) is not None:
+                return found
+    return None
 
 
-def _inner(tp: Any, container: type) -> Any:
-    tp = _unwrap(tp)
-    if typing.get_origin(tp) is container:
-        return _unwrap(typing.get_args(tp)[0])
+def _list_item(tp: Any) -> Any:
+    """The item type of a list (or of the list member of a union)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _list_item(typing.get_args(tp)[0])
+    if origin is list:
+        return typing.get_args(tp)[0]
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        for arg in typing.get_args(tp):
+            if (item := _list_item(arg)) is not None:
+                return item
     return None
 
 

@@ -103,7 +103,8 @@ def located(doc: Document, path: tuple, message: str, value: bool = False,
 
 
 def _problems(err: dict, doc: Document) -> list[Problem]:
-    kind, loc, given = err["type"], tuple(err["loc"]), err.get("input")
+    kind, given = err["type"], err.get("input")
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("@")))  # union tags (recipe.Sources)
     ctx = err.get("ctx") or {}
     if kind == "cross_field":
         return [located(doc, loc + tuple(key.split(".")), message) for key, message in ctx["problems"]]

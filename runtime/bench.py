@@ -85,11 +85,10 @@ def held_out(plan, plan_dir: Path) -> tuple[list, list]:
     from .evaluate import MAX_EXAMPLES, prompts_and_references
 
     d = plan.recipe.data
-    if d.eval:
-        rows = data_mod.read_records(plan_dir / d.eval, d.eval, d.format, d.template, d.on_error).rows
+    if d.eval:  # sources read and mixed as `recipe run` reads them
+        rows = data_mod.read_sources(plan.recipe, plan_dir, "eval")[0].rows
     elif d.eval_fraction:
-        rows = data_mod.read_records(plan_dir / d.train, d.train, d.format, d.template, d.on_error).rows
-        rows = data_mod.split_eval(rows, d.eval_fraction, plan.recipe.training.seed)[1]
+        rows = data_mod.read_sources(plan.recipe, plan_dir, "train")[0].held_out
     else:
         raise RecipeError("the recipe has no held-out data to bench with: set data.eval or data.eval_fraction")
     prompts, refs = prompts_and_references(rows[:MAX_EXAMPLES])

@@ -1,14 +1,17 @@
 """Read and check training data; turn each record into what trl's SFTTrainer trains on.
 
-Every record is checked before anything is loaded; a bad one is reported as `file:line: what is
-wrong` (`row N` for Parquet). With `data.on_error: fail` (the default) any bad record stops the run
-with all of them listed; with `skip` they are left out and counted.
+Records come from the recipe's sources (compiler/sources.py: files, globs, saved and hub datasets),
+mixed with the seed (compiler/mixture.py). Every record is checked before anything is loaded; a bad
+one is reported as `source:line: what is wrong` (`row N` for Parquet and datasets). With
+`data.on_error: fail` (the default) any bad record stops the run with all of them listed; with
+`skip` they are left out and counted.
 
 Formats, and what the loss is computed on:
-- chat: {"messages": [{"role": system|user|assistant, "content": ...}, ...]}: the assistant turns
-  (trl's `assistant_only_loss`, which needs a chat template with `{% generation %}` markers); with a
-  template that has none, the last assistant turn is the completion of a conversational prompt.
-- alpaca: {"instruction", "input" (optional), "output"}: the output.
+- chat: {"messages": [{"role": system|user|assistant|tool, "content": ...}, ...]}, sharegpt
+  ({"conversations": [{"from", "value"}, ...]}) and alpaca ({"instruction", "input" (optional),
+  "output"}) are conversations: tokenized here with the chat template, the loss on every assistant
+  turn (masks derived by rendering, runtime/masks.py, with or without `{% generation %}` markers),
+  or on every token with `data.train_on_inputs`.
 - prompt_completion: {"prompt", "completion"}: the completion.
 - text: {"text"}: every token.
 - template: any columns, rendered by the recipe's Jinja2 prompt and completion templates in a
@@ -38,6 +41,7 @@ class Records:
     skipped: int = 0
     problems: list[Problem] = field(default_factory=list)
     kind: str = ""  # "messages" | "prompt_completion" | "conversational_prompt_completion" | "text"
+    held_out: list[dict] = field(default_factory=list)  # data.eval_fraction's share, split per source before mixing
 
 
 def _raw(path: Path, display: str) -> Iterator[tuple[int, Any, Optional[str]]]:
@@ -84,3 +88,48 @@ def duplicates(train: list[dict], held_out: list[dict]) -> int:
     """How many held-out records also appear in the training data."""
     seen = {json.dumps(r, sort_keys=True) for r in train}
     return sum(1 for r in held_out if json.dumps(r, sort_keys=True) in seen)
+
+
+def converter_for(recipe, markers: bool = True):
+    """The Converter of each source: its format, the recipe's template, system prompt and the source's roles."""
+    def make(source):
+        return Converter(source.format, recipe.data.template, markers, recipe.data.system_prompt, dict(source.roles))
+    return make
+
+
+def read_sources(recipe, recipe_dir: Path, key: str = "train", markers: bool = True,
+                 allow_download: bool = True) -> tuple[Records, list[dict]]:
+    """Every source of data.train (or data.eval), read, converted and mixed with the seed; with what
+    each source gave. Bad records are located per source (`source:line: what`). With
+    data.eval_fraction, each source's held-out share is split off before mixing (Records.held_out), so
+    a source repeated by its weight never repeats a held-out example into training."""
+    from ..compiler import mixture, sources
+
+    listed = sources.parse(getattr(recipe.data, key), recipe.data.format, key)
+    clash = mixture.check_kinds(listed)
+    if clash:
+        raise RecipeError(f"data.{key}: {clash[1]}")
+    parts = [mixture.read_source(s, recipe_dir, converter_for(recipe, markers), recipe.data.on_error,
+                                 allow_download=allow_download) for s in listed]
+    held = []
+    if key == "train" and recipe.data.eval_fraction:
+        for i, p in enumerate(parts):
+            p.rows, out = split_eval(p.rows, recipe.data.eval_fraction, recipe.training.seed + i)
+            held += out
+    rows, report = mixture.mix(parts, recipe.training.seed)
+    kind = Converter(listed[0].format, recipe.data.template, markers).kind
+    problems = [Problem(where, 0, 0, "", message) for p in parts for where, message in p.problems]
+    return Records(rows=rows, read=sum(p.read for p in parts), skipped=len(problems), problems=problems,
+                   kind=kind, held_out=held), report
+
+
+def trainer_dataset(rows: list[dict], kind: str, tokenizer, train_on_inputs: bool):
+    """What the trainer takes: conversations tokenized here with their loss masks (runtime/masks.py),
+    other kinds as rows trl tokenizes."""
+    from datasets import Dataset
+
+    if kind != "messages":
+        return Dataset.from_list(rows)
+    from .masks import tokenize_rows
+
+    return Dataset.from_list(tokenize_rows(tokenizer, rows, train_on_inputs))

@@ -66,7 +66,9 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
     if objective == "kto":
         from ..compiler.pairs import check_kto_balance
 
-        check_kto_balance(train_rows, plan.recipe.data.train)
+        from ..compiler.sources import describe, parse
+
+        check_kto_balance(train_rows, describe(parse(plan.recipe.data.train, plan.recipe.data.format)))
         if plan.training.micro_batch_size < 2:
             raise RecipeError("training.micro_batch_size: KTO needs at least 2 (its KL term pairs each example with "
                               "another in the same micro batch)")

@@ -59,7 +59,10 @@ def _packages(plan: Plan) -> None:
         needed.append("bitsandbytes")
     if plan.distributed.strategy == "deepspeed":
         needed.append("deepspeed")
-    if Path(plan.recipe.data.train).suffix.lower() == ".parquet":
+    from ..compiler.sources import parse
+
+    if any(s.location.lower().endswith(".parquet") or s.kind in ("hub", "disk")
+           for s in parse(plan.recipe.data.train, plan.recipe.data.format)):
         needed.append("pyarrow")
     trackers = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
     needed += [trackers[t] for t in plan.recipe.training.report_to]

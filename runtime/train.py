@@ -42,11 +42,6 @@ class RunResult:
     lock: object = None  # the run directory's lock (outdir.RunLock), released by the caller
 
 
-def generation_markers(tokenizer) -> bool:
-    template = getattr(tokenizer, "chat_template", None) or ""
-    return "generation" in template and "endgeneration" in template
-
-
 def _last_complete(checkpoints: Path) -> Optional[Path]:
     done = [d for d in checkpoints.glob("checkpoint-*") if (d / COMPLETE).is_file()] if checkpoints.is_dir() else []
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
@@ -181,7 +176,9 @@ def _sft_config(plan: Plan, run_dir: Path, device: Device, kind: str, has_eval: 
         max_length=t.max_seq_len, packing=t.packing,
         # packed rows as the plan counted them: best-fit decreasing, padding-free (varlen attention)
         packing_strategy="bfd", padding_free=t.packing,
-        assistant_only_loss=kind == "messages", completion_only_loss=True if "prompt_completion" in kind else None,
+        # conversations come tokenized with their labels (runtime/masks.py); prompt-completion: trl masks the prompt
+        assistant_only_loss=False,
+        completion_only_loss=(not plan.recipe.data.train_on_inputs) if "prompt_completion" in kind else None,
         dataset_text_field="text",
         seed=r.seed, data_seed=r.seed,
         save_strategy="steps" if r.save_steps else "epoch", save_steps=r.save_steps or 500, save_total_limit=2,
@@ -210,25 +207,45 @@ def token_count(tokenizer, row: dict) -> int:
 
 
 def load_data(plan: Plan, plan_dir: Path, tokenizer):
-    """Training and held-out records in trl's format, with their counts."""
+    """Training and held-out records in trl's format, with their counts (and each source's share)."""
     recipe = plan.recipe
-    markers = generation_markers(tokenizer)
-    train_path = plan_dir / recipe.data.train
-    records = data_mod.read_records(train_path, recipe.data.train, recipe.data.format, recipe.data.template,
-                                    recipe.data.on_error, markers)
+    # conversations are tokenized here with masks derived by rendering (runtime/masks.py), whatever the template
+    records, sources = data_mod.read_sources(recipe, plan_dir, "train")
     train_rows, eval_rows, eval_records = records.rows, [], None
     if recipe.data.eval:
-        eval_records = data_mod.read_records(plan_dir / recipe.data.eval, recipe.data.eval, recipe.data.format,
-                                             recipe.data.template, recipe.data.on_error, markers)
+        eval_records, _ = data_mod.read_sources(recipe, plan_dir, "eval")
         eval_rows = eval_records.rows
-    elif recipe.data.eval_fraction:
-        train_rows, eval_rows = data_mod.split_eval(records.rows, recipe.data.eval_fraction, recipe.training.seed)
+    elif recipe.data.eval_fraction:  # split per source, before mixing (runtime/data.read_sources)
+        eval_rows = records.held_out
     counts = {"train_read": records.read, "train_skipped": records.skipped, "train_examples": len(train_rows),
               "train_truncated": sum(1 for row in train_rows if token_count(tokenizer, row) > plan.training.max_seq_len),
               "eval_examples": len(eval_rows), "format": recipe.data.format, "as": records.kind,
               "eval_skipped": eval_records.skipped if eval_records else 0,
-              "duplicates_in_eval": data_mod.duplicates(train_rows, eval_rows) if eval_rows else 0}
+              "duplicates_in_eval": data_mod.duplicates(train_rows, eval_rows) if eval_rows else 0,
+              "sources": sources, "train_on_inputs": recipe.data.train_on_inputs}
     return train_rows, eval_rows, records.kind, counts
+
+
+def use_chat_template(plan: Plan, plan_dir: Path, tokenizer, log=print) -> str:
+    """Set data.chat_template on the tokenizer; which template conversations are rendered with."""
+    from ..compiler import chat_templates, mixture, sources
+
+    recipe = plan.recipe
+    text = chat_templates.resolve(recipe.data.chat_template, plan_dir)
+    if text is not None:
+        tokenizer.chat_template = text
+        return recipe.data.chat_template
+    if getattr(tokenizer, "chat_template", None):
+        return "model"
+    formats = {s.format for s in sources.parse(recipe.data.train, recipe.data.format)}
+    if formats == {"alpaca"}:
+        tokenizer.chat_template = chat_templates.NAMED["alpaca"]
+        log("the model has no chat template: alpaca records use the alpaca prompt (### Instruction / ### Response)")
+        return "alpaca"
+    if any(mixture.kind_of(f) == "conversations" for f in formats):
+        raise RecipeError("the model has no chat template to render conversations with: set data.chat_template "
+                          f"({', '.join(chat_templates.choices()[1:])} or a Jinja file)")
+    return "none"
 
 
 @dataclass
@@ -261,7 +278,11 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
                                               revision=plan.recipe.model.revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    template = use_chat_template(plan, plan_dir, tokenizer, log)
     train_rows, eval_rows, kind, counts = load_data(plan, plan_dir, tokenizer)
+    counts["chat_template"] = template
+    for s in counts["sources"] if len(counts["sources"]) > 1 else []:
+        log(f"source {s['source']}: {s['drawn']} drawn of {s['usable']} usable ({s['skipped']} skipped)")
     log(f"data: {counts['train_examples']} training examples ({counts['train_skipped']} skipped, "
         f"{counts['train_truncated']} truncated to {plan.training.max_seq_len} tokens), "
         f"{counts['eval_examples']} held out; trained as {kind}")
@@ -285,8 +306,9 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     else:
         trainer = SFTTrainer(
             model=model, args=_sft_config(plan, run_dir, device, kind, bool(eval_rows)),
-            train_dataset=Dataset.from_list(train_rows),
-            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            train_dataset=data_mod.trainer_dataset(train_rows, kind, tokenizer, plan.recipe.data.train_on_inputs),
+            eval_dataset=data_mod.trainer_dataset(eval_rows, kind, tokenizer, plan.recipe.data.train_on_inputs)
+            if eval_rows else None,
             processing_class=tokenizer, peft_config=peft_config, callbacks=_callbacks(state))
     trainer.remove_callback(PrinterCallback)  # the progress bar shows loss and tokens/s
     conformance = check_conformance(plan, trainer, device.precision)

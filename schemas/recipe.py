@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     PlainValidator,
     WithJsonSchema,
     model_validator,
@@ -19,7 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 Task = Literal["classification", "extraction", "generation", "chat", "preference"]
-DataFormat = Literal["chat", "alpaca", "prompt_completion", "text", "template", "preference", "kto"]
+DataFormat = Literal["chat", "sharegpt", "alpaca", "prompt_completion", "text", "template", "preference", "kto"]
 MethodName = Literal["auto", "lora", "qlora", "dora", "qdora", "full"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 Precision = Literal["bf16", "fp16", "fp32", "bf16-pure"]  # bf16-pure: bf16 weights and optimizer states, no fp32 master
@@ -124,12 +126,71 @@ class TemplateSpec(Section):
     completion: Name
 
 
+class SourceSpec(Section):
+    """One data source: a local file or glob, a `datasets.save_to_disk` directory, or a hub dataset."""
+
+    path: Optional[Name] = Field(None, description="A local file or glob (JSONL, JSON, CSV, Parquet), relative "
+                                                   "to the recipe file")
+    disk: Optional[Name] = Field(None, description="A directory written by datasets' save_to_disk")
+    hub: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")]] = Field(
+        None, description="A Hugging Face hub dataset, org/name")
+    subset: Optional[Name] = Field(None, description="The hub dataset's configuration (subset) name")
+    split: Optional[Name] = Field(None, description="Split to read (default: train)")
+    revision: Optional[Name] = Field(None, description="Hub branch, tag or commit")
+    data_files: Optional[Union[Name, Annotated[list[Name], Field(min_length=1)]]] = Field(
+        None, description="Files (patterns) of the hub dataset to read")
+    weight: Optional[PositiveFloat] = Field(None, description="Sampling share in a mixture (relative)")
+    max_examples: Optional[PositiveInt] = Field(None, description="Use at most this many examples of the source")
+    format: Optional[DataFormat] = Field(None, description="This source's format (default: data.format)")
+    columns: dict[Name, Name] = Field(
+        default_factory=dict, description="Format field -> the source's column, e.g. {prompt: question}")
+    roles: dict[Name, Name] = Field(
+        default_factory=dict, description="sharegpt: the source's role names -> system, user, assistant or tool")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "SourceSpec":
+        problems = []
+        given = [k for k in ("path", "disk", "hub") if getattr(self, k) is not None]
+        if len(given) != 1:
+            key = given[1] if len(given) > 1 else "path"
+            problems.append((key, "a source takes exactly one of path, disk or hub" +
+                             (f" (got {', '.join(given)})" if given else "")))
+        if self.split is not None and self.path is not None:
+            problems.append(("split", "split is for hub and saved (disk) datasets; a file is one split"))
+        if self.hub is None:
+            for key in ("subset", "revision", "data_files"):
+                if getattr(self, key) is not None:
+                    problems.append((key, f"{key} is for hub sources (hub: org/name)"))
+        cross_field(problems)
+        return self
+
+
+def _tag(value: Any) -> str:
+    if isinstance(value, list):
+        return "@list"
+    return "@mapping" if isinstance(value, dict) or isinstance(value, SourceSpec) else "@text"
+
+
+# Tagged unions: a value is checked only against the shape it has, so errors name that shape alone
+# (the "@..." tags are dropped from error locations by compiler/validate.py).
+DataSource = Annotated[Union[Annotated[Name, Tag("@text")], Annotated[SourceSpec, Tag("@mapping")]],
+                       Discriminator(_tag)]
+Sources = Annotated[Union[Annotated[Name, Tag("@text")], Annotated[SourceSpec, Tag("@mapping")],
+                          Annotated[list[DataSource], Field(min_length=1), Tag("@list")]],
+                    Discriminator(_tag)]
+
+
 class DataSpec(Section):
-    train: Name = Field(description="JSONL, CSV or Parquet file, relative to the recipe file")
-    eval: Optional[Name] = Field(None, description="Held-out file; or use eval_fraction")
+    train: Sources = Field(description="A source or a list of sources: a file or glob relative to the recipe file, "
+                                       "hf://org/name[@revision], or a mapping with path, disk or hub")
+    eval: Optional[Sources] = Field(None, description="Held-out source(s); or use eval_fraction")
     eval_fraction: Optional[float] = Field(None, gt=0, lt=1, description="Held-out share of train")
     format: DataFormat = "chat"
     template: Optional[TemplateSpec] = None
+    chat_template: Optional[Name] = Field(
+        None, description="model (the model's own, default), chatml, llama3, gemma, qwen, alpaca, or a Jinja file")
+    train_on_inputs: bool = Field(False, description="Compute the loss on prompts too (default: answers only)")
+    system_prompt: Optional[Name] = Field(None, description="System message added to conversations that lack one")
     on_error: Literal["fail", "skip"] = Field("fail", description="What to do with a malformed record")
     examples: Optional[int] = Field(
         None, ge=1, le=10**12, description="Declared number of training examples, used when the file is not present")
@@ -141,13 +202,24 @@ class DataSpec(Section):
         problems = []
         if self.eval is not None and self.eval_fraction is not None:
             problems.append(("eval_fraction", "give either data.eval or data.eval_fraction, not both"))
-        if self.format == "template" and self.template is None:
+        formats = {self.format} | {s.format for s in _listed(self.train) if isinstance(s, SourceSpec) and s.format}
+        if "template" in formats and self.template is None:
             problems.append(("template", "format 'template' needs data.template with prompt and completion"))
-        if self.format != "template" and self.template is not None:
+        if "template" not in formats and self.template is not None:
             problems.append(("template", f"data.template is only used with format 'template' "
                                          f"(format is '{self.format}')"))
+        for key in ("train", "eval"):
+            listed = _listed(getattr(self, key))
+            weighted = [s for s in listed if isinstance(s, SourceSpec) and s.weight is not None]
+            if weighted and len(weighted) != len(listed):
+                problems.append((key, f"data.{key}: {len(weighted)} of {len(listed)} sources have a weight; give "
+                                      f"every source a weight, or none (then every example of each is used)"))
         cross_field(problems)
         return self
+
+
+def _listed(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 class QuantizationSpec(Section):

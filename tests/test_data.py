@@ -40,8 +40,10 @@ def test_alpaca_prompt_completion_text(tmp_path):
                                     json.dumps({"instruction": "Hi", "output": "hello"}),
                                     json.dumps({"instruction": "x"})])
     records = read_records(a, "a.jsonl", "alpaca", on_error="skip")
-    assert records.rows[0] == {"prompt": "### Instruction:\nSum\n\n### Input:\n1 2\n\n### Response:\n", "completion": "3"}
-    assert records.rows[1]["prompt"] == "### Instruction:\nHi\n\n### Response:\n"
+    # alpaca records are conversations, rendered by the chat template (data.chat_template: alpaca for the classic prompt)
+    assert records.rows[0] == {"messages": [{"role": "user", "content": "Sum\n\n1 2"},
+                                            {"role": "assistant", "content": "3"}]}
+    assert records.rows[1]["messages"][0] == {"role": "user", "content": "Hi"} and records.kind == "messages"
     assert records.problems[0].line == 3 and records.problems[0].message == "missing 'output'"
     p = write(tmp_path, "p.jsonl", [json.dumps({"prompt": "q", "completion": 5})])
     with pytest.raises(RecipeError, match="'completion' must be a string"):

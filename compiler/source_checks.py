@@ -1,0 +1,199 @@
+"""`recipe validate`'s checks of data sources, chat templates and the mixture, located in the recipe.
+
+What can be known before a run is reported here: a glob that matches nothing, a saved dataset or a
+hub dataset that is not there (a warning when `recipe run` could still download it), a split or a
+column that does not exist (with "did you mean"), a column mapping naming a field the format does
+not read, formats that cannot be mixed, and bad records among the first ones of each source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from ..schemas.errors import RecipeError
+from . import chat_templates, mixture, sources
+from .convert import CONVERSATIONAL, Converter
+from .suggest import did_you_mean
+
+SAMPLE_RECORDS = 1000
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "0") not in ("0", "", "false") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def check_chat_template(data: dict, base_dir: Optional[Path], err) -> None:
+    value = data.get("chat_template")
+    if not isinstance(value, str) or not value:
+        return
+    if not chat_templates.is_file(value) and value not in chat_templates.choices():
+        err(("data", "chat_template"), f"unknown chat template '{value}'{did_you_mean(value, chat_templates.choices())} "
+                                       f"(known: {', '.join(chat_templates.choices())}; or a Jinja file such as "
+                                       f"templates/chat.jinja)")
+        return
+    if base_dir is None:
+        return
+    try:
+        text = chat_templates.resolve(value, base_dir)
+    except RecipeError as exc:
+        err(("data", "chat_template"), exc.message.removeprefix("data.chat_template: "))
+        return
+    if text is not None and (problem := chat_templates.problem(text)):
+        err(("data", "chat_template"), f"{value}: {problem}")
+
+
+def _formats(data: dict) -> set:
+    fmt = data.get("format", "chat")
+    found = {fmt}
+    for key in ("train", "eval"):
+        for item in sources.listed(data.get(key)):
+            if isinstance(item, dict) and isinstance(item.get("format"), str):
+                found.add(item["format"])
+    return found
+
+
+def check_settings(data: dict, err) -> None:
+    if isinstance(data.get("system_prompt"), str):
+        plain = sorted(f for f in _formats(data) if f not in (*CONVERSATIONAL, "preference", "kto"))
+        if plain and len(plain) == len(_formats(data)):
+            err(("data", "system_prompt"), f"data.system_prompt is added to conversations; format '{plain[0]}' has "
+                                           f"none, so it is not used", severity="warning")
+
+
+def _valid_item(item: Any) -> bool:
+    if isinstance(item, str):
+        return bool(item)
+    if not isinstance(item, dict):
+        return False
+    given = [k for k in ("path", "disk", "hub") if isinstance(item.get(k), str) and item.get(k)]
+    return len(given) == 1
+
+
+def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
+    """The sources of data.train / data.eval that are not one plain file (checks.py handles that)."""
+    items = sources.listed(data.get(key))
+    fmt = data.get("format", "chat")
+    if not items or not isinstance(fmt, str) or fmt not in sources.FORMAT_FIELDS:
+        return
+
+    def usable(item) -> bool:  # the schema reports malformed sources
+        return _valid_item(item) and not (isinstance(item, dict) and (
+            item.get("format") not in (None, *sources.FORMAT_FIELDS)
+            or not isinstance(item.get("columns", {}), dict) or not isinstance(item.get("roles", {}), dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in (item.get("columns") or {}).items())))
+
+    listed = [s for s, item in zip(sources.parse(data.get(key), fmt, key), items) if usable(item)]
+    if not listed:
+        return
+    for s in listed:
+        for fld, message in sources.unknown_fields(s):
+            err((*s.key, "columns", fld), message, value=False)
+        if s.kind == "hub" and not HUB_NAME.fullmatch(s.location):
+            err(s.key + (("hub",) if s.mapping else ()), f"{s.display}: not a hub dataset name; expected "
+                                                         f"hf://org/name or hf://org/name@revision")
+    if len(items) == 1 and listed[0].weight is not None:
+        err((*listed[0].key, "weight"), "a weight shares a mixture between sources; with one source it has no "
+                                        "effect", severity="warning")
+    clash = mixture.check_kinds(listed)
+    if clash:
+        err(clash[0].key, clash[1])
+        return
+    if base_dir is None:
+        return
+    template = data.get("template")
+    system = data.get("system_prompt") if isinstance(data.get("system_prompt"), str) else None
+    for s in listed:
+        if s.kind != "hub" or HUB_NAME.fullmatch(s.location):
+            _check_source(s, data, base_dir, template, system, err)
+
+
+def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, system: Optional[str], err) -> None:
+    where = s.key + (("path",) if s.mapping and s.local else ("disk",) if s.mapping and s.kind == "disk" else
+                     ("hub",) if s.mapping else ())
+    if s.kind == "file" and not (base_dir / s.location).exists():
+        err(where, f"file not found: {s.location} (relative to the recipe's folder); plans fall back to declared "
+                   f"sizes, `recipe run` needs it", severity="warning")
+        return
+    if s.kind == "hub" and sources.hub_snapshot(s)[0] is None:
+        if _offline():
+            err(where, f"{s.display}: not in the local hub cache ({sources.hub_cache_dir()}) and this host is offline "
+                       f"(HF_HUB_OFFLINE): download it where the hub is reachable with `hf download --repo-type "
+                       f"dataset {s.location}`" + ("; plans use data.examples, `recipe run` needs it" if data.get("examples")
+                                                   else ""),
+                severity="warning" if _datasets_cached(s) or data.get("examples") else "error")
+        else:
+            err(where, f"{s.display}: not in the local hub cache ({sources.hub_cache_dir()}); `recipe run` downloads "
+                       f"it, `recipe plan` needs it cached or data.examples and data.tokens_per_example",
+                severity="warning")
+        return
+    spec = None
+    if template is not None and isinstance(template, dict) and all(isinstance(template.get(k), str)
+                                                                   for k in ("prompt", "completion")):
+        from ..schemas.recipe import TemplateSpec
+
+        spec = TemplateSpec(prompt=template["prompt"], completion=template["completion"])
+    if s.format == "template" and spec is None:
+        return
+
+    def converter(source):
+        return Converter(source.format, spec, True, system, dict(source.roles))
+
+    marker = _checked_marker(s, base_dir, data, system)
+    if marker is not None and marker.is_file():  # this very content passed these checks before
+        return
+    try:
+        part = mixture.read_source(s, base_dir, converter, "skip", limit=SAMPLE_RECORDS, allow_download=False)
+    except RecipeError as exc:
+        message = exc.message
+        sub = ()
+        if "no split" in message and s.mapping:
+            sub = ("split",)
+        elif "no column" in message or "needs a '" in message:
+            column = next((f for f, c in s.columns if f"'{c}'" in message), None)
+            sub = ("columns", column) if column else ()
+        severity = "error"
+        if "no usable records" in message and data.get("on_error") == "skip":
+            severity = "warning"
+        err(s.key + sub if sub else where, message, value=not sub or sub[0] != "columns", severity=severity)
+        return
+    if part.problems:
+        skip = data.get("on_error") == "skip"
+        shown = "; ".join(f"{w}: {m}" for w, m in part.problems[:3]) + \
+            (f"; and {len(part.problems) - 3} more" if len(part.problems) > 3 else "")
+        err(where, f"{len(part.problems)} bad record(s) in the first {part.read}: {shown}"
+                   + ("; data.on_error: skip leaves them out" if skip else " (set data.on_error: skip to leave them out)"),
+            severity="warning" if skip else "error")
+    elif marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("ok\n")
+        except OSError:
+            pass
+
+
+def _checked_marker(s: sources.Source, base_dir: Path, data: dict, system: Optional[str]) -> Optional[Path]:
+    """Where a clean check of a hub or saved dataset is remembered, by its fingerprint and the settings
+    the check used (a changed dataset, format, mapping or template is checked again)."""
+    if s.kind not in ("hub", "disk"):
+        return None  # files are read directly (their checks are cheap)
+    fp = sources.fingerprint(s, base_dir)
+    if fp is None:
+        return None
+    import hashlib
+
+    key = sources.stable_json({"v": 1, "fp": fp, "source": [s.format, s.columns, s.roles, s.split, s.subset,
+                                                            s.data_files, s.max_examples],
+                               "template": data.get("template"), "system": system})
+    return sources.cache_dir() / "checked" / hashlib.sha256(key.encode()).hexdigest()
+
+
+def _datasets_cached(s: sources.Source) -> bool:
+    """Whether the `datasets` cache holds a prepared copy (load_dataset uses it offline)."""
+    root = os.environ.get("HF_DATASETS_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "datasets")
+    org, _, name = s.location.partition("/")
+    return Path(root, f"{org}___{name}").is_dir()

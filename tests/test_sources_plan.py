@@ -1,0 +1,119 @@
+"""Sources at validate and plan time (no model loaded): preference pairs from a mapped hub dataset, a hub
+dataset that is not cached, sharegpt in a plain file, sources that the schema refuses."""
+
+import json
+
+import pytest
+
+datasets = pytest.importorskip("datasets")
+
+from recipe_ft.compiler.pipeline import compile_file  # noqa: E402
+from recipe_ft.runtime import data as data_mod  # noqa: E402
+from recipe_ft.schemas.errors import RecipeError  # noqa: E402
+
+COMMIT = "c" * 40
+HEAD = "model: {base: Qwen/Qwen2.5-7B-Instruct}\nbudget: {gpu: L4}\n"
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    for var, value in (("HF_HUB_CACHE", tmp_path / "hub"), ("HF_DATASETS_CACHE", tmp_path / "ds-cache"),
+                       ("RECIPE_CACHE_DIR", tmp_path / "recipe-cache"), ("HF_HUB_OFFLINE", "1"),
+                       ("HF_DATASETS_OFFLINE", "1")):
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+def _hub(root, name: str, rows: list[dict]) -> None:
+    repo = root / "hub" / f"datasets--acme--{name}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    (repo / "snapshots" / COMMIT / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows).to_parquet(str(repo / "snapshots" / COMMIT / "data" / "train-00000-of-00001.parquet"))
+
+
+def test_preference_pairs_from_a_mapped_hub_dataset(cli, offline):
+    rows = [{"question": f"Refund order {i}?", "good": "Yes, refunded today.", "bad": "No."} for i in range(30)]
+    _hub(offline, "pairs", rows)
+    recipe = offline / "r.yaml"
+    recipe.write_text("task: preference\n" + HEAD + "data:\n  train: {hub: acme/pairs, format: preference, "
+                      "columns: {prompt: question, chosen: good, rejected: bad}}\n  format: preference\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0, out + err
+    plan = compile_file(str(recipe)).plan
+    assert plan.data.examples == 30 and "hf://acme/pairs: 30 of 30, sampled 30" in plan.data.note
+    records, report = data_mod.read_sources(plan.recipe, offline)
+    assert records.rows[0] == {"prompt": "Refund order 0?", "chosen": "Yes, refunded today.", "rejected": "No."}
+    assert report[0]["drawn"] == 30
+
+
+def test_a_hub_dataset_that_is_not_cached(cli, offline):
+    recipe = offline / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: hf://acme/elsewhere\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "data.train: hf://acme/elsewhere: not in the local hub cache" in out + err
+    with pytest.raises(RecipeError) as info:  # `recipe plan` refuses it too (it never downloads)
+        compile_file(str(recipe))
+    assert any("not in the local hub cache" in p.message for p in info.value.problems)
+    # declared sizes stand in for it at plan time, and the plan says why
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: hf://acme/elsewhere\n  examples: 5000\n")
+    plan = compile_file(str(recipe)).plan
+    assert plan.data.examples == 5000 and plan.data.counted_with == "declared"
+    assert "not in the local hub cache" in plan.data.note
+
+
+def test_sharegpt_in_a_plain_file_is_checked_and_counted(cli, tmp_path):
+    good = {"conversations": [{"from": "human", "value": "hi there"}, {"from": "gpt", "value": "hello!"}]}
+    bad = {"conversations": [{"from": "human", "value": "hi"}, {"from": "wizard", "value": "?"}]}
+    (tmp_path / "d.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: d.jsonl\n  format: sharegpt\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "d.jsonl:2: conversations[1].from is 'wizard'" in out + err, out + err
+    (tmp_path / "d.jsonl").write_text(json.dumps(good) + "\n")
+    plan = compile_file(str(recipe)).plan
+    assert plan.data.examples == 1 and plan.data.tokens_per_example > 8
+
+
+@pytest.mark.parametrize("data,expect", [
+    ("{train: {path: a.jsonl, split: test}}", "data.train.split: split is for hub and saved (disk) datasets"),
+    ("{train: {disk: d, revision: v1}}", "data.train.revision: revision is for hub sources"),
+    ("{train: []}", "data.train: "),
+    ("{train: [{hub: not-a-name}]}", "data.train[0].hub: "),
+    ("{train: [a.jsonl, {path: b.jsonl, weight: 0}]}", "data.train[1].weight: should be greater than 0"),
+    ("{train: 'hf://justaname'}", "data.train: hf://justaname: not a hub dataset name"),
+])
+def test_sources_the_schema_refuses(cli, tmp_path, data, expect):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + f"data: {data}\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and expect in out + err and "Traceback" not in out + err, out + err
+
+
+def test_the_sample_is_tokenized_with_a_cached_hub_tokenizer(offline):
+    """A hub model id whose tokenizer is in the local hub cache counts the sample with it (else chars / 4)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    rows = [{"conversations": [{"from": "human", "value": "where is my parcel " * 5},
+                               {"from": "gpt", "value": "on its way"}]}] * 10
+    _hub(offline, "dialogs", rows)
+    recipe = offline / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/dialogs, format: sharegpt}\n")
+    heuristic = compile_file(str(recipe)).plan.data
+    assert heuristic.counted_with == "heuristic"
+    model = offline / "hub" / "models--Qwen--Qwen2.5-7B-Instruct"
+    (model / "refs").mkdir(parents=True)
+    (model / "refs" / "main").write_text(COMMIT)
+    (model / "snapshots" / COMMIT).mkdir(parents=True)
+    words = {w: i for i, w in enumerate(["[UNK]", "where", "is", "my", "parcel", "on", "its", "way"])}
+    tok = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(model / "snapshots" / COMMIT / "tokenizer.json"))
+    counted = compile_file(str(recipe)).plan.data
+    assert counted.counted_with == "tokenizer"
+    # 20 + 3 words, 2 messages x 5 and 8 overhead: 41 tokens; characters / 4 gives more
+    assert counted.tokens_per_example == 41 and heuristic.tokens_per_example > 41
