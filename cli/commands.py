@@ -332,8 +332,49 @@ def schema(
         output.write_text(text, encoding="utf-8")
 
 
+def _derive_descriptor(cfg: dict, where: str) -> dict:
+    """Describe an uncatalogued model with transformers (the [train] extra), saying so and how long it took."""
+    import time
+
+    from ..compiler.descriptor import INSTALL_HINT, cache_dir
+    from ..schemas.errors import UnsupportedArchitecture
+
+    family = cfg.get("model_type")
+    started = time.perf_counter()
+    import logging
+    import warnings
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # bitsandbytes and transformers chatter on import
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                import torch  # noqa: F401
+                import transformers
+                import peft  # noqa: F401
+            except ImportError as exc:
+                raise UnsupportedArchitecture(
+                    f"{where}: model_type '{family}' is not in the model catalog; describing it needs "
+                    f"transformers, which is not installed ({exc.name}): {INSTALL_HINT}, then plan again (the "
+                    f"description is cached, so later plans need no transformers); or pick a catalog model") from None
+            from ..runtime.describe import describe
+
+            desc = describe(cfg, where)
+    finally:
+        logging.disable(previous)
+    desc["source"] = "derived"
+    print(f"note: model_type '{family}' is not in the catalog: described it with transformers "
+          f"{transformers.__version__} on the meta device in {time.perf_counter() - started:.1f} s "
+          f"(cached in {cache_dir()}; the next plan reads it from there)", file=sys.stderr)
+    return desc
+
+
 def run(argv: Optional[list[str]] = None) -> int:
     """Run the CLI and return its exit code; user errors print without a traceback."""
+    from ..compiler.descriptor import set_deriver
+
+    set_deriver(_derive_descriptor)
     try:
         app(args=argv, prog_name="recipe", standalone_mode=True)
     except SystemExit as exc:

@@ -1,8 +1,11 @@
-"""Normalise a Hugging Face config.json into an `Architecture`, and count what is in it.
+"""The `Architecture` the estimator reads, and what is in it (linears, expert tensors, counts).
 
-Pure Python: the shapes below mirror the transformers 5 implementations
-(`modeling_<model_type>.py`), and tests/test_models.py checks them against
-real models built on the meta device.
+Two sources, one vocabulary: `from_descriptor` reads a descriptor derived by transformers itself
+(runtime/describe.py: the model built on the meta device, its modules walked; compiler/descriptor.py
+finds it), which is how catalog models and any family transformers builds are known; `from_config`
+normalises a config.json by hand for the older families in `_FAMILIES`, so that a local directory of
+those plans without transformers installed. tests/test_models.py checks both against real models
+built on the meta device, and the two against each other for every catalog model of those families.
 
 Mixtral in transformers 5: each layer's experts are two fused 3-D
 `nn.Parameter`s (`mlp.experts.gate_up_proj` [E, 2*I, H] and
@@ -16,7 +19,7 @@ gate_up_proj (it fuses the old w1 and w3). `parameter_targets` lists those.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..schemas.errors import UnsupportedArchitecture
 
@@ -93,6 +96,9 @@ class Architecture:
     # Falcon's first (multi-query) architecture hands sdpa one key/value head for all query heads
     # and an always-materialised mask: sdpa's math path, which keeps the score matrices like eager
     sdpa_materializes_scores: bool = False
+    # What transformers builds, read off the model (compiler/descriptor.py); None for an architecture
+    # normalised by hand (`from_config`), whose modules the functions below compute from the fields.
+    layout: "Layout | None" = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def is_moe(self) -> bool:
@@ -117,6 +123,8 @@ class Linear:
     count: int
     bias: bool
     group: str = "attention"  # "attention" | "mlp"
+    module_class: str = "Linear"  # its transformers class
+    quantizable: bool = True  # exactly nn.Linear: transformers' bitsandbytes integration replaces it
 
     @property
     def weight_params(self) -> int:
@@ -166,6 +174,53 @@ class ParamCounts:
     decoder_linear: int  # weights of `linear_modules` (biases are in `other`)
     experts: int  # fused MoE expert weights; 0 for dense
     other: int  # norms, biases, MoE router, lm_head bias
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The modules of a model as transformers builds it (from a descriptor)."""
+
+    linears: tuple  # Linear rows
+    expert_tensors: tuple  # ParameterTarget rows of the fused expert tensors
+    targets: tuple  # ParameterTarget rows peft's LoRA 'all-linear' adds (experts, router)
+    counts: ParamCounts
+    attention_implementations: tuple
+    expert_class: str = ""
+    model_class: str = ""
+    source: str = ""  # "catalog" | "derived" (where the descriptor came from)
+
+
+def from_descriptor(desc: dict, where: str) -> Architecture:
+    """The architecture a descriptor (runtime/describe.py) records, with its modules as built."""
+    try:
+        fields = dict(desc["architecture"])
+        linears = tuple(Linear(r["name"], r["in_features"], r["out_features"], r["count"], r["bias"], r["group"],
+                               r["module_class"], r["quantizable"]) for r in desc["linears"])
+        experts = []
+        for t in desc["expert_tensors"]:
+            e, a, b = t["shape"]
+            # [E, out, in] (Mixtral, Qwen3-MoE) or [E, in, out] (gpt-oss): LoRA sizes are symmetric
+            experts.append(ParameterTarget(t["name"], t["path"], e, b, a, t["count"]))
+        lora = desc.get("lora_all_linear") or {}
+        by_path = {t.path: t for t in experts}
+        targets = []
+        for t in lora.get("target_parameters", ()):
+            if t["path"] in by_path:
+                base = by_path[t["path"]]
+                targets.append(ParameterTarget(base.name, base.path, base.num_experts, base.in_features,
+                                               base.out_features, base.count, t.get("rank_multiplier", 1)))
+            else:  # the router: [E, H], one per MoE layer
+                targets.append(ParameterTarget(t["name"], t["path"], 1, fields["hidden_size"], fields["num_experts"],
+                                               experts[0].count if experts else fields["num_layers"]))
+        counts = ParamCounts(**desc["params"])
+        expert_cls = next((t.get("module_class", "") for t in desc["expert_tensors"]), "")
+        layout = Layout(linears, tuple(experts), tuple(targets), counts,
+                        tuple(desc["attention"]["implementations"]), expert_cls,
+                        desc.get("model_class", ""), desc.get("source", "catalog"))
+        return Architecture(**fields, layout=layout)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _unsupported(where, f"the architecture descriptor is malformed ({type(exc).__name__}: {exc}); "
+                                  f"derive it again") from None
 
 
 # --------------------------------------------------------------------- parsing
@@ -400,6 +455,8 @@ _NAMES = {  # family: (fused qkv, attention out, mlp up, mlp down); phi: (out, u
 def linear_modules(arch: Architecture) -> list[Linear]:
     """The decoder-layer nn.Linear modules, one row per name: LoRA 'all-linear' targets these
     (plus `parameter_targets` for MoE)."""
+    if arch.layout is not None:
+        return list(arch.layout.linears)
     h, n, a = arch.hidden_size, arch.num_layers, arch
     o_in = h if a.family == "stablelm" else a.q_size
     rows: list[Linear] = []
@@ -413,6 +470,7 @@ def linear_modules(arch: Architecture) -> list[Linear]:
             Linear("k_proj", h, a.kv_size, n, a.attention_bias),
             Linear("v_proj", h, a.kv_size, n, a.attention_bias),
         ]
+    cls = _LINEAR_CLASS.get(a.family, "Linear")
     rows.append(Linear(out_name, o_in, h, n, a.attention_out_bias))
     if a.is_moe:
         return rows  # experts are fused parameters, see expert_parameters()
@@ -430,11 +488,15 @@ def linear_modules(arch: Architecture) -> list[Linear]:
         up, down = _NAMES[a.family][-2:]
         rows.append(Linear(up, h, i, n, a.mlp_bias, "mlp"))
         rows.append(Linear(down, i, h, n, a.mlp_bias, "mlp"))
+    if cls != "Linear":
+        rows = [Linear(r.name, r.in_features, r.out_features, r.count, r.bias, r.group, cls, False) for r in rows]
     return rows
 
 
 def expert_parameters(arch: Architecture) -> list[ParameterTarget]:
     """Fused MoE expert weights (transformers 5 Mixtral); empty for dense models."""
+    if arch.layout is not None:
+        return list(arch.layout.expert_tensors)
     if not arch.is_moe:
         return []
     h, i, e, n = arch.hidden_size, arch.intermediate_size, arch.num_experts, arch.num_layers
@@ -446,6 +508,8 @@ def expert_parameters(arch: Architecture) -> list[ParameterTarget]:
 
 def parameter_targets(arch: Architecture) -> list[ParameterTarget]:
     """What LoRA 'all-linear' adds through PEFT `target_parameters`: experts and router (MoE only)."""
+    if arch.layout is not None:
+        return list(arch.layout.targets)
     if not arch.is_moe:
         return []
     router = ParameterTarget("gate.weight", "mlp.gate.weight", 1, arch.hidden_size, arch.num_experts, arch.num_layers)
@@ -454,6 +518,8 @@ def parameter_targets(arch: Architecture) -> list[ParameterTarget]:
 
 def parameter_count(arch: Architecture) -> ParamCounts:
     """Exact parameter count of the transformers model the architecture describes."""
+    if arch.layout is not None:
+        return arch.layout.counts
     h, n = arch.hidden_size, arch.num_layers
     linears = linear_modules(arch)
     embedding = arch.vocab_size * h
@@ -479,14 +545,25 @@ def parameter_count(arch: Architecture) -> ParamCounts:
 
 def linear_class(arch: Architecture) -> str:
     """The transformers class of the family's decoder-layer linear modules."""
+    if arch.layout is not None:
+        return next((m.module_class for m in arch.layout.linears), "Linear")
     return _LINEAR_CLASS.get(arch.family, "Linear")
 
 
 def quantizable_linears(arch: Architecture) -> list[Linear]:
     """The decoder-layer linears bitsandbytes replaces when the base is loaded in 4 or 8 bits:
     those that are exactly nn.Linear (none in Falcon; never the MoE expert tensors)."""
-    return linear_modules(arch) if linear_class(arch) == "Linear" else []
+    return [m for m in linear_modules(arch) if m.quantizable]
+
+
+def expert_class(arch: Architecture) -> str:
+    """The module holding the fused expert tensors ("" for dense models)."""
+    if arch.layout is not None and arch.layout.expert_class:
+        return arch.layout.expert_class
+    return "MixtralExperts" if arch.is_moe else ""
 
 
 def attention_implementations(arch: Architecture) -> tuple[str, ...]:
+    if arch.layout is not None:
+        return arch.layout.attention_implementations
     return _ATTENTION[arch.family]

@@ -10,7 +10,7 @@ to bf16 on a quantized base (DoRA magnitudes stay fp32); full fine-tuning keeps 
 from __future__ import annotations
 
 from ..schemas.plan import BuildPlan, ModuleBuild
-from .architecture import Architecture, attention_implementations, expert_parameters, linear_class, linear_modules
+from .architecture import Architecture, attention_implementations, expert_class, expert_parameters, linear_modules
 from .memory import QUANTIZED
 from .stack import needed_parts
 
@@ -41,21 +41,31 @@ def peft_refuses(arch: Architecture, method: str, targets, dropout: float) -> tu
 
 def module_rows(arch: Architecture, method: str, bits: int) -> list[ModuleBuild]:
     quantizing = method in QUANTIZED
-    cls = linear_class(arch)
     rows = []
     for m in linear_modules(arch):
+        cls = m.module_class
         if not quantizing:
             quantized, reason = False, f"{method}: the base stays in the compute dtype"
-        elif cls == "Linear":
+        elif m.quantizable:
             quantized, reason = True, f"nn.Linear: bitsandbytes {bits}-bit"
         else:
             quantized, reason = False, (f"{cls} is a subclass of nn.Linear; transformers' bitsandbytes "
                                         f"integration replaces only exact nn.Linear, so it stays 16-bit")
-        rows.append(ModuleBuild(name=m.name, module_class=cls, count=m.count, quantized=quantized, reason=reason))
-    if expert_parameters(arch):
-        rows.append(ModuleBuild(name="mlp.experts", module_class="MixtralExperts", count=arch.num_layers,
-                                quantized=False, reason="fused 3-D expert tensors are not nn.Linear: "
-                                                        "bitsandbytes leaves them in the compute dtype"))
+        same = next((r for r in rows if r.name == m.name and r.module_class == cls), None)
+        if same is not None:  # one name, shapes differing between layers (dense and MoE layers): one row
+            rows[rows.index(same)] = same.model_copy(update={"count": same.count + m.count})
+        else:
+            rows.append(ModuleBuild(name=m.name, module_class=cls, count=m.count, quantized=quantized, reason=reason))
+    experts = expert_parameters(arch)
+    if experts:
+        values = sum(p.params for p in experts)
+        names = ", ".join(p.name for p in experts)
+        why = (f"{values / 1e9:.2f}B expert values ({names}: fused 3-D tensors, not nn.Linear) stay in the "
+               f"compute dtype: bitsandbytes quantizes only nn.Linear" if quantizing else
+               f"{method}: {values / 1e9:.2f}B expert values ({names}) in the compute dtype")
+        path = experts[0].path.rsplit(".", 1)[0]
+        rows.append(ModuleBuild(name=path, module_class=expert_class(arch), count=experts[0].count,
+                                quantized=False, reason=why))
     return rows
 
 

@@ -20,9 +20,22 @@ from . import models
 
 # (family, how its catalog names look, the rungs: 1B, 3B, 8B and 70B class where the family has them)
 LADDERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Qwen3", r"^Qwen/Qwen3-", (
+        "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B", "Qwen/Qwen3-8B", "Qwen/Qwen3-32B")),
     ("Llama 3", r"^meta-llama/(Meta-)?Llama-3", (
         "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct",
         "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.3-70B-Instruct")),
+    ("Gemma 3", r"^google/gemma-3-", (
+        "google/gemma-3-1b-it", "google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it")),
+    ("gpt-oss", r"^openai/gpt-oss-", ("openai/gpt-oss-20b", "openai/gpt-oss-120b")),
+    ("Mistral", r"^mistralai/(Mistral|Ministral)-", (
+        "mistralai/Mistral-7B-Instruct-v0.3", "mistralai/Ministral-8B-Instruct-2410",
+        "mistralai/Mistral-Small-24B-Instruct-2501")),
+    ("Phi-4", r"^microsoft/(P|p)hi-4", ("microsoft/Phi-4-mini-instruct", "microsoft/phi-4")),
+    ("OLMo 2", r"^allenai/O(LMo|lmo)-", (
+        "allenai/OLMo-2-0425-1B", "allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-13B", "allenai/OLMo-2-0325-32B")),
+    ("Granite 3", r"^ibm-granite/granite-3", (
+        "ibm-granite/granite-3.3-2b-instruct", "ibm-granite/granite-3.3-8b-instruct")),
     ("Qwen2.5", r"^Qwen/Qwen2\.5-", (
         "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
         "Qwen/Qwen2.5-72B-Instruct")),

@@ -26,13 +26,19 @@ from typing import Optional
 BLOCK = 1 << 22
 
 
+def root() -> Path:
+    """The one cache folder of the tool (data measurements, sampled source sizes, checked sources,
+    derived model descriptors): RECIPE_CACHE_DIR, else $XDG_CACHE_HOME/recipe_ft, else ~/.cache/recipe_ft."""
+    if os.environ.get("RECIPE_CACHE_DIR"):
+        return Path(os.environ["RECIPE_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "recipe_ft"
+
+
 def folder() -> Optional[Path]:
     if os.environ.get("RECIPE_NO_CACHE"):
         return None
-    if os.environ.get("RECIPE_CACHE_DIR"):
-        return Path(os.environ["RECIPE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "recipe_ft"
+    return root()
 
 
 def _signature(path: Path) -> Optional[list]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .architecture import Architecture, from_config
-from ..schemas.errors import ModelNotFound
+from . import descriptor
+from .architecture import SUPPORTED_FAMILIES, Architecture, from_config, from_descriptor
+from ..schemas.errors import ModelNotFound, UnsupportedArchitecture
 
 CATALOG_PATH = Path(__file__).parent / "data" / "models.json"
 
@@ -33,6 +35,7 @@ def _catalog() -> dict:
 @functools.lru_cache(maxsize=1)
 def _index() -> dict[str, dict]:
     """Lower-cased hub id and aliases -> catalog entry."""
+    _catalog_hashes()  # hashed before any entry is handed out
     index: dict[str, dict] = {}
     for entry in _catalog()["models"]:
         for key in (entry["name"], *entry.get("aliases", ())):
@@ -40,9 +43,15 @@ def _index() -> dict[str, dict]:
     return index
 
 
-def catalog_names() -> list[str]:
-    """Hub ids of the catalog models, in catalog order."""
-    return [entry["name"] for entry in _catalog()["models"]]
+@functools.lru_cache(maxsize=1)
+def _catalog_hashes() -> dict[str, str]:
+    """Hub id -> the config's hash, taken when the catalog is read (callers may edit what they are given)."""
+    return {entry["name"]: descriptor.config_hash(entry["config"]) for entry in _catalog()["models"]}
+
+
+def catalog_configs() -> list[tuple[str, dict]]:
+    """(hub id, config) of every catalog model, in catalog order (runtime/describe.py derives from these)."""
+    return [(entry["name"], copy.deepcopy(entry["config"])) for entry in _catalog()["models"]]
 
 
 def catalog_version() -> str:
@@ -58,9 +67,14 @@ def resolve_model(base: str, recipe_dir: Path) -> ResolvedModel:
     """Look `base` up in the catalog, else as a directory (absolute or relative to recipe_dir)."""
     entry = catalog_entry(base)
     if entry is not None:
-        arch = from_config(entry["config"], where=f"model catalog entry '{entry['name']}' ({CATALOG_PATH})")
+        where = f"model catalog entry '{entry['name']}' ({CATALOG_PATH})"
+        desc = descriptor.catalog_descriptors().get(_catalog_hashes()[entry["name"]])
+        if desc is None:
+            raise UnsupportedArchitecture(f"{where}: no architecture descriptor in {descriptor.DESCRIPTORS_PATH}; "
+                                          "run `python -m recipe_ft.runtime.describe --catalog`")
+        arch = from_descriptor(desc, where)
         return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"),
-                             dict(entry["config"]))
+                             copy.deepcopy(entry["config"]))
 
     path = Path(base).expanduser()
     if not path.is_absolute():
@@ -89,8 +103,24 @@ def _resolve_local(directory: Path) -> ResolvedModel:
         ) from None
     if not isinstance(cfg, dict):
         raise ModelNotFound(f"{config_path}: expected a JSON object; replace it with the model's original config.json.")
-    arch = from_config(cfg, where=str(config_path))
+    arch = local_architecture(cfg, str(config_path))
     return ResolvedModel(str(directory.resolve()), "local", directory.resolve(), arch, None, cfg)
+
+
+def local_architecture(cfg: dict, where: str) -> Architecture:
+    """A local config's architecture: the catalog's descriptor when the config is a catalog model's;
+    for the families normalised by hand (`SUPPORTED_FAMILIES`, checked against transformers by the
+    tests), from the config alone; for any other family, a descriptor derived by transformers
+    (cached on disk after the first time, see compiler/descriptor.py)."""
+    known = descriptor.catalog_descriptors().get(descriptor.config_hash(cfg))
+    if known is not None:
+        return from_descriptor(known, where)
+    family = cfg.get("model_type")
+    if not family or family in SUPPORTED_FAMILIES:
+        return from_config(cfg, where)
+    if not isinstance(family, str):
+        raise UnsupportedArchitecture(f"{where}: field 'model_type' must be a string, got {family!r}; fix config.json")
+    return from_descriptor(descriptor.describe(cfg, where), where)
 
 
 def _suggestions(base: str) -> list[str]:

@@ -570,7 +570,8 @@ def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: Build
     if method in memory.QUANTIZED and kept:
         warnings.append(f"{method}: {', '.join(m.name for m in kept)} ({kept[0].module_class}) stay in "
                         f"{t.precision}: transformers' bitsandbytes integration quantizes only exact nn.Linear "
-                        f"modules; the memory plan counts them unquantized")
+                        f"modules; the memory plan counts them unquantized"
+                        + "".join(f" ({m.reason.split(' (')[0]})" for m in kept if "expert values" in m.reason))
     return warnings
 
 

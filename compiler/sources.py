@@ -354,9 +354,9 @@ def unknown_fields(source: Source) -> list[tuple[str, str]]:
 
 
 def cache_dir() -> Path:
-    """Where measured sample sizes are kept (RECIPE_CACHE_DIR, else ~/.cache/recipe)."""
-    root = os.environ.get("RECIPE_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "recipe")
-    return Path(root).expanduser()
+    """Where measured sample sizes are kept: the tool's cache folder (datacache.root)."""
+    from .datacache import root
+    return root()
 
 
 def stable_json(value: Any) -> str:

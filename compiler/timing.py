@@ -202,7 +202,7 @@ def memory_seconds(arch: Architecture, shape, gpu: GPUSpeed, trainable: int, tok
     if tokens and shape.method != "full":  # forward passes, and a backward that streams twice as much
         out["adapter_elementwise"] = (forward_passes + 2) * tokens * adapter_bytes_per_token(arch, shape) / bw
     if shape.method in ("qlora", "qdora"):
-        quantized = sum(m.weight_params for m in linear_modules(arch))
+        quantized = sum(m.weight_params for m in linear_modules(arch) if m.quantizable)
         packed = 0.5 if shape.quant_bits == 4 else 1.0
         # read the packed weight and its constants, write the bf16 weight the matmul reads
         out["dequantization"] = passes * quantized * (packed + 1 / 32 + 2) / bw

@@ -36,12 +36,17 @@ def _torch_name(dtype) -> str:
             torch.int8: "int8"}.get(dtype, str(dtype).replace("torch.", ""))
 
 
+def _is_experts(name: str) -> bool:
+    """The plan's row of fused MoE expert tensors ("mlp.experts"), matched by its path in a layer."""
+    return "." in name and name.rsplit(".", 1)[-1] == "experts"
+
+
 def _modules_named(base, name: str) -> list[tuple[str, object]]:
     """(path, module) of each instance of a decoder-layer module; peft's LoRA wrapper unwrapped."""
     found = []
     for path, module in base.named_modules():
-        if name == "mlp.experts":
-            if path.endswith(".mlp.experts"):
+        if _is_experts(name):
+            if path.endswith("." + name):
                 found.append((path, module))
         else:
             parts = path.split(".")
@@ -68,7 +73,7 @@ def check(plan, trainer, precision: str) -> dict:
         if len(found) != row.count:
             problems.append(f"{row.name}: the plan has {row.count} of them, the model {len(found)}")
             continue
-        if row.name == "mlp.experts":
+        if _is_experts(row.name):
             live_quantized = [p for p, m in found if any(t.dtype in _int_dtypes() for t in m.parameters())]
             if live_quantized:
                 problems.append(f"{_names(live_quantized)}: quantized, the plan keeps them in {weights_dtype}")

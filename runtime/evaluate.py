@@ -45,6 +45,11 @@ def new_tokens_for(tokenizer, references: list[str], setting) -> int:
     return min(1024, max(8, math.ceil(longest * 1.25) + 4))
 
 
+def _no_router_logits(model) -> dict:
+    config = getattr(model, "config", None)
+    return {"output_router_logits": False} if getattr(config, "output_router_logits", False) else {}
+
+
 def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int = 8) -> list[str]:
     import torch
 
@@ -60,8 +65,11 @@ def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: i
             inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=rendered[0][1])
             inputs = {k: v.to(model.device) for k, v in inputs.items()}
             with torch.no_grad():
+                # MoE: trl turns on the router logits for its load-balancing loss; generating with them
+                # computes that loss on every step, which fails on left-padded batches (and is unused)
                 generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                           **_no_router_logits(model))
             new = generated[:, inputs["input_ids"].shape[1]:]
             out += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:

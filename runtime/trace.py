@@ -19,6 +19,8 @@ reported apart.
 
 from __future__ import annotations
 
+import copy
+
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -276,7 +278,7 @@ def _hf_config(spec: TraceSpec):
     """The transformers config from the spec's config.json fields (no cache, the spec's attention)."""
     from transformers import AutoConfig
 
-    cfg = dict(spec.config)
+    cfg = copy.deepcopy(dict(spec.config))  # config classes edit nested dicts (rope_scaling) in place
     model_type = cfg.pop("model_type")
     for key in ("architectures", "auto_map", "torch_dtype", "dtype", "quantization_config",
                 "transformers_version", "_name_or_path"):

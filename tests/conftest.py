@@ -6,17 +6,25 @@ from pathlib import Path
 
 import pytest
 
-# Data measurements are cached on disk (compiler/datacache.py): the tests keep theirs out of ~/.cache.
-if "RECIPE_CACHE_DIR" not in os.environ:
-    import tempfile
-
-    os.environ["RECIPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="recipe-test-cache-")
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Set RECIPE_UPDATE_GOLDEN=1 to rewrite golden files from the current output (then review the diff).
 UPDATE_GOLDEN = os.environ.get("RECIPE_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def descriptor_cache(tmp_path_factory):
+    """Everything the tool caches during the tests (data measurements, descriptors) goes to a temporary
+    folder (subprocesses inherit it), never ~/.cache."""
+    old = os.environ.get("RECIPE_CACHE_DIR")
+    path = tmp_path_factory.mktemp("recipe-cache")
+    os.environ["RECIPE_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RECIPE_CACHE_DIR", None)
+    else:
+        os.environ["RECIPE_CACHE_DIR"] = old
 
 
 @pytest.fixture

@@ -283,8 +283,20 @@ def test_compare_usage_errors(cli):
     assert code == 2 and "economics" in err
     code, _, err = cli("plan", "--compare", TRIAGE, "-o", "x.json")
     assert code == 2
-    code, _, err = cli("plan", "--compare", TRIAGE, "--set", "model.base=mistralai/Mistral-7B-Instruct-v0.3")
+    code, _, err = cli("plan", "--compare", TRIAGE, "--set", "model.base=TinyLlama/TinyLlama-1.1B-Chat-v1.0")
     assert code == 2 and "no size ladder" in err
+
+
+def test_compare_ladders_use_current_families(cli):
+    from recipe_ft.compiler.compare import LADDERS, ladder_for
+    from recipe_ft.compiler.models import catalog_entry
+
+    assert [family for family, _, _ in LADDERS][:4] == ["Qwen3", "Llama 3", "Gemma 3", "gpt-oss"]
+    assert all(catalog_entry(rung) for _, _, rungs in LADDERS for rung in rungs)
+    assert ladder_for("Qwen/Qwen3-8B") == ("Qwen3", ["Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B", "Qwen/Qwen3-8B",
+                                                     "Qwen/Qwen3-32B"])
+    family, rungs = ladder_for("Qwen/Qwen3-30B-A3B")  # the MoE takes the 32B rung (within 30% of its size)
+    assert family == "Qwen3" and rungs[-1] == "Qwen/Qwen3-30B-A3B"
 
 
 def test_readme_worked_example_is_current(cli):

@@ -1,0 +1,161 @@
+"""Families the planner knows from descriptors derived by transformers (meta device): the descriptor
+matches the model transformers builds and what peft's LoRA adapts; a local directory holding only the
+config.json of an uncatalogued family plans after deriving its descriptor once (then from the cache);
+a family that cannot be described is a clear error, never a traceback; without transformers the
+error says what to install."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from families import DERIVED_FAMILIES, derived_architecture, tiny_config  # noqa: E402
+from test_models import _assert_matches_transformers  # noqa: E402
+
+from recipe_ft.compiler import descriptor  # noqa: E402
+from recipe_ft.compiler.architecture import linear_modules, parameter_targets  # noqa: E402
+from recipe_ft.compiler.models import resolve_model  # noqa: E402
+from recipe_ft.schemas.errors import UnsupportedArchitecture  # noqa: E402
+
+# an uncatalogued family the hand normaliser never knew (LG's EXAONE 4: hybrid sliding / full attention)
+EXAONE4 = {"model_type": "exaone4", "architectures": ["Exaone4ForCausalLM"], "hidden_size": 64,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+           "intermediate_size": 96, "vocab_size": 128, "max_position_embeddings": 256, "sliding_window": 16,
+           "layer_types": ["sliding_attention", "full_attention"], "tie_word_embeddings": False,
+           "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+
+
+@pytest.mark.parametrize("family", DERIVED_FAMILIES)
+def test_descriptor_matches_transformers(family):
+    cfg = tiny_config(family)
+    _assert_matches_transformers(cfg, family, derived_architecture(cfg, family))
+
+
+@pytest.mark.parametrize("family", DERIVED_FAMILIES)
+def test_lora_all_linear_matches_peft(family):
+    """The descriptor's LoRA targets (modules, and MoE target_parameters with peft's rank multiplier)
+    give the trainable count peft really makes, at a rank other than the one derived at."""
+    import peft
+    import transformers
+
+    cfg = tiny_config(family)
+    arch = derived_architecture(cfg, family)
+    rest = {k: v for k, v in cfg.items() if k != "model_type"}
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(family, **rest))
+    r = 4
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules="all-linear"))
+    trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    expected = sum(m.lora_params(r) for m in linear_modules(arch)) + sum(t.lora_params(r) for t in parameter_targets(arch))
+    assert trainable == expected
+
+
+def test_moe_descriptors_say_what_stays_16_bit():
+    from recipe_ft.compiler.build import module_rows
+
+    for name in ("Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b"):
+        arch = resolve_model(name, Path(".")).architecture
+        rows = module_rows(arch, "qlora", 4)
+        experts = [r for r in rows if r.name == "mlp.experts"]
+        assert len(experts) == 1 and not experts[0].quantized and experts[0].count == arch.num_layers
+        assert experts[0].module_class in ("Qwen3MoeExperts", "GptOssExperts")
+        assert "stay in the compute dtype" in experts[0].reason and "B expert values" in experts[0].reason
+        assert all(r.quantized for r in rows if r is not experts[0])  # the attention projections
+
+
+DEEPSEEK_V3 = {"model_type": "deepseek_v3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 4, "intermediate_size": 96, "moe_intermediate_size": 32, "n_routed_experts": 4,
+               "n_shared_experts": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 1, "n_group": 1,
+               "topk_group": 1, "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+               "v_head_dim": 16, "vocab_size": 128, "max_position_embeddings": 256, "pad_token_id": 0}
+
+
+def test_uncatalogued_moe_with_mla_and_dense_layers():
+    """DeepSeek-V3's layout (MLA attention, a dense first layer, routed and shared experts): the derived
+    descriptor counts what transformers builds; the build record has one row per module name, and the
+    fused experts only where they are (one MoE layer of two)."""
+    from recipe_ft.compiler.build import module_rows
+
+    arch = derived_architecture(DEEPSEEK_V3, "deepseek_v3")
+    _assert_matches_transformers(DEEPSEEK_V3, "deepseek_v3", arch)
+    rows = module_rows(arch, "qlora", 4)
+    assert len({r.name for r in rows}) == len(rows)
+    assert {r.name for r in rows} >= {"q_a_proj", "kv_a_proj_with_mqa", "kv_b_proj", "gate_proj", "mlp.experts"}
+    experts = next(r for r in rows if r.name == "mlp.experts")
+    assert experts.count == 1 and not experts.quantized
+    assert next(r for r in rows if r.name == "gate_proj").count == 2  # the dense MLP and the shared expert
+
+
+# ----------------------------------------------------------------- recipe plan on a local directory
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A recipe whose model.base is a directory holding only an EXAONE 4 config.json; an empty cache."""
+    pytest.importorskip("tokenizers")
+    monkeypatch.setenv("RECIPE_CACHE_DIR", str(tmp_path / "cache"))
+    from recipe_ft.runtime import demo
+
+    recipe = demo.make(tmp_path / "qs", train_examples=8, eval_examples=4, epochs=1)
+    model = recipe.parent / "exaone"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(EXAONE4))
+    return recipe
+
+
+def _plan(cli, recipe):
+    return cli("plan", "--format", "json", recipe, "--set", "model.base=exaone", "--set", "budget.gpu=L4")
+
+
+def test_uncatalogued_family_is_derived_once_then_read_from_the_cache(cli, project, tmp_path):
+    key = descriptor.config_hash(EXAONE4)
+    cached = descriptor.cache_dir() / f"{key}.json"
+    assert cached.is_relative_to(tmp_path / "cache") and not cached.exists()
+    code, out, err = _plan(cli, project)
+    assert code in (0, 3), err
+    assert "model_type 'exaone4' is not in the catalog: described it with transformers" in err
+    assert " s (cached in " in err and cached.is_file()
+    first = json.loads(out)
+    assert json.loads(cached.read_text())["model_type"] == "exaone4"
+
+    code, out, err = _plan(cli, project)  # the second plan reads the cache: no note, the same plan
+    assert code in (0, 3) and "described it" not in err
+    second = json.loads(out)
+    assert second["memory"] == first["memory"] and second["model"] == first["model"]
+    assert first["model"]["family"] == "exaone4" and first["model"]["parameters"] == 78208
+
+
+def test_without_the_train_extra_the_error_says_what_to_install(cli, project, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` fails as if not installed
+    code, out, err = _plan(cli, project)
+    said = out + err  # a located problem (recipe.yaml:line:col: model.base: ...) goes to stdout
+    assert code == 1 and "Traceback" not in said
+    assert "model.base" in said and "model_type 'exaone4'" in said and "pip install 'recipe-ft[train]'" in said
+
+
+@pytest.mark.parametrize("cfg,says", [
+    ({"model_type": "t5", "d_model": 64, "vocab_size": 128}, "has no causal language model"),
+    ({"model_type": "not_a_family", "hidden_size": 64}, "is not known to the installed transformers"),
+])
+def test_a_family_that_cannot_be_described_is_a_clear_error(cli, project, cfg, says):
+    (project.parent / "exaone" / "config.json").write_text(json.dumps(cfg))
+    code, out, err = _plan(cli, project)
+    said = out + err
+    assert code == 1 and "Traceback" not in said
+    assert f"model_type '{cfg['model_type']}'" in said and says in said and "config.json" in said
+
+
+def test_the_compiler_alone_asks_for_transformers(tmp_path):
+    """No deriver installed (the compiler used as a library) and nothing cached: a clear error."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**EXAONE4, "hidden_size": 128}))
+    old = descriptor.set_deriver(None)
+    try:
+        with pytest.raises(UnsupportedArchitecture) as err:
+            resolve_model("m", tmp_path)
+    finally:
+        descriptor.set_deriver(old)
+    assert "exaone4" in err.value.message and "[train]" in err.value.message
