@@ -346,15 +346,15 @@ def _not_estimated(row: dict) -> str:
     return row["why_not"] or "configuration not stated"
 
 
-def evaluate(rows: list[dict]) -> Report:
+def compare_rows(rows: list[dict]) -> Report:
     single = [r for r in rows if num_gpus(r) <= 1]
     multi = [r for r in rows if num_gpus(r) > 1]
-    report = _evaluate(single)
-    report.multi = _evaluate(multi)
+    report = _compare_rows(single)
+    report.multi = _compare_rows(multi)
     return report
 
 
-def _evaluate(rows: list[dict]) -> Report:
+def _compare_rows(rows: list[dict]) -> Report:
     comparisons, checks, skipped = [], [], []
     for row in rows:
         measure = row["measure"]
@@ -708,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA_FILE, help="the table (default: %(default)s)")
     parser.add_argument("--components", action="store_true", help="print each estimate's components")
     args = parser.parse_args(argv)
-    report = evaluate(load_rows(args.data))
+    report = compare_rows(load_rows(args.data))
     print(render(report, components=args.components))
     return 1 if report.oom_claimed_fit or (report.multi and report.multi.oom_claimed_fit) else 0
 

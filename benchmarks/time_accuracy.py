@@ -111,7 +111,7 @@ def planned_per_device(row: dict) -> float:
     return est.tokens_per_second / count
 
 
-def evaluate(rows: list[dict]) -> list[Result]:
+def compare_rows(rows: list[dict]) -> list[Result]:
     out = []
     for r in rows:
         what = (f"{r['model_name'].split('/')[-1]} {r['method']} {r['framework_config']} {r['num_gpus']}x "
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
             for gen, entry in fitted.items():
                 print(f"fitted {gen}: utilization {entry['value']:.3f} on {entry['rows']} rows -> {timing.MODEL_FILE}")
         loo = leave_one_out(rows)
-        results = evaluate(rows)
+        results = compare_rows(rows)
     finally:
         timing.time_model = _original_loader
     print("plan vs published training tokens/s per GPU (same stack: trl SFTTrainer + peft + bitsandbytes)")

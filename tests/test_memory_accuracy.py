@@ -23,7 +23,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def report(rows):
-    return ma.evaluate(rows)
+    return ma.compare_rows(rows)
 
 
 def test_table_is_the_projects_own_copy_with_a_source_for_every_row(rows):
@@ -229,7 +229,7 @@ def _hand_made(measure, value, unit):
 
 @pytest.mark.parametrize("measure", ["allocated", "reserved", "nvidia_smi"])
 def test_each_figure_is_compared_with_the_estimate_of_the_same_meaning(measure):
-    (c,) = ma.evaluate([_hand_made(measure, "18", "GB")]).comparisons
+    (c,) = ma.compare_rows([_hand_made(measure, "18", "GB")]).comparisons
     allocated = c.estimate.allocated_peak_bytes
     expected = {  # reserved: 10% allocator overhead; nvidia-smi: that plus 0.75 GiB of CUDA context
         "allocated": allocated,
@@ -239,7 +239,7 @@ def test_each_figure_is_compared_with_the_estimate_of_the_same_meaning(measure):
     assert c.estimate_bytes == pytest.approx(expected, abs=2)
     assert c.published_bytes == 18 * 10**9
     assert c.error == pytest.approx(expected / 18e9 - 1)
-    (g,) = ma.evaluate([_hand_made(measure, "18", "GiB")]).comparisons
+    (g,) = ma.compare_rows([_hand_made(measure, "18", "GiB")]).comparisons
     assert g.error == pytest.approx(expected / (18 * GIB) - 1)
 
 
@@ -253,7 +253,7 @@ def _hand_made_multi(**over):
 
 
 def test_a_multi_gpu_row_is_estimated_per_gpu_with_its_layout():
-    report = ma.evaluate([_hand_made_multi()])
+    report = ma.compare_rows([_hand_made_multi()])
     assert report.comparisons == [] and report.checks == []
     (c,) = report.multi.comparisons
     s = c.shape
@@ -263,11 +263,11 @@ def test_a_multi_gpu_row_is_estimated_per_gpu_with_its_layout():
         "est_method": "qlora", "est_quant_bits": "4", "est_double_quant": "yes"}, c.arch))
     assert c.estimate.components["weights"] < single.components["weights"]
     assert c.published_bytes == 20 * GIB
-    (summed,) = ma.evaluate([_hand_made_multi(what_memory_means="the SUM over GPUs")]).multi.comparisons
+    (summed,) = ma.compare_rows([_hand_made_multi(what_memory_means="the SUM over GPUs")]).multi.comparisons
     assert summed.published_bytes == 10 * GIB and summed.summed_over == 2
-    unknown = ma.evaluate([_hand_made_multi(what_memory_means="peak", peak_mem_GB="20")]).multi
+    unknown = ma.compare_rows([_hand_made_multi(what_memory_means="peak", peak_mem_GB="20")]).multi
     assert unknown.comparisons == [] and "per GPU or sum" in unknown.skipped[0][1]
-    not_modelled = ma.evaluate([_hand_made_multi(parallelism_offload="tensor parallel")]).multi
+    not_modelled = ma.compare_rows([_hand_made_multi(parallelism_offload="tensor parallel")]).multi
     assert not_modelled.comparisons == [] and "not modelled" in not_modelled.skipped[0][1]
 
 
@@ -279,7 +279,7 @@ def test_a_multi_gpu_oom_claimed_to_fit_fails_the_run(tmp_path, capsys):
         w = ma.csv.DictWriter(f, fieldnames=list(row))
         w.writeheader()
         w.writerow(row)
-    report = ma.evaluate(ma.load_rows(path))
+    report = ma.compare_rows(ma.load_rows(path))
     assert [c.id for c in report.multi.oom_claimed_fit] == ["X2"]
     assert ma.main(["--data", str(path)]) == 1
     out = capsys.readouterr().out

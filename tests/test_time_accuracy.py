@@ -29,7 +29,7 @@ def test_table_is_the_projects_own_copy_with_a_source_for_every_row(ta, rows):
 
 
 def test_every_comparable_row_within_the_aims(ta, rows):
-    results = ta.evaluate(rows)
+    results = ta.compare_rows(rows)
     assert sum(r.comparable for r in results) == 12
     median, worst = ta.summary(results)
     assert median <= ta.MEDIAN_AIM and worst <= ta.WORST_AIM, (median, worst)
