@@ -270,7 +270,6 @@ class Session:
 def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     """Preflight, tokenizer, data (checked before anything is written), model, trainer."""
     device = preflight(plan, plan_dir)
-    from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback, set_seed
     run_dir = (plan_dir / plan.output_dir).resolve()
     model_dir = plan.model.path or plan.model.name

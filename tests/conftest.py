@@ -28,6 +28,22 @@ def descriptor_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """The hub and datasets offline, their caches (and the tool's) in tmp_path: hub code loads only what
+    a test puts there."""
+    import datasets
+    import huggingface_hub.constants
+
+    for var, value in (("HF_HUB_CACHE", tmp_path / "hub"), ("HF_DATASETS_CACHE", tmp_path / "ds-cache"),
+                       ("RECIPE_CACHE_DIR", tmp_path / "recipe-cache"), ("HF_HUB_OFFLINE", "1"),
+                       ("HF_DATASETS_OFFLINE", "1")):
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+@pytest.fixture
 def cli(capsys, monkeypatch):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
     from recipe_ft.cli import run

@@ -26,18 +26,10 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture
-def project(tiny, tmp_path, monkeypatch):
+def project(tiny, tmp_path, offline_hub):
     """A copy of the demo, an offline hub cache and a saved dataset next to the recipe."""
-    import huggingface_hub.constants
-
     dst = tmp_path / "qs"
     shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
-    for var, value in (("HF_HUB_CACHE", tmp_path / "hub"), ("HF_DATASETS_CACHE", tmp_path / "ds-cache"),
-                       ("RECIPE_CACHE_DIR", tmp_path / "recipe-cache"), ("HF_HUB_OFFLINE", "1"),
-                       ("HF_DATASETS_OFFLINE", "1")):
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     tickets = [json.loads(line) for line in (dst / "data" / "train.jsonl").read_text().splitlines()]
     # a save_to_disk dataset: question / answer columns (alpaca, mapped), train and test splits
     qa = [{"question": r["messages"][1]["content"], "answer": r["messages"][2]["content"]} for r in tickets]

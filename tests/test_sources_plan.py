@@ -15,19 +15,6 @@ COMMIT = "c" * 40
 HEAD = "model: {base: Qwen/Qwen2.5-7B-Instruct}\nbudget: {gpu: L4}\n"
 
 
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
-    for var, value in (("HF_HUB_CACHE", tmp_path / "hub"), ("HF_DATASETS_CACHE", tmp_path / "ds-cache"),
-                       ("RECIPE_CACHE_DIR", tmp_path / "recipe-cache"), ("HF_HUB_OFFLINE", "1"),
-                       ("HF_DATASETS_OFFLINE", "1")):
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return tmp_path
-
-
 def _hub(root, name: str, rows: list[dict]) -> None:
     repo = root / "hub" / f"datasets--acme--{name}"
     (repo / "refs").mkdir(parents=True)
@@ -36,23 +23,23 @@ def _hub(root, name: str, rows: list[dict]) -> None:
     datasets.Dataset.from_list(rows).to_parquet(str(repo / "snapshots" / COMMIT / "data" / "train-00000-of-00001.parquet"))
 
 
-def test_preference_pairs_from_a_mapped_hub_dataset(cli, offline):
+def test_preference_pairs_from_a_mapped_hub_dataset(cli, offline_hub):
     rows = [{"question": f"Refund order {i}?", "good": "Yes, refunded today.", "bad": "No."} for i in range(30)]
-    _hub(offline, "pairs", rows)
-    recipe = offline / "r.yaml"
+    _hub(offline_hub, "pairs", rows)
+    recipe = offline_hub / "r.yaml"
     recipe.write_text("task: preference\n" + HEAD + "data:\n  train: {hub: acme/pairs, format: preference, "
                       "columns: {prompt: question, chosen: good, rejected: bad}}\n  format: preference\n")
     code, out, err = cli("validate", str(recipe))
     assert code == 0, out + err
     plan = compile_file(str(recipe)).plan
     assert plan.data.examples == 30 and "hf://acme/pairs: 30 of 30, sampled 30" in plan.data.note
-    records, report = data_mod.read_sources(plan.recipe, offline)
+    records, report = data_mod.read_sources(plan.recipe, offline_hub)
     assert records.rows[0] == {"prompt": "Refund order 0?", "chosen": "Yes, refunded today.", "rejected": "No."}
     assert report[0]["drawn"] == 30
 
 
-def test_a_hub_dataset_that_is_not_cached(cli, offline):
-    recipe = offline / "r.yaml"
+def test_a_hub_dataset_that_is_not_cached(cli, offline_hub):
+    recipe = offline_hub / "r.yaml"
     recipe.write_text("task: chat\n" + HEAD + "data:\n  train: hf://acme/elsewhere\n")
     code, out, err = cli("validate", str(recipe))
     assert code != 0 and "data.train: hf://acme/elsewhere: not in the local hub cache" in out + err
@@ -94,18 +81,18 @@ def test_sources_the_schema_refuses(cli, tmp_path, data, expect):
     assert code != 0 and expect in out + err and "Traceback" not in out + err, out + err
 
 
-def test_the_sample_is_tokenized_with_a_cached_hub_tokenizer(offline):
+def test_the_sample_is_tokenized_with_a_cached_hub_tokenizer(offline_hub):
     """A hub model id whose tokenizer is in the local hub cache counts the sample with it (else chars / 4)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     rows = [{"conversations": [{"from": "human", "value": "where is my parcel " * 5},
                                {"from": "gpt", "value": "on its way"}]}] * 10
-    _hub(offline, "dialogs", rows)
-    recipe = offline / "r.yaml"
+    _hub(offline_hub, "dialogs", rows)
+    recipe = offline_hub / "r.yaml"
     recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/dialogs, format: sharegpt}\n")
     heuristic = compile_file(str(recipe)).plan.data
     assert heuristic.counted_with == "heuristic"
-    model = offline / "hub" / "models--Qwen--Qwen2.5-7B-Instruct"
+    model = offline_hub / "hub" / "models--Qwen--Qwen2.5-7B-Instruct"
     (model / "refs").mkdir(parents=True)
     (model / "refs" / "main").write_text(COMMIT)
     (model / "snapshots" / COMMIT).mkdir(parents=True)
