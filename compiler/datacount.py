@@ -3,7 +3,8 @@
 * JSONL: newlines counted in blocks of 4 MiB (bytes.count, C speed), less blank lines (found only in
   blocks where a line starts with whitespace), plus a last line without a newline; the sample is the
   line starting at or after each of SAMPLE evenly spaced byte offsets (so long and short lines are
-  taken as often as they occur), with its line number. The same pass hashes the file.
+  taken as often as they occur), with its line number. The same pass hashes the file (in a second
+  thread, so hashing overlaps counting where there are two cores).
 * CSV: a streaming count with the csv module (quoted fields may hold newlines; blank rows are not
   records), keeping every k-th row (k doubles as the file grows: evenly spread, deterministic).
 * Parquet: the row count from the footer's metadata; the sample from evenly spaced row groups.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import queue
 import re
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +48,41 @@ def _blank_lines(block: bytes, a: int, end: int) -> int:
     return sum(1 for line in block[a:end].split(b"\n")[:-1] if records.blank(line))
 
 
+class _Hasher:
+    """sha256 fed from a second thread: hashlib releases the GIL on large updates, so on a host with two
+    cores the file is hashed while its lines are counted (the blocks are immutable bytes, shared, not
+    copied; at most 4 wait)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._blocks: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="recipe-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            self._h.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._blocks.put(block)
+
+    def close(self) -> None:
+        """Stop the thread (also when counting failed); idempotent."""
+        if self._thread.is_alive():
+            self._blocks.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._h.hexdigest()
+
+
 def jsonl(path: Path, sample: int, hash_it: bool = True) -> Scan:
     """Count the records of a JSONL file, sample up to `sample` of them, hash it: one pass, no block
     copied (only a line that spans two blocks is joined)."""
     size = path.stat().st_size
     targets = deque(sorted({i * size // sample for i in range(sample)}) if sample else [])
-    h = hashlib.sha256() if hash_it else None
+    h = _Hasher() if hash_it else None
     count = lines = offset = 0  # records; newlines before `offset`; file offset of the block
     tail = b""  # the start of a line that continues in the next block
     taken: list = []
@@ -68,35 +100,41 @@ def jsonl(path: Path, sample: int, hash_it: bool = True) -> Scan:
         if picked and not empty:
             taken.append((lines, line))
 
-    with path.open("rb") as f:
-        while block := f.read(BLOCK):
-            if h is not None:
-                h.update(block)
-            first = block.find(b"\n")
-            if first < 0:
-                tail += block
+    try:
+        with path.open("rb") as f:
+            while block := f.read(BLOCK):
+                if h is not None:
+                    h.update(block)
+                first = block.find(b"\n")
+                if first < 0:
+                    tail += block
+                    offset += len(block)
+                    continue
+                one_line(tail + block[:first + 1], offset - len(tail))
+                a, end = first + 1, block.rfind(b"\n") + 1  # block[a:end]: whole lines
+                cursor, before = a, 0  # newlines in block[a:cursor]
+                while targets and targets[0] < offset + end:  # the first line starting at or after each target
+                    pos = targets[0] - offset
+                    start = a if pos <= a else block.find(b"\n", pos - 1, end) + 1
+                    if start >= end:
+                        break  # the line starts in the tail
+                    while targets and targets[0] <= offset + start:
+                        targets.popleft()
+                    before += block.count(b"\n", cursor, start)
+                    cursor = start
+                    line = block[start:block.find(b"\n", start, end) + 1]
+                    if not records.blank(line):
+                        taken.append((lines + before + 1, line))
+                newlines = before + block.count(b"\n", cursor, end)
+                count += newlines - _blank_lines(block, a, end)
+                lines += newlines
+                tail = block[end:]
                 offset += len(block)
-                continue
-            one_line(tail + block[:first + 1], offset - len(tail))
-            a, end = first + 1, block.rfind(b"\n") + 1  # block[a:end]: whole lines
-            cursor, before = a, 0  # newlines in block[a:cursor]
-            while targets and targets[0] < offset + end:  # the first line starting at or after each target
-                pos = targets[0] - offset
-                start = a if pos <= a else block.find(b"\n", pos - 1, end) + 1
-                if start >= end:
-                    break  # the line starts in the tail
-                while targets and targets[0] <= offset + start:
-                    targets.popleft()
-                before += block.count(b"\n", cursor, start)
-                cursor = start
-                line = block[start:block.find(b"\n", start, end) + 1]
-                if not records.blank(line):
-                    taken.append((lines + before + 1, line))
-            newlines = before + block.count(b"\n", cursor, end)
-            count += newlines - _blank_lines(block, a, end)
-            lines += newlines
-            tail = block[end:]
-            offset += len(block)
+    except BaseException:
+        if h is not None:
+            h.close()
+        raise
+
     if tail:  # a last line without a newline
         one_line(tail, offset - len(tail))
     rows = []

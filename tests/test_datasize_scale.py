@@ -28,6 +28,23 @@ def reader_records(path):
     return [(n, row) for n, row, error in records.raw(path, path.name) if error is None]
 
 
+
+def test_the_hashing_thread_ends_when_the_scan_fails(tmp_path, monkeypatch):
+    """The sha256 runs in a second thread beside the count: a scan that stops with an error stops it too."""
+    import threading
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(chat(i)) for i in range(50)) + "\n")
+    monkeypatch.setattr(datacount, "BLOCK", 64)
+
+    def broken(line):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(datacount.records, "blank", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        datacount.jsonl(path, sample=5)
+    assert not [t for t in threading.enumerate() if t.name == "recipe-sha256"]
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("block", [5, 64, 1 << 22])
 def test_jsonl_count_and_sample_agree_with_the_reader(tmp_path, monkeypatch, seed, block):
