@@ -1,7 +1,8 @@
 """An on-disk cache for data measurements, keyed by what they depend on.
 
 Two kinds of entries, both small JSON files under the cache folder (RECIPE_CACHE_DIR, else
-$XDG_CACHE_HOME/recipe_ft, else ~/.cache/recipe_ft; RECIPE_NO_CACHE=1 turns it off):
+$XDG_CACHE_HOME/recipe_ft, else ~/.cache/recipe_ft; RECIPE_NO_CACHE=1 turns it off; derived model
+descriptors live beside them, compiler/descriptor.py):
 
 * digests/: a file's sha256, remembered with its stat signature (size, mtime, ctime, inode, as git's
   index does). A file whose signature is unchanged is not read again; any write to it changes its
@@ -9,7 +10,9 @@ $XDG_CACHE_HOME/recipe_ft, else ~/.cache/recipe_ft; RECIPE_NO_CACHE=1 turns it o
   (compiler/lock.py) always hashes the file itself.
 * measure/: a measurement (records counted, sampled lengths), keyed by the data file's sha256, the
   tokenizer file's sha256 and every recipe setting that changes it. A different file or tokenizer is
-  a different key, so stale entries are never read (and cost a few hundred bytes each).
+  a different key, so stale entries are never read (and cost a few hundred bytes each). Hub and
+  saved datasets' sampled sizes (compiler/source_size.py) and clean checks (compiler/source_checks.py)
+  are entries here too, keyed by the source's fingerprint.
 
 A cache that cannot be read or written is ignored: the measurement is made again, never refused.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..schemas.errors import RecipeError
-from . import chat_templates, mixture, sources
+from . import chat_templates, datacache, mixture, sources
 from .convert import CONVERSATIONAL, Converter
 from .suggest import did_you_mean
 
@@ -142,8 +142,8 @@ def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, 
     def converter(source):
         return Converter(source.format, spec, True, system, dict(source.roles))
 
-    marker = _checked_marker(s, base_dir, data, system)
-    if marker is not None and marker.is_file():  # this very content passed these checks before
+    checked = _checked_key(s, base_dir, data, system)
+    if checked is not None and datacache.get(checked) is not None:  # this very content passed these checks before
         return
     try:
         part = mixture.read_source(s, base_dir, converter, "skip", limit=SAMPLE_RECORDS, allow_download=False)
@@ -167,28 +167,22 @@ def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, 
         err(where, f"{len(part.problems)} bad record(s) in the first {part.read}: {shown}"
                    + ("; data.on_error: skip leaves them out" if skip else " (set data.on_error: skip to leave them out)"),
             severity="warning" if skip else "error")
-    elif marker is not None:
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text("ok\n")
-        except OSError:
-            pass
+    elif checked is not None:
+        datacache.put(checked, {"clean": True})
 
 
-def _checked_marker(s: sources.Source, base_dir: Path, data: dict, system: Optional[str]) -> Optional[Path]:
-    """Where a clean check of a hub or saved dataset is remembered, by its fingerprint and the settings
-    the check used (a changed dataset, format, mapping or template is checked again)."""
+def _checked_key(s: sources.Source, base_dir: Path, data: dict, system: Optional[str]) -> Optional[str]:
+    """The name under which a clean check of a hub or saved dataset is remembered in the tool's cache
+    (datacache), by its fingerprint and the settings the check used (a changed dataset, format,
+    mapping or template is checked again)."""
     if s.kind not in ("hub", "disk"):
         return None  # files are read directly (their checks are cheap)
     fp = sources.fingerprint(s, base_dir)
     if fp is None:
         return None
-    import hashlib
-
-    key = sources.stable_json({"v": 1, "fp": fp, "source": [s.format, s.columns, s.roles, s.split, s.subset,
-                                                            s.data_files, s.max_examples],
-                               "template": data.get("template"), "system": system})
-    return sources.cache_dir() / "checked" / hashlib.sha256(key.encode()).hexdigest()
+    return datacache.key(kind="source-check", v=1, fp=fp, source=[s.format, s.columns, s.roles, s.split, s.subset,
+                                                                s.data_files, s.max_examples],
+                         template=data.get("template"), system=system)
 
 
 def _datasets_cached(s: sources.Source) -> bool:

@@ -12,8 +12,6 @@ never downloads: a hub dataset missing from the cache falls back to declared siz
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Optional
 
 from ..schemas.errors import RecipeError
 from ..schemas.recipe import Recipe
-from . import datasize, mixture, sources
+from . import datacache, datasize, mixture, sources
 from .sources import Source
 
 CACHE_VERSION = 1
@@ -68,14 +66,14 @@ def converted_length(row: dict, encode) -> int:
     return encode(row.get("text", ""), 0)
 
 
-def _cache_path(source: Source, fp: str, recipe: Recipe, tokenizer_id: str) -> Path:
-    key = sources.stable_json({"v": CACHE_VERSION, "fingerprint": fp, "format": source.format, "columns": source.columns,
-                               "roles": source.roles, "max_examples": source.max_examples,
-                               "split": source.split, "subset": source.subset, "data_files": source.data_files,
-                               "system_prompt": recipe.data.system_prompt, "on_error": recipe.data.on_error,
-                               "template": recipe.data.template.model_dump() if recipe.data.template else None,
-                               "tokenizer": tokenizer_id, "sample": datasize.SAMPLE_ROWS})
-    return sources.cache_dir() / "data-size" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+def _cache_key(source: Source, fp: str, recipe: Recipe, tokenizer_id: str) -> str:
+    """The measurement's name in the tool's cache (datacache): everything the sampled size depends on."""
+    return datacache.key(kind="source-size", v=CACHE_VERSION, fingerprint=fp, format=source.format,
+                         columns=source.columns, roles=source.roles, max_examples=source.max_examples,
+                         split=source.split, subset=source.subset, data_files=source.data_files,
+                         system_prompt=recipe.data.system_prompt, on_error=recipe.data.on_error,
+                         template=recipe.data.template.model_dump() if recipe.data.template else None,
+                         tokenizer=tokenizer_id, sample=datasize.SAMPLE_ROWS)
 
 
 def _sampled(source: Source, recipe: Recipe, recipe_dir: Path, tokenizer) -> dict:
@@ -120,24 +118,15 @@ def _measure_source(source: Source, recipe: Recipe, recipe_dir: Path, model_dir:
         if source.max_examples is not None and count > source.max_examples:
             lengths, count = lengths[: source.max_examples], source.max_examples
         return {"count": count, "lengths": lengths, "counted_with": counted_with, "cached": False}
-    path = _cache_path(source, fp, recipe, tokenizer_id) if fp else None
-    if path is not None:
-        try:
-            found = json.loads(path.read_text(encoding="utf-8"))
-            return {**found, "cached": True}
-        except (OSError, ValueError):
-            pass
+    name = _cache_key(source, fp, recipe, tokenizer_id) if fp else None
+    found = datacache.get(name) if name is not None else None
+    if found is not None:
+        return {**found, "cached": True}
     tokenizer = datasize._tokenizer(model_dir)
     found = {**_sampled(source, recipe, recipe_dir, tokenizer),
              "counted_with": "tokenizer" if tokenizer is not None else "heuristic"}
-    if path is not None:
-        try:  # written whole or not at all
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{random.getrandbits(32):08x}.tmp")
-            tmp.write_text(json.dumps(found), encoding="utf-8")
-            tmp.replace(path)
-        except OSError:
-            pass
+    if name is not None:
+        datacache.put(name, found)
     return {**found, "cached": False}
 
 

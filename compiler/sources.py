@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob as globmod
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,12 +351,3 @@ def unknown_fields(source: Source) -> list[tuple[str, str]]:
     return [(f, f"format '{source.format}' has no field '{f}'{did_you_mean(f, fields)} (fields: {', '.join(fields)})")
             for f, _ in source.columns if f not in fields]
 
-
-def cache_dir() -> Path:
-    """Where measured sample sizes are kept: the tool's cache folder (datacache.root)."""
-    from .datacache import root
-    return root()
-
-
-def stable_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
