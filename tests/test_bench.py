@@ -292,7 +292,7 @@ def test_measured_decode_replaces_the_catalog_figure_for_that_gpu():
 def test_a_run_directory_is_a_target(tmp_path, cli, monkeypatch):
     from recipe_ft.compiler.pipeline import compile_file
 
-    recipe = write_recipe(tmp_path, p95=100000, max_error_rate=1)
+    write_recipe(tmp_path, p95=100000, max_error_rate=1)
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "bench-stub"
     run_dir.mkdir(parents=True)

@@ -2,10 +2,10 @@
 before the first step, with the modules named; a conforming one trains and the check is reported."""
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import pytest
+from demo_copy import fresh_copy
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -59,8 +59,7 @@ def test_falcon_qlora_live_model_matches_a_plan_that_keeps_falconlinear(tmp_path
 
 
 def test_run_stops_before_training_when_the_model_differs_from_its_plan(tiny, tmp_path, cli):
-    root = tmp_path / "qs"
-    shutil.copytree(tiny.parent, root, ignore=shutil.ignore_patterns("runs"))
+    root = fresh_copy(tiny, tmp_path / "qs").parent
     plan = compile_file(str(root / "recipe.yaml"), ["training.epochs=1"]).plan
     rows = [m.model_copy(update={"quantized": True}) if m.name == "q_proj" else m for m in plan.build.modules]
     tampered = plan.model_copy(update={"build": plan.build.model_copy(update={"modules": rows,
@@ -76,8 +75,7 @@ def test_run_stops_before_training_when_the_model_differs_from_its_plan(tiny, tm
 
 
 def test_conforming_run_reports_the_check(tiny, tmp_path, cli):
-    root = tmp_path / "qs"
-    shutil.copytree(tiny.parent, root, ignore=shutil.ignore_patterns("runs"))
+    root = fresh_copy(tiny, tmp_path / "qs").parent
     code, out, err = cli("run", root / "recipe.yaml", "--set", "training.epochs=1", "--set", "training.max_steps=2")
     assert code == 0, out + err
     report = json.loads((root / "runs" / "quickstart" / "run_report.json").read_text())

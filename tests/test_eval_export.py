@@ -1,9 +1,9 @@
 """Baseline vs tuned on the quickstart, the quality gate, `recipe eval`, merge and serving files."""
 
 import json
-import shutil
 
 import pytest
+from demo_copy import fresh_copy
 
 pytest.importorskip("trl")
 
@@ -37,8 +37,7 @@ def test_tuned_beats_baseline_and_is_promoted(trained):
 
 
 def test_gate_fails_below_min_score(trained, tmp_path, cli):
-    project = tmp_path / "qs"
-    shutil.copytree(trained.parent, project, ignore=shutil.ignore_patterns("runs"))
+    project = fresh_copy(trained, tmp_path / "qs").parent
     code, out, err = cli("run", project / "recipe.yaml", "--set", "training.max_steps=1", "--set", "eval.min_score=0.99")
     assert code == 4, out + err
     assert "NOT PROMOTED" in out
@@ -95,8 +94,7 @@ def test_qlora_merges_into_the_full_precision_base(trained, tmp_path, cli):
     pytest.importorskip("bitsandbytes")
     from safetensors.torch import load_file
 
-    project = tmp_path / "qs"
-    shutil.copytree(trained.parent, project, ignore=shutil.ignore_patterns("runs"))
+    project = fresh_copy(trained, tmp_path / "qs").parent
     code, out, err = cli("run", project / "recipe.yaml", "--set", "method.name=qlora", "--set", "training.max_steps=3")
     assert code == 0, out + err
     run_dir = project / "runs" / "quickstart"

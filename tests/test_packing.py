@@ -3,9 +3,9 @@ varlen kernels); refused with a located error under sdpa / eager and on a CPU; a
 the packed rows trl really makes (planned steps == steps trl runs)."""
 
 import json
-import shutil
 
 import pytest
+from demo_copy import fresh_copy
 
 from recipe_ft.compiler.datasize import best_fit_decreasing
 from recipe_ft.compiler.pipeline import compile_file
@@ -80,8 +80,7 @@ def test_planned_steps_equal_trl_packed_steps(tiny, tmp_path):
     from recipe_ft.runtime.preflight import Device
     from recipe_ft.runtime.train import _sft_config
 
-    root = tmp_path / "qs"
-    shutil.copytree(tiny.parent, root, ignore=shutil.ignore_patterns("runs"))
+    root = fresh_copy(tiny, tmp_path / "qs").parent
     texts = _same_length_texts(root / "tiny-llama", 40, 50)
     (root / "data" / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     sets = ["training.packing=true", "data.train=data/text.jsonl", "data.format=text", "task=generation",

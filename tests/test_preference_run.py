@@ -3,9 +3,9 @@ preference accuracy above the base, the adapter loads with PEFT, no second model
 reference with an adapter, starting from an adapter (merged or stacked), errors in pairs."""
 
 import json
-import shutil
 
 import pytest
+from demo_copy import fresh_copy
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -22,9 +22,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def project(tiny, tmp_path):
-    dst = tmp_path / "pref"
-    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
-    return dst / "recipe.yaml"
+    return fresh_copy(tiny, tmp_path / "pref")
 
 
 def run(cli, recipe, *sets):

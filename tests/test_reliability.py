@@ -7,12 +7,12 @@ sequences) are in test_reliability_runs.py.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from demo_copy import fresh_copy
 
 from recipe_ft.compiler import lock
 from recipe_ft.compiler.pipeline import compile_file
@@ -30,9 +30,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def project(tiny, tmp_path):
-    dst = tmp_path / "qs"
-    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
-    return dst / "recipe.yaml"
+    return fresh_copy(tiny, tmp_path / "qs")
 
 
 def recipe_cli(*args, cwd):

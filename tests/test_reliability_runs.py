@@ -11,7 +11,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from demo_copy import fresh_copy
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -36,9 +36,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def project(tiny, tmp_path):
-    dst = tmp_path / "qs"
-    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
-    return dst / "recipe.yaml"
+    return fresh_copy(tiny, tmp_path / "qs")
 
 
 def args(recipe, *extra, sets=SETS):

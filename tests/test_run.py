@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from demo_copy import fresh_copy
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -32,9 +33,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def project(tiny, tmp_path):
     """A fresh copy to run in (runs write under the recipe's folder)."""
-    dst = tmp_path / "qs"
-    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
-    return dst / "recipe.yaml"
+    return fresh_copy(tiny, tmp_path / "qs")
 
 
 def run_cli(cli, recipe, *sets, extra=()):

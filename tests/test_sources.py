@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from demo_copy import fresh_copy
 
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
@@ -28,8 +29,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def project(tiny, tmp_path, offline_hub):
     """A copy of the demo, an offline hub cache and a saved dataset next to the recipe."""
-    dst = tmp_path / "qs"
-    shutil.copytree(tiny.parent, dst, ignore=shutil.ignore_patterns("runs"))
+    dst = fresh_copy(tiny, tmp_path / "qs").parent
     tickets = [json.loads(line) for line in (dst / "data" / "train.jsonl").read_text().splitlines()]
     # a save_to_disk dataset: question / answer columns (alpaca, mapped), train and test splits
     qa = [{"question": r["messages"][1]["content"], "answer": r["messages"][2]["content"]} for r in tickets]
