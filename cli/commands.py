@@ -336,7 +336,7 @@ def _derive_descriptor(cfg: dict, where: str) -> dict:
     """Describe an uncatalogued model with transformers (the [train] extra), saying so and how long it took."""
     import time
 
-    from ..compiler.descriptor import INSTALL_HINT, cache_dir
+    from ..compiler.descriptor import INSTALL_HINT, cache_dir, store
     from ..schemas.errors import UnsupportedArchitecture
 
     family = cfg.get("model_type")
@@ -364,9 +364,11 @@ def _derive_descriptor(cfg: dict, where: str) -> dict:
     finally:
         logging.disable(previous)
     desc["source"] = "derived"
+    kept = store(desc)
     print(f"note: model_type '{family}' is not in the catalog: described it with transformers "
           f"{transformers.__version__} on the meta device in {time.perf_counter() - started:.1f} s "
-          f"(cached in {cache_dir()}; the next plan reads it from there)", file=sys.stderr)
+          + (f"(cached in {kept.parent}; the next plan reads it from there)" if kept is not None else
+             f"(could not cache it in {cache_dir()}: the next plan describes it again)"), file=sys.stderr)
     return desc
 
 

@@ -60,8 +60,9 @@ def _read(path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def _write(path: Path, data: dict) -> None:
-    """Atomic: a reader sees the old entry or the new one, never half of one."""
+def write_json(path: Path, data: dict) -> bool:
+    """Atomic: a reader sees the old entry or the new one, never half of one. A folder that cannot be
+    written is no error (the entry is computed again next time): returns whether it was written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -73,7 +74,8 @@ def _write(path: Path, data: dict) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError:
-        pass
+        return False
+    return True
 
 
 def _digest_entry(path: Path) -> Optional[Path]:
@@ -110,7 +112,7 @@ def remember_digest(path: Path, digest: str, signature: Optional[list]) -> None:
     _memo[(str(path.resolve()), tuple(signature))] = digest
     entry = _digest_entry(path)
     if entry is not None:
-        _write(entry, {"path": str(path.resolve()), "signature": signature, "sha256": digest})
+        write_json(entry, {"path": str(path.resolve()), "signature": signature, "sha256": digest})
 
 
 def digest(path: Path) -> Optional[str]:
@@ -142,4 +144,4 @@ def get(name: str) -> Optional[dict]:
 def put(name: str, data: dict) -> None:
     root = folder()
     if root is not None:
-        _write(root / "measure" / f"{name}.json", data)
+        write_json(root / "measure" / f"{name}.json", data)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -74,18 +73,18 @@ def cached(cfg: dict) -> dict | None:
     return desc
 
 
-def store(desc: dict) -> Path:
-    """Write a derived descriptor into the cache (atomically); returns its path."""
+def store(desc: dict) -> Optional[Path]:
+    """Keep a derived descriptor in the cache (atomically, through the data cache's writer); its path,
+    or None when the cache folder cannot be written (the next plan derives it again)."""
+    from .datacache import write_json
+
     path = _cache_path(desc["config_sha256"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(desc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return path if write_json(path, desc) else None
 
 
 def set_deriver(fn: Optional[Deriver]) -> Optional[Deriver]:
-    """Install the function that derives a descriptor (the CLI installs the runtime's); returns the old one."""
+    """Install the function that derives a descriptor and keeps it (`store`) where it can: the CLI installs
+    one that also says what it did. Returns the old one."""
     global _deriver
     old, _deriver = _deriver, fn
     return old
@@ -95,8 +94,8 @@ INSTALL_HINT = "pip install 'recipe-ft[train]'"
 
 
 def describe(cfg: dict, where: str) -> dict:
-    """The descriptor of `cfg`: from the catalog or the cache, else derived (and cached) by the
-    installed deriver; without one, an error that says what to install."""
+    """The descriptor of `cfg`: from the catalog or the cache, else derived (and kept in the cache) by
+    the installed deriver; without one, an error that says what to install."""
     found = cached(cfg)
     if found is not None:
         return found
@@ -106,6 +105,4 @@ def describe(cfg: dict, where: str) -> dict:
             f"{where}: model_type '{family}' is not in the model catalog, and describing it needs transformers "
             f"(the [train] extra: {INSTALL_HINT}); install it and plan again (the description is cached, "
             f"so later plans need no transformers), or pick a catalog model")
-    desc = _deriver(cfg, where)
-    store(desc)
-    return desc
+    return _deriver(cfg, where)

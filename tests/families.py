@@ -22,7 +22,12 @@ def derived_architecture(cfg: dict, where: str = "test config"):
     from recipe_ft.compiler.models import local_architecture
     from recipe_ft.runtime.describe import describe
 
-    old = descriptor.set_deriver(describe)
+    def derive_and_keep(cfg: dict, where: str) -> dict:
+        desc = describe(cfg, where)
+        descriptor.store(desc)
+        return desc
+
+    old = descriptor.set_deriver(derive_and_keep)
     try:
         return local_architecture(cfg, where)
     finally:

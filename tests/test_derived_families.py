@@ -128,6 +128,20 @@ def test_uncatalogued_family_is_derived_once_then_read_from_the_cache(cli, proje
     assert first["model"]["family"] == "exaone4" and first["model"]["parameters"] == 78208
 
 
+def test_a_cache_folder_that_cannot_be_written_still_plans(cli, project, tmp_path, monkeypatch):
+    """A derived descriptor that cannot be kept is no error: the plan is made, the note says it was not
+    cached, and the next plan derives it again (no traceback)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RECIPE_CACHE_DIR", str(blocker / "cache"))
+    for _ in range(2):
+        code, out, err = _plan(cli, project)
+        assert code in (0, 3), err
+        assert "Traceback" not in err and "described it with transformers" in err
+        assert "could not cache it in " in err and "cached in" not in err
+        assert json.loads(out)["model"]["parameters"] == 78208
+
+
 def test_without_the_train_extra_the_error_says_what_to_install(cli, project, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` fails as if not installed
     code, out, err = _plan(cli, project)
