@@ -9,7 +9,6 @@ command or option.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Optional
@@ -36,6 +35,8 @@ class Parser(argparse.ArgumentParser):
 
 def _hint(message: str, parser: Parser) -> str:
     """ " (did you mean --format?)" for an unrecognised option or an invalid command choice."""
+    import difflib  # only on a usage mistake
+
     if message.startswith("unrecognized arguments:"):
         words = message.split(":", 1)[1].split()
         guesses = [(w, m[0]) for w in words if w.startswith("-")
