@@ -1,4 +1,5 @@
-"""The `recipe` command line. It wires the compiler (and, lazily, the runtime) together.
+"""The `recipe` command line's commands (their arguments: cli/parser.py). They wire the compiler (and,
+lazily, the runtime) together; each returns its exit code.
 
 Exit codes: 0 success, 1 invalid recipe or data (or another user error), 2 bad usage, 3 nothing fits
 the budget, 4 trained but below eval.min_score (not promoted), 5 (bench) the served model misses serving.sla,
@@ -16,11 +17,7 @@ from ..schemas.errors import RecipeError, UsageError
 from . import parser
 
 
-def validate(
-    paths: list[str],
-    set_: list[str],
-    quiet: bool,
-) -> int:
+def validate(paths: list[str], set_: list[str], quiet: bool) -> int:
     """Check recipes; print every problem as file:line:col: key: message."""
     from ..compiler.discover import expand
     from ..compiler.pipeline import check_file
@@ -45,15 +42,8 @@ def validate(
     return 1 if invalid else 0
 
 
-def plan(
-    recipe: str,
-    set_: list[str],
-    format: str,
-    output: Optional[Path],
-    trace: bool,
-    compare: bool,
-    bench: Optional[Path],
-) -> int:
+def plan(recipe: str, set_: list[str], format: str, output: Optional[Path], trace: bool, compare: bool,
+         bench: Optional[Path]) -> int:
     """Compile a recipe into a plan: memory, method, GPU, time and cost, with reasons."""
     if compare:
         if output is not None or trace or bench is not None:
@@ -111,14 +101,7 @@ def plan(
     return compiled.exit_code
 
 
-def run_command(
-    target: str,
-    set_: list[str],
-    resume: bool,
-    fresh: bool,
-    replan: bool,
-    worker: bool,
-) -> int:
+def run_command(target: str, set_: list[str], resume: bool, fresh: bool, replan: bool, worker: bool) -> int:
     """Train: execute a plan on this machine and write the adapter and a run report."""
     if resume and fresh:
         raise UsageError("--resume and --fresh contradict each other: choose one")
@@ -132,12 +115,7 @@ def run_command(
     return execute(plan, plan_dir, resume, fresh)
 
 
-def launch(
-    recipe: str,
-    target: str,
-    set_: list[str],
-    output: Optional[Path],
-) -> int:
+def launch(recipe: str, target: str, set_: list[str], output: Optional[Path]) -> int:
     """Write the launch files for a plan without running it: accelerate / DeepSpeed config, torchrun, SkyPilot."""
     from ..compiler import lock
     from ..compiler.pipeline import plan_for_run
@@ -154,12 +132,7 @@ def launch(
     return 0
 
 
-def eval_(
-    recipe: str,
-    adapter: Optional[Path],
-    set_: list[str],
-    format: str,
-) -> int:
+def eval_(recipe: str, adapter: Optional[Path], set_: list[str], format: str) -> int:
     """Score a model (base, base + adapter, or merged) on the recipe's held-out data; exit 4 below min_score."""
     if adapter is not None and not adapter.is_dir():
         raise UsageError(f"--adapter {adapter}: no such directory")
@@ -170,11 +143,7 @@ def eval_(
     return score(plan, plan_dir, adapter, format)
 
 
-def export(
-    run_dir: Path,
-    merge: bool,
-    output: Optional[Path],
-) -> int:
+def export(run_dir: Path, merge: bool, output: Optional[Path]) -> int:
     """Write serving files (vLLM, Ollama) for a run; with --merge, a merged model checked against base + adapter."""
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such directory")
@@ -183,26 +152,10 @@ def export(
     return export_run(run_dir, merge, output)
 
 
-def bench(
-    target: str,
-    endpoint: list[str],
-    serve: bool,
-    model_dir: Optional[Path],
-    model: list[str],
-    api_key_env: list[str],
-    rate: Optional[float],
-    concurrency: Optional[int],
-    duration: float,
-    requests: int,
-    timeout: float,
-    max_tokens: Optional[int],
-    warmup: int,
-    gpu: Optional[str],
-    gpu_count: int,
-    output: Optional[Path],
-    serve_timeout: float,
-    set_: list[str],
-) -> int:
+def bench(target: str, endpoint: list[str], serve: bool, model_dir: Optional[Path], model: list[str],
+          api_key_env: list[str], rate: Optional[float], concurrency: Optional[int], duration: float, requests: int,
+          timeout: float, max_tokens: Optional[int], warmup: int, gpu: Optional[str], gpu_count: int,
+          output: Optional[Path], serve_timeout: float, set_: list[str]) -> int:
     """Benchmark served models on the recipe's held-out inputs: latency, throughput, quality, SLA; exit 5 on SLA failure."""
     from ..runtime.bench import Options, bench as run_bench
 
@@ -220,12 +173,7 @@ def bench(
     return run_bench(target, set_, opts)
 
 
-def demo(
-    directory: Path,
-    train_now: bool,
-    force: bool,
-    preference: bool,
-) -> int:
+def demo(directory: Path, train_now: bool, force: bool, preference: bool) -> int:
     """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
     from ..runtime.run import make_demo
 
@@ -247,10 +195,7 @@ def demo(
     return execute(plan, plan_dir, False)
 
 
-def calibrate(
-    run_dirs: list[Path],
-    output: Path,
-) -> int:
+def calibrate(run_dirs: list[Path], output: Path) -> int:
     """Fit the time model's speed per GPU to your own GPU runs; later plans use it and say so."""
     from ..compiler.calibration import calibrate_runs
 
@@ -259,9 +204,7 @@ def calibrate(
     return 0
 
 
-def schema(
-    output: Optional[Path],
-) -> int:
+def schema(output: Optional[Path]) -> int:
     """Print the JSON Schema of a recipe (for editors and other tools)."""
     from ..schemas.json_schema import recipe_schema_text
 
