@@ -18,7 +18,7 @@ from test_models import _assert_matches_transformers  # noqa: E402
 
 from recipe_ft.compiler import descriptor  # noqa: E402
 from recipe_ft.compiler.architecture import linear_modules, parameter_targets  # noqa: E402
-from recipe_ft.compiler.models import resolve_model  # noqa: E402
+from recipe_ft.compiler.models import catalog_entry, resolve_model  # noqa: E402
 from recipe_ft.schemas.errors import UnsupportedArchitecture  # noqa: E402
 
 # an uncatalogued family the hand normaliser never knew (LG's EXAONE 4: hybrid sliding / full attention)
@@ -99,7 +99,6 @@ def test_qwen3_5_catalog_entry_is_the_text_model_of_the_published_checkpoint(nam
     """The hub checkpoints are multimodal (model_type qwen3_5 / qwen3_5_moe, a text_config and a vision_config);
     AutoModelForCausalLM, which `recipe run` loads them with, builds the text model alone. The catalog entry (a
     text config) describes that same model: class, parameters, linears; the vision tower is not in it."""
-    from recipe_ft.compiler.models import catalog_entry
     from recipe_ft.runtime.describe import build_meta_model, describe
 
     entry = catalog_entry(name)
@@ -152,6 +151,29 @@ def test_qwen3_5_moe_plans_with_dropout_and_keeps_its_experts_16_bit(tmp_path):
     arch = resolve_model("Qwen/Qwen3.5-35B-A3B", Path(".")).architecture
     gpus = plan.hardware.count if plan.distributed.strategy in ("fsdp", "deepspeed") else 1
     assert plan.memory.components["weights"] * gpus >= 2 * arch.layout.counts.experts
+
+
+def test_qwen3_5_attention_is_counted_in_its_full_attention_layers_only():
+    """Qwen3.5 has softmax attention in 8 of its 32 layers (a gated delta net in the others): the attention
+    FLOPs and eager score matrices are those of 8 layers, not 32; its linears are all 32 layers'."""
+    import dataclasses
+
+    from recipe_ft.compiler import memory, timing
+
+    arch = resolve_model("Qwen/Qwen3.5-9B", Path(".")).architecture
+    assert (arch.num_layers, arch.softmax_attention_layers) == (32, 8)
+    shape = memory.StepShape(method="lora", seq_len=4096)
+    per_token = timing.flop_parts(arch, shape, 2048)["forward"] - timing.flop_parts(arch, shape, 0)["forward"]
+    assert per_token == 2 * 8 * 2048 * arch.num_heads * arch.head_dim
+    every_layer = dataclasses.replace(arch, attention_layers=None)
+    eager = dataclasses.replace(shape, attention="eager")
+    scores = memory.layer_features(arch, eager)["eager_scores"]
+    assert scores * 4 == memory.layer_features(every_layer, eager)["eager_scores"] > 0
+    assert resolve_model("Qwen/Qwen3-8B", Path(".")).architecture.attention_layers is None
+    # the q/k norms are the full-attention layers' (the first layer's linear_attn.norm is none)
+    desc = descriptor.catalog_descriptors()[descriptor.config_hash(catalog_entry("Qwen/Qwen3.5-9B")["config"])]
+    assert desc["norms"]["qk"] == ["self_attn.q_norm", "self_attn.k_norm"]
+    assert desc["attention"]["layer_types"] == {"linear_attention": 24, "full_attention": 8}
 
 
 DEEPSEEK_V3 = {"model_type": "deepseek_v3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
