@@ -138,6 +138,8 @@ def test_qwen3_5_9b_recipe_plans_from_the_catalog(tmp_path):
         dict.fromkeys(("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"), 24)
     assert rows["q_proj"].count == rows["o_proj"].count == 8 and rows["down_proj"].count == 32
     assert all(r.quantized for r in plan.build.modules)
+    note = next(w for w in plan.warnings if "multimodal checkpoint" in w)
+    assert "vision tower (about 0.45B) is not loaded" in note and "not checked against the hub" in note
 
 
 def test_qwen3_5_moe_plans_with_dropout_and_keeps_its_experts_16_bit(tmp_path):

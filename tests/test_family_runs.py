@@ -128,6 +128,16 @@ def test_qwen3_5_published_layout_loads_the_text_model_only(demo_project, tmp_pa
     arch = derived_architecture(cfg, "qwen3_5 checkpoint")
     assert parameter_count(arch).total == sum(p.numel() for p in loaded.parameters())
     assert arch.layout.model_class == "Qwen3_5ForCausalLM"
+    from recipe_ft.compiler import descriptor
+    from recipe_ft.compiler.models import resolve_model
+    from recipe_ft.runtime.describe import describe
+
+    old = descriptor.set_deriver(lambda c, where: describe(c, where))
+    try:
+        note = resolve_model(str(tmp_path / "m"), tmp_path).note
+    finally:
+        descriptor.set_deriver(old)
+    assert "multimodal checkpoint ('qwen3_5')" in note and "vision tower is not loaded" in note
 
 
 def test_qwen3_5_published_layout_trains_and_conforms(cli, demo_project, tmp_path):
@@ -139,6 +149,8 @@ def test_qwen3_5_published_layout_trains_and_conforms(cli, demo_project, tmp_pat
                          "--set", "training.batch_size=4", "--set", "training.logging_steps=1")
     assert code == 0, out + err
     report = json.loads((project / "runs" / "quickstart" / "run_report.json").read_text())
+    plan = json.loads((project / "runs" / "quickstart" / "plan.json").read_text())
+    assert any("vision tower is not loaded" in w for w in plan["warnings"])
     assert report["status"] == "completed"
     conformance = report["conformance"]
     assert conformance["ok"] and not conformance["problems"], conformance
