@@ -96,6 +96,9 @@ class Architecture:
     # Falcon's first (multi-query) architecture hands sdpa one key/value head for all query heads
     # and an always-materialised mask: sdpa's math path, which keeps the score matrices like eager
     sdpa_materializes_scores: bool = False
+    # layers with softmax attention, where fewer than num_layers (Qwen3.5: full attention every 4th layer, a
+    # gated delta net linear attention in the others); None: every layer
+    attention_layers: int | None = None
     # What transformers builds, read off the model (compiler/descriptor.py); None for an architecture
     # normalised by hand (`from_config`), whose modules the functions below compute from the fields.
     layout: "Layout | None" = field(default=None, compare=False, hash=False, repr=False)
@@ -103,6 +106,10 @@ class Architecture:
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
+
+    @property
+    def softmax_attention_layers(self) -> int:
+        return self.num_layers if self.attention_layers is None else self.attention_layers
 
     @property
     def q_size(self) -> int:
@@ -194,6 +201,10 @@ def from_descriptor(desc: dict, where: str) -> Architecture:
     """The architecture a descriptor (runtime/describe.py) records, with its modules as built."""
     try:
         fields = dict(desc["architecture"])
+        types = desc["attention"].get("layer_types") or {}
+        softmax = sum(n for kind, n in types.items() if kind != "linear_attention")
+        if types and softmax != fields["num_layers"]:
+            fields.setdefault("attention_layers", softmax)
         linears = tuple(Linear(r["name"], r["in_features"], r["out_features"], r["count"], r["bias"], r["group"],
                                r["module_class"], r["quantizable"]) for r in desc["linears"])
         experts = []

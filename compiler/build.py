@@ -10,7 +10,8 @@ to bf16 on a quantized base (DoRA magnitudes stay fp32); full fine-tuning keeps 
 from __future__ import annotations
 
 from ..schemas.plan import BuildPlan, ModuleBuild
-from .architecture import Architecture, attention_implementations, expert_class, expert_parameters, linear_modules
+from .architecture import (Architecture, attention_implementations, expert_class, expert_parameters, linear_modules,
+                           parameter_targets)
 from .memory import QUANTIZED
 from .stack import needed_parts
 
@@ -25,8 +26,11 @@ def quantization_label(method: str, bits: int, quant_type: str) -> str | None:
 
 def peft_refuses(arch: Architecture, method: str, targets, dropout: float) -> tuple[str, str] | None:
     """(recipe key, message) where peft 0.21 would refuse the adapter at run time: LoRA on MoE expert
-    tensors (`target_parameters`, peft's ParamWrapper) works only without DoRA and without dropout."""
-    if method == "full" or not expert_parameters(arch) or targets not in ("all-linear", ("all-linear",)):
+    tensors (`target_parameters`, peft's ParamWrapper) works only without DoRA and without dropout. Only
+    where 'all-linear' adapts the experts (Mixtral, Qwen3-MoE); on gpt-oss and Qwen3.5-MoE peft adapts the
+    nn.Linear modules only, and dropout and DoRA work."""
+    adapts_experts = any(p.num_experts > 1 for p in parameter_targets(arch))
+    if method == "full" or not adapts_experts or targets not in ("all-linear", ("all-linear",)):
         return None
     if method in ("dora", "qdora"):
         return ("method.name", f"{method}: peft cannot apply DoRA to {arch.family}'s fused expert tensors "

@@ -228,6 +228,7 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
     full = shape.method == "full"
     layer_weights = sum(m.in_features * m.out_features for m in linear_modules(arch))
     moe = arch.num_experts > 1
+    scored = arch.softmax_attention_layers / n  # score matrices only in the layers with softmax attention
     return {
         "norm": arch.norms_per_layer * arch.hidden_size,
         "hidden": arch.hidden_size,
@@ -255,10 +256,10 @@ def layer_features(arch: Architecture, shape: StepShape) -> dict[str, float]:
         "full_weights_per_token": layer_weights / shape.tokens if full and shape.precision != "bf16-pure" else 0,
         "full_norm": arch.norms_per_layer * arch.hidden_size if full else 0,
         "full_mlp": mlp if full else 0,
-        "eager_scores": arch.num_heads * shape.seq_len if shape.attention == "eager" else 0,
-        "softcap_scores": arch.num_heads * shape.seq_len if shape.attention == "eager"
+        "eager_scores": scored * arch.num_heads * shape.seq_len if shape.attention == "eager" else 0,
+        "softcap_scores": scored * arch.num_heads * shape.seq_len if shape.attention == "eager"
         and arch.attn_logit_softcapping else 0,
-        "sdpa_math_scores": arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
+        "sdpa_math_scores": scored * arch.num_heads * shape.seq_len if _sdpa_math(arch, shape) else 0,
         "int8_inputs": int8_kept_inputs(arch, shape),
         # MoE: the routed copies of each token's hidden state (one per chosen expert: gathered input,
         # expert output, weighted output)

@@ -23,6 +23,8 @@ class ResolvedModel:
     architecture: Architecture
     published_params: int | None
     config: dict = field(default_factory=dict, compare=False, repr=False)  # the config.json fields
+    # what the plan must say about the model as loaded (a multimodal checkpoint loaded as its text model)
+    note: str | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,7 +75,7 @@ def resolve_model(base: str, recipe_dir: Path) -> ResolvedModel:
                                           "run `python -m recipe_ft.runtime.describe --catalog`")
         arch = from_descriptor(desc, where)
         return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"),
-                             copy.deepcopy(entry["config"]))
+                             copy.deepcopy(entry["config"]), entry.get("plan_note"))
 
     path = Path(base).expanduser()
     if not path.is_absolute():
@@ -103,7 +105,19 @@ def _resolve_local(directory: Path) -> ResolvedModel:
     if not isinstance(cfg, dict):
         raise ModelNotFound(f"{config_path}: expected a JSON object; replace it with the model's original config.json.")
     arch = local_architecture(cfg, str(config_path))
-    return ResolvedModel(str(directory.resolve()), "local", directory.resolve(), arch, None, cfg)
+    return ResolvedModel(str(directory.resolve()), "local", directory.resolve(), arch, None, cfg,
+                         _multimodal_note(cfg, arch, config_path))
+
+
+def _multimodal_note(cfg: dict, arch: Architecture, config_path: Path) -> str | None:
+    """A checkpoint with a vision_config that transformers' AutoModelForCausalLM (what `recipe run` loads)
+    builds as its text model alone (Qwen3.5): say that the vision tower is not loaded."""
+    model_class = arch.layout.model_class if arch.layout is not None else ""
+    if "vision_config" not in cfg or not model_class.endswith("ForCausalLM"):
+        return None
+    return (f"{config_path} is a multimodal checkpoint ('{cfg.get('model_type')}'): `recipe run` loads its text "
+            f"model ({model_class}, transformers' AutoModelForCausalLM); the vision tower is not loaded, trained "
+            f"or counted, and the adapter is for text only")
 
 
 def local_architecture(cfg: dict, where: str) -> Architecture:

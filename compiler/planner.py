@@ -539,7 +539,8 @@ def explain(recipe: Recipe, resolved: Resolved, workload: Workload, search: Sear
     decisions = _decisions(recipe, chosen, search.auto, workload.size, search.pinned_mbs, search.pinned_gc,
                            choice.options)
     return Explanation(decisions + ([preference_decision] if preference_decision else []),
-                       _alternatives(choice.options), _warnings(recipe, workload.size, chosen.method, build), build,
+                       _alternatives(choice.options), _warnings(recipe, workload.size, chosen.method, build,
+                                                                 resolved.model.note), build,
                        preference_plan)
 
 
@@ -555,9 +556,10 @@ def _alternatives(options: list[Option]) -> list[Alternative]:
         for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o)))]
 
 
-def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: BuildPlan) -> list[str]:
+def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: BuildPlan,
+              model_note: str | None = None) -> list[str]:
     t = recipe.training
-    warnings = []
+    warnings = [model_note] if model_note else []
     if size.truncated:
         warnings.append(f"{size.truncated} of {len(size.lengths)} sampled examples are longer than max_seq_len "
                         f"{t.max_seq_len} and will be truncated")

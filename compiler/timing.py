@@ -136,7 +136,8 @@ def flop_parts(arch: Architecture, shape, attention_len: float) -> dict[str, flo
     matmul = counts.decoder_linear + counts.experts * arch.experts_per_token / max(arch.num_experts, 1)
     head = 2 * arch.vocab_size * arch.hidden_size
     decoder = 2 * matmul
-    attention = 2 * arch.num_layers * attention_len * arch.num_heads * arch.head_dim  # QK^T and AV, causal half
+    # QK^T and AV, causal half, in the layers with softmax attention (not linear-attention layers)
+    attention = 2 * arch.softmax_attention_layers * attention_len * arch.num_heads * arch.head_dim
     targeted = _targets(arch, shape)
     adapter = sum(2 * shape.rank * (m.in_features + m.out_features) * m.count for m in targeted)
     dora = shape.method in ("dora", "qdora")
@@ -283,7 +284,8 @@ def assumptions(est: Optional[TimeEstimate], gpu_name: str, calibration: Optiona
         f"matmul utilization {util} of the {gpu_name}'s dense bf16 peak ({source}; "
         f"benchmarks/time_accuracy.py)",
         "FLOPs per token: forward 2 x matmul parameters (LM head included) + causal attention over the attention "
-        "length + LoRA A/B (+ DoRA's base re-run on dropped-out inputs); backward 2x the matmuls for full "
+        "length in the layers with softmax attention (a linear-attention layer's recurrence, such as Qwen3.5's "
+        "gated delta net, is not counted) + LoRA A/B (+ DoRA's base re-run on dropped-out inputs); backward 2x the matmuls for full "
         "fine-tuning, 1x for a frozen base (activation gradients only), attention 2.5x its forward (2x eager); "
         "+1 forward of the decoder layers with gradient checkpointing",
         f"memory-bound parts at {BANDWIDTH_EFFICIENCY:.0%} of the GPU's bandwidth: peft's adapter path per token "

@@ -205,7 +205,10 @@ def _describe(model, top_config, cfg: dict, with_peft: bool) -> dict:
 
     # --- norms, attention, mlp
     norms = [(p, m) for p, m in first.named_modules() if p and "." not in p and _is_norm(m)]
-    attn_norms = [(p, m) for p, m in first.named_modules() if "." in p and _is_norm(m)]
+    # q/k norms, in whichever layers have them (Qwen3.5's first layer is a gated delta net, whose output
+    # norm linear_attn.norm is no q/k norm; its q_norm and k_norm are in the full-attention layers)
+    nested = {p: m for layer in layers for p, m in layer.named_modules() if "." in p and _is_norm(m)}
+    attn_norms = [(p, m) for p, m in nested.items() if p.rsplit(".", 1)[-1][:1] in ("q", "k")]
     norm_kind = "layer" if norms and getattr(norms[0][1], "bias", None) is not None else "rms"
     heads = config.num_attention_heads
     kv = getattr(config, "num_key_value_heads", None) or heads

@@ -7,8 +7,8 @@ from pathlib import Path
 CONFIGS = Path(__file__).parent / "data" / "configs"
 
 # model_type -> tests/data/configs/<dir>: each built from the family's published config, sizes shrunk
-DERIVED_FAMILIES = ("qwen3", "qwen3_moe", "qwen3_5_text", "gemma3_text", "gpt_oss", "smollm3", "olmo2", "olmo3",
-                    "granite")
+DERIVED_FAMILIES = ("qwen3", "qwen3_moe", "qwen3_5_text", "qwen3_5_moe_text", "gemma3_text", "gpt_oss", "smollm3",
+                    "olmo2", "olmo3", "granite")
 
 
 def tiny_config(family: str) -> dict:

@@ -18,7 +18,7 @@ from test_models import _assert_matches_transformers  # noqa: E402
 
 from recipe_ft.compiler import descriptor  # noqa: E402
 from recipe_ft.compiler.architecture import linear_modules, parameter_targets  # noqa: E402
-from recipe_ft.compiler.models import resolve_model  # noqa: E402
+from recipe_ft.compiler.models import catalog_entry, resolve_model  # noqa: E402
 from recipe_ft.schemas.errors import UnsupportedArchitecture  # noqa: E402
 
 # an uncatalogued family the hand normaliser never knew (LG's EXAONE 4: hybrid sliding / full attention)
@@ -56,14 +56,126 @@ def test_lora_all_linear_matches_peft(family):
 def test_moe_descriptors_say_what_stays_16_bit():
     from recipe_ft.compiler.build import module_rows
 
-    for name in ("Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b"):
+    for name in ("Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b", "Qwen/Qwen3.5-35B-A3B"):
         arch = resolve_model(name, Path(".")).architecture
         rows = module_rows(arch, "qlora", 4)
         experts = [r for r in rows if r.name == "mlp.experts"]
         assert len(experts) == 1 and not experts[0].quantized and experts[0].count == arch.num_layers
-        assert experts[0].module_class in ("Qwen3MoeExperts", "GptOssExperts")
+        assert experts[0].module_class in ("Qwen3MoeExperts", "GptOssExperts", "Qwen3_5MoeExperts")
         assert "stay in the compute dtype" in experts[0].reason and "B expert values" in experts[0].reason
         assert all(r.quantized for r in rows if r is not experts[0])  # the attention projections
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "gpt_oss", "qwen3_5_moe_text"])
+def test_lora_dropout_refused_exactly_where_peft_refuses_it(family):
+    """peft's ParamWrapper (LoRA on fused expert tensors) refuses lora_dropout; 'all-linear' uses it on
+    Qwen3-MoE (and Mixtral), not on gpt-oss or Qwen3.5-MoE. The compiler refuses where peft does, no more."""
+    import peft
+    import transformers
+
+    from recipe_ft.compiler.build import peft_refuses
+
+    cfg = tiny_config(family)
+    arch = derived_architecture(cfg, family)
+    rest = {k: v for k, v in cfg.items() if k != "model_type"}
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(family, **rest))
+    try:
+        peft.get_peft_model(model, peft.LoraConfig(r=4, lora_dropout=0.05, target_modules="all-linear"))
+        peft_error = None
+    except ValueError as exc:
+        peft_error = str(exc)
+    refused = peft_refuses(arch, "lora", "all-linear", 0.05)
+    assert (refused is not None) == (peft_error is not None), (refused, peft_error)
+    assert (refused is not None) == (family == "qwen3_moe")
+
+
+# ----------------------------------------------------------------- Qwen3.5 (catalog)
+
+QWEN3_5 = {"Qwen/Qwen3.5-9B": "qwen3_5", "Qwen/Qwen3.5-35B-A3B": "qwen3_5_moe"}
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_qwen3_5_catalog_entry_is_the_text_model_of_the_published_checkpoint(name):
+    """The hub checkpoints are multimodal (model_type qwen3_5 / qwen3_5_moe, a text_config and a vision_config);
+    AutoModelForCausalLM, which `recipe run` loads them with, builds the text model alone. The catalog entry (a
+    text config) describes that same model: class, parameters, linears; the vision tower is not in it."""
+    from recipe_ft.runtime.describe import build_meta_model, describe
+
+    entry = catalog_entry(name)
+    text = {k: v for k, v in entry["config"].items() if k not in ("model_type", "architectures")}
+    published = {"model_type": QWEN3_5[name], "text_config": text}  # the class's default vision_config
+    model, _ = build_meta_model(published, name)
+    assert not any("visual" in n for n, _ in model.named_parameters())
+    desc = describe(published, name, with_peft=False)
+    catalog = descriptor.catalog_descriptors()[descriptor.config_hash(entry["config"])]
+    assert desc["model_class"] == catalog["model_class"] == type(model).__name__
+    assert desc["params"] == catalog["params"] and desc["linears"] == catalog["linears"]
+    assert desc["expert_tensors"] == catalog["expert_tensors"]
+
+
+def _qwen3_5_plan(tmp_path, base, method, dropout=0.0):
+    from recipe_ft.compiler.pipeline import compile_file
+
+    (tmp_path / "train.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}\n')
+    path = tmp_path / "r.yaml"
+    path.write_text(f"task: chat\nmodel:\n  base: {base}\ndata:\n  train: train.jsonl\n  examples: 10000\n"
+                    f"  tokens_per_example: 400\nmethod:\n  name: {method}\n  dropout: {dropout}\n"
+                    f"training:\n  max_seq_len: 1024\n  batch_size: 16\nbudget:\n  gpu: H100-80GB\n")
+    return compile_file(str(path))
+
+
+def test_qwen3_5_9b_recipe_plans_from_the_catalog(tmp_path):
+    compiled = _qwen3_5_plan(tmp_path, "Qwen/Qwen3.5-9B", "qlora")
+    plan = compiled.plan
+    assert compiled.exit_code == 0 and plan.fits
+    arch = resolve_model("Qwen/Qwen3.5-9B", Path(".")).architecture
+    assert plan.model.source == "catalog" and plan.model.family == "qwen3_5_text"
+    assert plan.model.parameters == arch.layout.counts.total
+    rows = {r.name: r for r in plan.build.modules}
+    # the gated delta net layers' projections (3 of every 4 layers) and full attention's (every 4th), quantized
+    assert {n: rows[n].count for n in ("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj")} == \
+        dict.fromkeys(("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"), 24)
+    assert rows["q_proj"].count == rows["o_proj"].count == 8 and rows["down_proj"].count == 32
+    assert all(r.quantized for r in plan.build.modules)
+    note = next(w for w in plan.warnings if "multimodal checkpoint" in w)
+    assert "vision tower (about 0.45B) is not loaded" in note and "not checked against the hub" in note
+
+
+def test_qwen3_5_moe_plans_with_dropout_and_keeps_its_experts_16_bit(tmp_path):
+    compiled = _qwen3_5_plan(tmp_path, "Qwen/Qwen3.5-35B-A3B", "qlora", dropout=0.05)
+    plan = compiled.plan
+    assert compiled.exit_code == 0, compiled
+    experts = next(r for r in plan.build.modules if r.name == "mlp.experts")
+    assert not experts.quantized and experts.module_class == "Qwen3_5MoeExperts" and experts.count == 40
+    assert "32.21B expert values" in experts.reason
+    # the experts at 2 bytes a value (bf16) are most of the weights, across the GPUs that hold them
+    arch = resolve_model("Qwen/Qwen3.5-35B-A3B", Path(".")).architecture
+    gpus = plan.hardware.count if plan.distributed.strategy in ("fsdp", "deepspeed") else 1
+    assert plan.memory.components["weights"] * gpus >= 2 * arch.layout.counts.experts
+
+
+def test_qwen3_5_attention_is_counted_in_its_full_attention_layers_only():
+    """Qwen3.5 has softmax attention in 8 of its 32 layers (a gated delta net in the others): the attention
+    FLOPs and eager score matrices are those of 8 layers, not 32; its linears are all 32 layers'."""
+    import dataclasses
+
+    from recipe_ft.compiler import memory, timing
+
+    arch = resolve_model("Qwen/Qwen3.5-9B", Path(".")).architecture
+    assert (arch.num_layers, arch.softmax_attention_layers) == (32, 8)
+    shape = memory.StepShape(method="lora", seq_len=4096)
+    per_token = timing.flop_parts(arch, shape, 2048)["forward"] - timing.flop_parts(arch, shape, 0)["forward"]
+    assert per_token == 2 * 8 * 2048 * arch.num_heads * arch.head_dim
+    every_layer = dataclasses.replace(arch, attention_layers=None)
+    eager = dataclasses.replace(shape, attention="eager")
+    scores = memory.layer_features(arch, eager)["eager_scores"]
+    assert scores * 4 == memory.layer_features(every_layer, eager)["eager_scores"] > 0
+    assert resolve_model("Qwen/Qwen3-8B", Path(".")).architecture.attention_layers is None
+    # the q/k norms are the full-attention layers' (the first layer's linear_attn.norm is none)
+    desc = descriptor.catalog_descriptors()[descriptor.config_hash(catalog_entry("Qwen/Qwen3.5-9B")["config"])]
+    assert desc["norms"]["qk"] == ["self_attn.q_norm", "self_attn.k_norm"]
+    assert desc["attention"]["layer_types"] == {"linear_attention": 24, "full_attention": 8}
 
 
 DEEPSEEK_V3 = {"model_type": "deepseek_v3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

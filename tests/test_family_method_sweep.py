@@ -4,8 +4,8 @@ the analytic estimate within 10% of the tracer (a real transformers + peft + trl
 Shapes are small (hidden 1024, 2 layers, 512 tokens) so the sweep stays fast: fake tensors cost per
 operation, not per byte. A family added to compiler/architecture.py must add a config under
 tests/data/configs/<family>/ to be swept; the test fails until it does. The families described by
-transformers (tests/families.py: Qwen3, Qwen3-MoE, Gemma 3, gpt-oss, SmolLM3, OLMo 2 / 3, Granite) are
-swept for lora, qlora and full, through the descriptor the planner derives for them.
+transformers (tests/families.py: Qwen3, Qwen3-MoE, Qwen3.5 and Qwen3.5-MoE text, Gemma 3, gpt-oss, SmolLM3,
+OLMo 2 / 3, Granite) are swept for lora, qlora and full, through the descriptor the planner derives for them.
 """
 
 import json

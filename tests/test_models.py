@@ -102,6 +102,7 @@ def test_descriptors_record_their_derivation():
         "mistralai/Ministral-8B-Instruct-2410", "microsoft/phi-4", "microsoft/Phi-4-mini-instruct",
         "HuggingFaceTB/SmolLM3-3B", "allenai/OLMo-2-1124-7B", "allenai/Olmo-3-1025-7B",
         "ibm-granite/granite-3.1-8b-instruct", "ibm-granite/granite-3.3-8b-instruct",
+        "Qwen/Qwen3.5-9B", "Qwen/Qwen3.5-35B-A3B",
     ],
 )
 def test_catalog_covers(name):
