@@ -31,6 +31,12 @@ data.examples unset so that both count their file: `cold` runs each with an empt
 (the file is hashed, counted and sampled in one pass), `warm` with the cache the warm-up filled (the
 file's stat signature matches, nothing is read). Peak RSS shows whether memory stays constant.
 
+`--breakdown`: three more arms in the same rounds, each a process that stops earlier than the plan,
+so that the paired median differences say where the plan's time goes: the floor plus pydantic's first
+model (its schema machinery is imported lazily, on first use); plus recipe_ft's pydantic models (the
+recipe's and the plan's); plus every recipe_ft module the plan imports (found by the probe below);
+the rest is reading, compiling and printing the plan.
+
 A separate probe runs the CLI's `run([...])` in one process and lists which of torch, transformers,
 peft, bitsandbytes, trl, accelerate and datasets ended up in sys.modules.
 
@@ -71,7 +77,8 @@ import json, sys
 from recipe_ft.cli import run
 code = run(sys.argv[1:])
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})
-print(json.dumps({{"code": code, "heavy": heavy}}))
+ours = sorted(m for m in sys.modules if m.startswith('recipe_ft.'))
+print(json.dumps({{"code": code, "heavy": heavy, "ours": ours}}))
 """
 
 # `accelerate estimate-memory` minus the hub: its own estimate_command on a local config directory.
@@ -189,6 +196,31 @@ def heavy_modules_after_plan(recipe: str | Path) -> dict:
     return result
 
 
+FIRST_MODEL = f"{FLOOR}\nclass M(pydantic.BaseModel):\n    x: int = 0"
+
+
+def breakdown_arms(modules: list[str]) -> list:
+    """Processes that stop at each stage of a plan: pydantic's first model, our models, all our modules."""
+    schemas = "import recipe_ft.schemas.recipe, recipe_ft.schemas.plan"
+    return [paired.Arm("stage: floor + pydantic's first model", [sys.executable, "-c", FIRST_MODEL]),
+            paired.Arm("stage: + recipe_ft's pydantic models", [sys.executable, "-c", f"{FIRST_MODEL}\n{schemas}"]),
+            paired.Arm(f"stage: + the {len(modules)} recipe_ft modules it imports",
+                       [sys.executable, "-c", f"{FIRST_MODEL}\n{schemas}\nimport {', '.join(modules)}"])]
+
+
+def print_breakdown(chain: list) -> None:
+    """Each stage's cost: the paired median of (this arm - the one before), wall and CPU seconds."""
+    print("where the plan's time goes (paired median differences, seconds; each arm includes the ones above):")
+    names = ["interpreter start-up", "importing pydantic and ruamel.yaml (the floor)", "pydantic's schema "
+             "machinery (first model)", "building recipe_ft's pydantic models", "importing the other recipe_ft "
+             "modules", "reading, compiling and printing the plan"]
+    for name, before, after in zip(names[1:], chain, chain[1:]):
+        wall = statistics.median(b.wall - a.wall for a, b in zip(before.samples, after.samples))
+        cpu = statistics.median(b.cpu - a.cpu for a, b in zip(before.samples, after.samples))
+        print(f"  {name:<48} {wall:>7.3f} wall {cpu:>7.3f} CPU")
+    print(f"  {names[0]:<48} {chain[0].median():>7.3f} wall {chain[0].median('cpu'):>7.3f} CPU")
+
+
 def model_config(recipe: str | Path) -> tuple[str, dict]:
     """The recipe's model (hub id or directory) and its config.json, found by running the compiler."""
     from recipe_ft.compiler.models import catalog_entry
@@ -246,7 +278,7 @@ def data_arms(recipe: Path, big: Path, lines: int, tmp: Path) -> list:
     unset = ["--set", "data.examples=null"]
     cold_dir = tmp / "cold"
     cold_dir.mkdir(exist_ok=True)
-    return [paired.Arm(f"plan, 40-line file", [*head, *unset]),
+    return [paired.Arm("plan, 40-line file", [*head, *unset]),
             paired.Arm(f"plan, {lines:,}-line file, cold cache",
                        [sys.executable, "-c", COLD, str(cold_dir), *head[-4:], *unset, "--set", f"data.train={big}"]),
             paired.Arm(f"plan, {lines:,}-line file, warm cache", [*head, *unset, "--set", f"data.train={big}"])]
@@ -271,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip the accelerate path")
     parser.add_argument("--data-lines", type=int, nargs="+", default=[],
                         help="also plan on training files of these many lines (e.g. 1000000 10000000)")
+    parser.add_argument("--breakdown", action="store_true", help="also time the plan's stages (see above)")
     parser.add_argument("--data-runs", type=int, default=None, help="timed rounds for --data-lines (default: --runs)")
     args = parser.parse_args(argv)
     recipe = Path(args.recipe).resolve()
@@ -287,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             paired.Arm(f"floor: python -c '{FLOOR}'", [sys.executable, "-c", FLOOR]),
             paired.Arm("python -c 'import recipe_ft.cli'", [sys.executable, "-c", "import recipe_ft.cli"]),
             paired.Arm("recipe plan --format json", recipe_command(recipe))]
+    stages = breakdown_arms(heavy["ours"]) if args.breakdown else []
+    arms += stages
     peer = peer_import = None
     name, config = model_config(recipe)
     tmp = Path(tempfile.mkdtemp(prefix="plan-speed-"))
@@ -317,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             print(arm.row())
         print(f"recipe plan / floor: {paired.ratio(plan_arm, floor):.2f}x wall, "
               f"{paired.ratio(plan_arm, floor, 'cpu'):.2f}x CPU time (paired medians of {args.runs})")
+        if stages:
+            print_breakdown([arms[0], floor, *stages, plan_arm])
         print(f"load average after: {load()}")
 
         for lines in args.data_lines:

@@ -1,5 +1,5 @@
-"""The `recipe` command line (recipe_ft.cli): the typer app and its commands are in commands.py."""
+"""The `recipe` command line (recipe_ft.cli): the commands are in commands.py, their arguments in parser.py."""
 
-from .commands import app, main, run
+from .commands import main, run
 
-__all__ = ["app", "main", "run"]
+__all__ = ["main", "run"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -65,6 +64,8 @@ def write_json(path: Path, data: dict) -> bool:
     written is no error (the entry is computed again next time): returns whether it was written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # only when writing: a plan that finds its measurements cached imports less
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

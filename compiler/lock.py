@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -24,6 +23,8 @@ def write(plan: Plan, path: Path) -> None:
     plan = plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": recipe})})
     text = plan.model_dump_json(indent=2) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only `-o` writes: `recipe plan` alone does not need it
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

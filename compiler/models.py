@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -125,6 +124,8 @@ def local_architecture(cfg: dict, where: str) -> Architecture:
 
 def _suggestions(base: str) -> list[str]:
     """Up to five catalog hub ids closest to `base` (by hub id, alias, or the part after 'org/')."""
+    import difflib  # only for an unknown model
+
     query = base.strip().lower()
     queries = {query, query.split("/")[-1]}
     scores: dict[str, float] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import typing
 from typing import Any, Iterable, Optional
 
@@ -10,6 +9,8 @@ from pydantic import BaseModel
 
 
 def close(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    import difflib  # only when something is misspelt
+
     choices = list(choices)
     by_lower = {c.lower(): c for c in choices}
     found = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=cutoff)

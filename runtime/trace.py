@@ -201,6 +201,28 @@ def _allocation_free_lm_head_kernels():
             setattr(kernels, name, fn)
 
 
+@contextmanager
+def _fp32_grouped_mm():
+    """Fused MoE experts multiply with `grouped_mm`. Its CPU kernel takes fp32 (full fine-tuning keeps
+    fp32 master weights), but torch's meta kernel, which fake tensors run, accepts bf16 only. Route fp32
+    experts to transformers' own fallback op instead: its fake kernel allocates what grouped_mm does
+    (the output; in backward, the input's and the weights' gradients) and it saves the same tensors."""
+    import importlib
+
+    moe = importlib.import_module("transformers.integrations.moe")
+    can_use = getattr(moe, "_can_use_grouped_mm", None)
+    if can_use is None:
+        raise RuntimeError("transformers.integrations.moe has no _can_use_grouped_mm: this transformers "
+                           "version is not the one the tracer was written for")
+    import torch
+
+    moe._can_use_grouped_mm = lambda input, weight, offs: weight.dtype == torch.bfloat16 and can_use(input, weight, offs)
+    try:
+        yield
+    finally:
+        moe._can_use_grouped_mm = can_use
+
+
 def _optimizer_state_records(model, optimizer: str) -> list:
     """What the optimizer will keep for the model's trainable parameters, measured before the fake
     tensor mode (bitsandbytes' own optimizer, on meta copies); [] for torch AdamW."""
@@ -374,7 +396,7 @@ def _two_steps(spec: TraceSpec, m: _Materialised, built: _Built, counter: _LiveB
     states: list = []
     paged: list = []
     grad_bytes = 0
-    with counter.mode, _allocation_free_lm_head_kernels():
+    with counter.mode, _allocation_free_lm_head_kernels(), _fp32_grouped_mm():
         for step in range(2):
             if step == 1:
                 counter.reset_peak()

@@ -80,12 +80,9 @@ def estimate_and_trace(cfg: dict, opts: dict, label: str):
 # (DoRA / QDoRA and Mixtral LoRA / QLoRA / 8-bit were gaps until issue 10b: DoRA's weight-sized
 # temporaries counted on top of the LM head's working set, QDoRA's dequantized weights and Mixtral's
 # folded expert weights not counted; see compiler/memory.py.)
-KNOWN_GAPS = {
-    # the tracer, not the estimate: grouped_mm of fp32 master weights fails on CPU fake tensors
-    ("mixtral", "full"): "no trace",
-    ("qwen3_moe", "full"): "no trace",
-    ("gpt_oss", "full"): "no trace",
-}
+# (MoE full fine-tuning was one until the tracer ran fp32 grouped_mm through transformers' fallback op:
+# torch's meta kernel for grouped_mm takes bf16 only, see runtime/trace.py.)
+KNOWN_GAPS: dict = {}
 # cells peft refuses at run time: the compiler must refuse them too (a located error), never plan them
 REFUSED = {("mixtral", "dora"), ("mixtral", "qdora")}
 

@@ -22,7 +22,9 @@ def test_recipe_side_valid_json_and_no_training_stack(plan_speed):
     json.dumps(plan)  # round-trips
 
     probe = plan_speed.heavy_modules_after_plan(plan_speed.DEFAULT_RECIPE)
+    ours = probe.pop("ours")
     assert probe == {"code": 0, "heavy": [], "plan_ok": True}
+    assert "recipe_ft.compiler.planner" in ours and not any(m.startswith("recipe_ft.runtime") for m in ours)
 
     assert len(plan_speed.time_import(runs=1, warmup=0).times) == 1
 
@@ -47,9 +49,13 @@ def test_whole_script_with_peer(plan_speed, capsys):
 
 
 def test_whole_script_without_peer(plan_speed, capsys):
-    assert plan_speed.main(["--runs", "1", "--warmup", "0", "--no-peer"]) == 0
+    assert plan_speed.main(["--runs", "1", "--warmup", "0", "--no-peer", "--breakdown"]) == 0
     out = capsys.readouterr().out
     assert "recipe plan:" in out and "ratio" not in out
+    assert "stage: + recipe_ft's pydantic models" in out
+    for stage in ("pydantic's schema machinery (first model)", "building recipe_ft's pydantic models",
+                  "importing the other recipe_ft modules", "reading, compiling and printing the plan"):
+        assert stage in out
     assert "torch imported by recipe plan: no" in out
 
 

@@ -7,7 +7,7 @@ The import package ``recipe_ft`` is assembled from the repository's folders (pyp
     recipe_ft.schemas    schemas/        pydantic models of a recipe and a plan (pydantic + stdlib only)
     recipe_ft.compiler   compiler/       recipe -> plan, pure functions; catalogs in compiler/data/
     recipe_ft.runtime    runtime/        executes plans; every torch / transformers / peft import
-    recipe_ft.cli        cli/            the ``recipe`` command (typer)
+    recipe_ft.cli        cli/            the ``recipe`` command (argparse)
 
 Dependencies point one way: compiler and runtime import schemas; the runtime may import the
 compiler; nothing imports the cli.
