@@ -68,6 +68,79 @@ def test_jsonl_count_and_sample_agree_with_the_reader(tmp_path, monkeypatch, see
     assert [r[0] for r in scan.rows] == sorted({r[0] for r in scan.rows})  # in file order, no repeats
 
 
+# Lines that start with whitespace but hold a record, blank lines of every kind of whitespace, runs of
+# them, CRLF: the counting pass only looks closer where a line starts with whitespace.
+EDGES = [json.dumps(CHAT), "", "", "  " + json.dumps(chat(1)), "\t", json.dumps(chat(2)), " \r", "\x0b",
+         "\x0c ", "\r", json.dumps(chat(3)), "\t" + json.dumps(chat(4)), "", json.dumps(chat(5)),
+         "\r" + json.dumps(chat(6)), "   ", json.dumps(chat(7))]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+@pytest.mark.parametrize("end", ["none", "eol", "blank line", "spaces"])
+@pytest.mark.parametrize("short_line", [0, 10 ** 9])  # lines counted by one findall / by count + search
+def test_jsonl_count_at_every_block_and_piece_boundary(tmp_path, monkeypatch, eol, end, short_line):
+    """Every block size from one byte to the whole file (a block boundary at every position: inside a
+    line, at a newline, between two blank lines), counting pieces of 1, 3 and 16 bytes, both ways of
+    counting: the count is the reader's, for blank and whitespace-led lines, CRLF, every kind of file end."""
+    monkeypatch.setattr(datacount, "SHORT_LINE", short_line)
+    path = tmp_path / "d.jsonl"
+    last = {"none": "", "eol": eol, "blank line": eol + eol, "spaces": eol + "  "}[end]
+    path.write_bytes((eol.join(EDGES) + last).encode())
+    expected = len(reader_records(path))
+    assert expected == 8
+    size = path.stat().st_size
+    for piece in (1, 3, 16):
+        monkeypatch.setattr(datacount, "PIECE", piece)
+        for block in [*range(1, 80), *range(size - 40, size + 2)]:
+            monkeypatch.setattr(datacount, "BLOCK", block)
+            assert datacount.jsonl(path, sample=3, hash_it=False).count == expected, (piece, block)
+
+
+@pytest.mark.parametrize("text, records_", [
+    ("\n\n\n", 0), ("  \n\t\n", 0), ("{}", 1), ("{}\n", 1), ("\n{}", 1), (" {}", 1), ("{}\n ", 1),
+    ("{}\r\n\r\n{}\r\n", 2), ("{}\n\n{}", 2), ("\n \n{}\n \n", 1), ("{}\n" * 5, 5),
+])
+@pytest.mark.parametrize("block", [1, 2, 4, 1 << 22])
+@pytest.mark.parametrize("short_line", [0, 10 ** 9])
+def test_jsonl_count_of_small_files(tmp_path, monkeypatch, text, records_, block, short_line):
+    """Files smaller than one block, of exactly one block, and split at every byte."""
+    monkeypatch.setattr(datacount, "BLOCK", block)
+    monkeypatch.setattr(datacount, "SHORT_LINE", short_line)
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, newline="")
+    scan = datacount.jsonl(path, sample=4)
+    assert scan.count == records_ == len(reader_records(path))
+    assert scan.digest == datasize.sha256(path)
+
+
+def test_jsonl_count_of_a_file_of_exactly_one_block(tmp_path, monkeypatch):
+    line = json.dumps(CHAT).encode() + b"\n"
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(line * 3 + b"\n" + line)  # the last byte of the block is the last newline
+    for block in (path.stat().st_size, len(line) * 3 + 1, len(line)):
+        monkeypatch.setattr(datacount, "BLOCK", block)
+        assert datacount.jsonl(path, sample=2).count == 4
+
+
+def test_jsonl_short_and_long_lines_are_counted_each_their_way(tmp_path, monkeypatch):
+    """Blocks of short lines are counted with bytes.count and a search, blocks of long ones with one
+    findall: a file with both, and blank lines in both, gives the reader's count."""
+    real, ways = datacount._newlines, []
+
+    def spy(block, a, b, end, short):
+        ways.append(short)
+        return real(block, a, b, end, short)
+
+    monkeypatch.setattr(datacount, "_newlines", spy)
+    monkeypatch.setattr(datacount, "BLOCK", 4096)
+    short = ["{}", "", "[1]", "  ", "{}"] * 400
+    long_ = [json.dumps({"t": "x" * 300}), "", " " + json.dumps({"t": "y" * 200}), "\t"] * 40
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(short + long_ + short) + "\n")
+    assert datacount.jsonl(path, sample=5, hash_it=False).count == len(reader_records(path)) == 2480
+    assert True in ways and False in ways
+
+
 def test_jsonl_sample_spreads_over_the_file_and_reports_bad_lines(tmp_path):
     path = tmp_path / "d.jsonl"
     lines = [json.dumps(chat(i)) for i in range(10_000)]
