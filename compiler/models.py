@@ -110,14 +110,18 @@ def _resolve_local(directory: Path) -> ResolvedModel:
 
 
 def _multimodal_note(cfg: dict, arch: Architecture, config_path: Path) -> str | None:
-    """A checkpoint with a vision_config that transformers' AutoModelForCausalLM (what `recipe run` loads)
-    builds as its text model alone (Qwen3.5): say that the vision tower is not loaded."""
+    """A checkpoint with a vision_config that `recipe run` loads as its text model alone (runtime/text_model.py:
+    Qwen3.5, which transformers' AutoModelForCausalLM builds text-only; Gemma 3 and other vision-language
+    models, whose text_config's causal LM is loaded with the checkpoint's language-model weights): say that
+    the vision tower is not loaded. The descriptor is of that same text model."""
     model_class = arch.layout.model_class if arch.layout is not None else ""
     if "vision_config" not in cfg or not model_class.endswith("ForCausalLM"):
         return None
+    how = ("built from the checkpoint's text_config, with its language-model weights" if "text_config" in cfg
+           and cfg.get("model_type") != arch.family else "transformers' AutoModelForCausalLM")
     return (f"{config_path} is a multimodal checkpoint ('{cfg.get('model_type')}'): `recipe run` loads its text "
-            f"model ({model_class}, transformers' AutoModelForCausalLM); the vision tower is not loaded, trained "
-            f"or counted, and the adapter is for text only")
+            f"model ({model_class}, {how}); the vision tower is not loaded, trained or counted, and the adapter "
+            f"is for text only")
 
 
 def local_architecture(cfg: dict, where: str) -> Architecture:

@@ -41,16 +41,15 @@ def apply(plan, plan_dir: Path, model, load_model, run_dir: Path, log=print):
         log(f"model: {path} merged into the base; a new adapter trains on top")
         return _load(model, path, trainable=False).merge_and_unload()
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from . import text_model
     from .preflight import torch_dtype
 
     del model
     dtype = torch_dtype(plan.training.precision) if plan.training.precision != "fp32" else torch.float32
     base_dir = plan.model.path or plan.model.name
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype,
-                                                trust_remote_code=plan.recipe.model.trust_remote_code,
-                                                revision=plan.recipe.model.revision)
+    base = text_model.load(base_dir, dtype=dtype, trust_remote_code=plan.recipe.model.trust_remote_code,
+                           revision=plan.recipe.model.revision)
     merged = _load(base, path, trainable=False).merge_and_unload()
     out = run_dir / "base-merged"
     partial = run_dir / ".base-merged.partial"

@@ -67,6 +67,9 @@ def build_meta_model(cfg: dict, where: str):
         raise UnsupportedArchitecture(
             f"{where}: transformers {version} cannot read this '{family}' config: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; fix config.json") from None
+    from .text_model import causal_lm_config
+
+    config = causal_lm_config(config)  # a multimodal checkpoint's text model, as `recipe run` loads it
     try:
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(config)

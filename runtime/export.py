@@ -41,14 +41,16 @@ def _precision(plan: Plan) -> str:
 def load_for_eval(plan: Plan, model_path: Optional[Path]):
     """The model to score: the base, the base with an adapter, or a merged model directory."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from . import text_model
 
     base_dir = plan.model.path or plan.model.name
     trust = plan.recipe.model.trust_remote_code
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch_dtype(_precision(plan))
     if model_path is not None and (model_path / "config.json").is_file() and not (model_path / "adapter_config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype, trust_remote_code=trust).to(device)
+        model = text_model.load(str(model_path), dtype=dtype, trust_remote_code=trust).to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust)
     else:
         kwargs = {}
@@ -61,7 +63,7 @@ def load_for_eval(plan: Plan, model_path: Optional[Path]):
                                                                 bnb_4bit_compute_dtype=dtype)
                                              if q["bits"] == 4 else BitsAndBytesConfig(load_in_8bit=True))
             kwargs["device_map"] = {"": device}
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=trust, **kwargs)
+        model = text_model.load(base_dir, dtype=dtype, trust_remote_code=trust, **kwargs)
         if "device_map" not in kwargs:
             model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(model_path or base_dir), trust_remote_code=trust)
@@ -103,29 +105,52 @@ def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Pat
     dtype = {"bf16": "bfloat16", "bf16-pure": "bfloat16", "fp16": "float16", "fp32": "float32"}[plan.training.precision]
     written = []
     if merged is not None:
+        arch = _architecture(merged)
         _write(serve / "vllm_merged.sh", f"#!/bin/sh\n# Serve the merged model with vLLM (OpenAI-compatible API on :8000).\n"
-                                         f"exec vllm serve {merged} --served-model-name {name} --dtype {dtype} "
+                                         f"{arch}exec vllm serve {merged} --served-model-name {name} --dtype {dtype} "
                                          f"--max-model-len {max_len} \"$@\"\n", executable=True)
         _write(serve / "Modelfile", f"# ollama create {name} -f {serve / 'Modelfile'} && ollama run {name}\n"
-                                    f"FROM {merged}\nPARAMETER temperature 0\n")
+                                    f"FROM {merged}\nPARAMETER temperature 0\n{arch}")
         written += [serve / "vllm_merged.sh", serve / "Modelfile"]
     if adapter.is_dir() and plan.adapter is not None:
         rank = plan.adapter.rank
+        text_only = _text_model_note(plan)
         _write(serve / "vllm_lora.sh", f"#!/bin/sh\n# Serve the base with the adapter unmerged; ask for model \"{name}\".\n"
-                                       f"exec vllm serve {base} --enable-lora --lora-modules {name}={adapter} "
+                                       f"{text_only}exec vllm serve {base} --enable-lora --lora-modules {name}={adapter} "
                                        f"--max-lora-rank {max(8, rank)} --dtype {dtype} --max-model-len {max_len} \"$@\"\n",
                executable=True)
         _write(serve / "Modelfile.adapter", f"# ollama create {name} -f {serve / 'Modelfile.adapter'} && ollama run {name}\n"
-                                            f"FROM {base}\nADAPTER {adapter}\nPARAMETER temperature 0\n")
+                                            f"FROM {base}\nADAPTER {adapter}\nPARAMETER temperature 0\n{text_only}")
         written += [serve / "vllm_lora.sh", serve / "Modelfile.adapter"]
     return written
+
+
+def _architecture(merged: Path) -> str:
+    """A comment naming the merged model's architecture, from its config.json (what vLLM and Ollama build)."""
+    try:
+        cfg = json.loads((merged / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    names = ", ".join(cfg.get("architectures") or ()) or "?"
+    return f"# architecture: {names} (model_type '{cfg.get('model_type')}', from {merged / 'config.json'})\n"
+
+
+def _text_model_note(plan: Plan) -> str:
+    """For a multimodal base trained as its text model: a comment saying what the adapter's modules are."""
+    if not any("multimodal checkpoint" in w for w in plan.warnings):
+        return ""
+    return ("# the base is a multimodal checkpoint and the adapter was trained on its text model (see the plan's\n"
+            "# warning): its module names are the text model's; if the server serves the vision-language model and\n"
+            "# does not map them, serve the merged text model instead (recipe export --merge, vllm_merged.sh)\n")
 
 
 def merge(run_dir: Path, output: Optional[Path] = None, log=print) -> dict:
     """Merge the run's adapter into the full-precision base, save safetensors, check the logits."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from . import text_model
 
     plan = read_run(run_dir)
     if plan.method == "full":
@@ -142,7 +167,7 @@ def merge(run_dir: Path, output: Optional[Path] = None, log=print) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=trust)
     log(f"merging {adapter} into {base_dir} in {precision}"
         + (" (the full-precision base, not the 4-bit one)" if plan.method in ("qlora", "qdora") else ""))
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=trust)
+    base = text_model.load(base_dir, dtype=dtype, trust_remote_code=trust)
     model = PeftModel.from_pretrained(base, str(adapter))
     model.eval()
     probe = _probe(run_dir, tokenizer)

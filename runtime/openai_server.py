@@ -25,13 +25,15 @@ _DONE = object()
 class Generator:
     def __init__(self, model_dir: str, adapter: str | None = None, trust_remote_code: bool = False):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from . import text_model
 
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(adapter or model_dir, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = text_model.load(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
         if adapter:
             from peft import PeftModel
 

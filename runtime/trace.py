@@ -305,7 +305,9 @@ def _hf_config(spec: TraceSpec):
     for key in ("architectures", "auto_map", "torch_dtype", "dtype", "quantization_config",
                 "transformers_version", "_name_or_path"):
         cfg.pop(key, None)
-    config = AutoConfig.for_model(model_type, **cfg)
+    from .text_model import causal_lm_config
+
+    config = causal_lm_config(AutoConfig.for_model(model_type, **cfg))  # what `recipe run` builds
     config._attn_implementation = spec.attention if spec.attention != "auto" else "sdpa"
     config.use_cache = False
     return config

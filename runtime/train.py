@@ -118,7 +118,8 @@ def _callbacks(run: dict):
 
 def _model(plan: Plan, model_dir: str, device: Device):
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from . import text_model
 
     dtype = torch_dtype(device.precision)
     attention = plan.build.attention if plan.build else plan.training.attention  # the compiler's decision
@@ -141,7 +142,7 @@ def _model(plan: Plan, model_dir: str, device: Device):
             kwargs["device_map"] = {"": device.torch_device}
     # full fine-tuning keeps fp32 master weights, except bf16-pure (bf16 weights and optimizer states)
     weights_dtype = torch.float32 if plan.method == "full" and device.precision != "bf16-pure" else dtype
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype, **kwargs)
+    return text_model.load(model_dir, dtype=weights_dtype, **kwargs)
 
 
 def _peft_config(plan: Plan):
