@@ -203,3 +203,42 @@ def test_gemma3_published_layout_resumes(cli, demo_project, tmp_path, monkeypatc
     report = json.loads((project / "runs" / "quickstart" / "run_report.json").read_text())
     assert report["resumed_from"].endswith("checkpoint-1") and report["conformance"]["ok"]
     assert (project / "runs" / "quickstart" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["google/gemma-3-4b-it", "google/gemma-3-27b-pt"])
+def test_gemma3_catalog_plan_says_the_vision_tower_is_not_loaded(cli, name):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml"
+    code, out, err = cli("plan", "--format", "json", recipe, "--set", f"model.base={name}")
+    assert code in (0, 3), err
+    note = next(w for w in json.loads(out)["warnings"] if "multimodal checkpoint" in w)
+    assert "Gemma3ForCausalLM" in note and "vision tower (about 0.4B SigLIP)" in note and "not loaded" in note
+
+
+def test_gemma3_1b_text_checkpoint_gets_no_multimodal_note(cli):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml"
+    code, out, err = cli("plan", "--format", "json", recipe, "--set", "model.base=google/gemma-3-1b-it")
+    assert code in (0, 3), err
+    assert not any("multimodal" in w for w in json.loads(out)["warnings"])
+
+
+def test_tracer_measures_the_text_model_of_a_multimodal_config():
+    """The tracer (the planner's referee) builds what `recipe run` loads: the same step for the multimodal
+    config as for its text config alone (the vision tower neither weighs nor trains)."""
+    import transformers
+
+    from recipe_ft.runtime.trace import TraceSpec, trace
+
+    text = tiny_config("gemma3_text")
+    text.pop("architectures")
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    full = transformers.Gemma3Config(text_config={k: v for k, v in text.items() if k != "model_type"},
+                                     vision_config=vision, mm_tokens_per_image=4).to_dict()
+    opts = dict(method="lora", precision="fp32", seq_len=32, micro_batch_size=1)
+    multimodal, alone = trace(TraceSpec(config=full, **opts)), trace(TraceSpec(config=text, **opts))
+    assert multimodal.trainable_params == alone.trainable_params > 0
+    assert multimodal.weights_bytes == alone.weights_bytes
