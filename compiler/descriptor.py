@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from ..schemas.errors import UnsupportedArchitecture
 
-DESCRIPTOR_VERSION = 1
+DESCRIPTOR_VERSION = 2  # 2: a multimodal config is described as the text model `recipe run` loads
 DESCRIPTORS_PATH = Path(__file__).parent / "data" / "descriptors.json"
 
 # Keys that do not change what the model is made of (and that differ between copies of one model).
