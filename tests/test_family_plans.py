@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "support-triage-llama3-8b.yaml"
 
 ONE_PER_FAMILY = [
-    "Qwen/Qwen3-8B", "Qwen/Qwen3-30B-A3B", "google/gemma-3-4b-it", "openai/gpt-oss-20b",
+    "Qwen/Qwen3-8B", "Qwen/Qwen3-30B-A3B", "Qwen/Qwen3.5-9B", "Qwen/Qwen3.5-35B-A3B", "google/gemma-3-4b-it", "openai/gpt-oss-20b",
     "mistralai/Mistral-Small-24B-Instruct-2501", "mistralai/Ministral-8B-Instruct-2410", "microsoft/phi-4",
     "microsoft/Phi-4-mini-instruct", "HuggingFaceTB/SmolLM3-3B", "allenai/OLMo-2-1124-7B",
     "allenai/Olmo-3-1025-7B", "ibm-granite/granite-3.3-8b-instruct",
 ]
 
-MOE = ("Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b")
+MOE = ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3.5-35B-A3B", "openai/gpt-oss-20b")
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
