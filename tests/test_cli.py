@@ -100,3 +100,11 @@ def test_interrupt_exits_130_without_a_traceback(cli, monkeypatch):
     monkeypatch.setattr(commands, "validate", interrupted)
     code, _, err = cli("validate", str(RECIPE))
     assert code == 130 and err.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "run", "launch", "eval", "export", "bench", "demo",
+                                     "calibrate", "schema"])
+def test_every_command_has_help(cli, command):
+    """argparse formats help text with %-interpolation: a stray % in a help string breaks -h."""
+    code, out, err = cli(command, "-h")
+    assert code == 0 and out.startswith(f"usage: recipe {command} ") and err == ""
