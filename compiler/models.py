@@ -75,7 +75,7 @@ def resolve_model(base: str, recipe_dir: Path) -> ResolvedModel:
                                           "run `python -m recipe_ft.runtime.describe --catalog`")
         arch = from_descriptor(desc, where)
         return ResolvedModel(entry["name"], "catalog", None, arch, entry.get("published_params"),
-                             copy.deepcopy(entry["config"]), entry.get("plan_note"))
+                             copy.deepcopy(entry["config"]), _catalog_note(entry, arch))
 
     path = Path(base).expanduser()
     if not path.is_absolute():
@@ -109,19 +109,41 @@ def _resolve_local(directory: Path) -> ResolvedModel:
                          _multimodal_note(cfg, arch, config_path))
 
 
+def _catalog_note(entry: dict, arch: Architecture) -> str | None:
+    """What the plan says about a catalog model as loaded: a multimodal checkpoint's text model (the entry's
+    `multimodal` facts), then the entry's own `plan_note` (e.g. where its config came from)."""
+    mm = entry.get("multimodal")
+    note = _text_model_note(entry["name"], mm["model_type"], arch.layout.model_class, LOADED_BY[mm["loaded_by"]],
+                           mm.get("vision_tower")) if mm else None
+    return ". ".join(n for n in (note, entry.get("plan_note")) if n) or None
+
+
 def _multimodal_note(cfg: dict, arch: Architecture, config_path: Path) -> str | None:
-    """A checkpoint with a vision_config that `recipe run` loads as its text model alone (runtime/text_model.py:
-    Qwen3.5, which transformers' AutoModelForCausalLM builds text-only; Gemma 3 and other vision-language
-    models, whose text_config's causal LM is loaded with the checkpoint's language-model weights): say that
-    the vision tower is not loaded. The descriptor is of that same text model."""
+    """A local checkpoint with a vision_config that `recipe run` loads as its text model alone
+    (runtime/text_model.py: Qwen3.5, which transformers' AutoModelForCausalLM builds text-only; Gemma 3 and
+    other vision-language models, whose text_config's causal LM is loaded with the checkpoint's language-model
+    weights). The descriptor is of that same text model."""
     model_class = arch.layout.model_class if arch.layout is not None else ""
     if "vision_config" not in cfg or not model_class.endswith("ForCausalLM"):
         return None
-    how = ("built from the checkpoint's text_config, with its language-model weights" if "text_config" in cfg
-           and cfg.get("model_type") != arch.family else "transformers' AutoModelForCausalLM")
-    return (f"{config_path} is a multimodal checkpoint ('{cfg.get('model_type')}'): `recipe run` loads its text "
-            f"model ({model_class}, {how}); the vision tower is not loaded, trained or counted, and the adapter "
-            f"is for text only")
+    how = "text_config" if "text_config" in cfg and cfg.get("model_type") != arch.family else "auto"
+    return _text_model_note(str(config_path), cfg.get("model_type"), model_class, LOADED_BY[how])
+
+
+# how runtime/text_model.py loads a multimodal checkpoint's text model (a catalog entry's multimodal.loaded_by)
+LOADED_BY = {"auto": "transformers' AutoModelForCausalLM",
+             "text_config": "built from the checkpoint's text_config, with its language-model weights"}
+
+
+def _text_model_note(where: str, model_type: str, model_class: str, loaded_by: str,
+                    vision_tower: str | None = None) -> str:
+    """The plan's warning for a multimodal checkpoint trained as its text model (catalog and local alike)."""
+    from ..schemas.plan import MULTIMODAL_NOTE  # here: `recipe validate` does not build the plan's models
+
+    tower = f"the vision tower ({vision_tower})" if vision_tower else "the vision tower"
+    return (f"{where} {MULTIMODAL_NOTE} ('{model_type}'): `recipe run` loads its text model "
+            f"({model_class}, {loaded_by}); {tower} is not loaded, trained or counted, and the adapter is for "
+            f"text only")
 
 
 def local_architecture(cfg: dict, where: str) -> Architecture:

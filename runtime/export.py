@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..schemas.errors import RecipeError
-from ..schemas.plan import Plan
+from ..schemas.plan import MULTIMODAL_NOTE, Plan
 from . import outdir
 from .preflight import torch_dtype
 
@@ -137,7 +137,7 @@ def _architecture(merged: Path) -> str:
 
 def _text_model_note(plan: Plan) -> str:
     """For a multimodal base trained as its text model: a comment saying what the adapter's modules are."""
-    if not any("multimodal checkpoint" in w for w in plan.warnings):
+    if not any(MULTIMODAL_NOTE in w for w in plan.warnings):
         return ""
     return ("# the base is a multimodal checkpoint and the adapter was trained on its text model (see the plan's\n"
             "# warning): its module names are the text model's; if the server serves the vision-language model and\n"

@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .recipe import Recipe
 
 PLAN_SCHEMA_VERSION = "1.1"  # 1.1: `build`, what the live model is made of
+# The words that open the plan's warning for a multimodal checkpoint trained as its text model (written by
+# compiler/models.py, read by runtime/export.py to annotate the unmerged-adapter serving files)
+MULTIMODAL_NOTE = "is a multimodal checkpoint"
 
 
 class Frozen(BaseModel):

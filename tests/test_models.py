@@ -25,6 +25,7 @@ from families import DERIVED_FAMILIES
 from recipe_ft.compiler.descriptor import DESCRIPTORS_PATH, catalog_descriptors, config_hash
 from recipe_ft.compiler.models import (
     CATALOG_PATH,
+    LOADED_BY,
     catalog_version,
     resolve_model,
 )
@@ -65,6 +66,9 @@ def test_catalog_layout():
     for entry in ENTRIES:
         assert set(entry) >= {"name", "aliases", "published_params", "source", "config"}
         assert isinstance(entry["published_params"], int) and entry["published_params"] > 0
+        if "multimodal" in entry:  # a multimodal checkpoint trained as its text model: how it is loaded
+            assert set(entry["multimodal"]) <= {"model_type", "loaded_by", "vision_tower"}
+            assert entry["multimodal"]["loaded_by"] in LOADED_BY and entry["multimodal"]["model_type"]
         assert config_hash(entry["config"]) in catalog_descriptors(), (
             f"{entry['name']}: no descriptor; run `python -m recipe_ft.runtime.describe --catalog`")
 
