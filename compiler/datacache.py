@@ -125,11 +125,20 @@ def digest(path: Path) -> Optional[str]:
     if found is not None:
         return found
     signature = _signature(path)
+    found = file_sha256(path)
+    remember_digest(path, found, signature)
+    return found
+
+
+def file_sha256(path: Path) -> Optional[str]:
+    """The file's sha256, read now (streaming, in blocks of 4 MiB: constant memory); None when it is not a
+    file. `digest` is the same value, remembered by the file's stat signature."""
+    if not path.is_file():
+        return None
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(BLOCK):
             h.update(block)
-    remember_digest(path, h.hexdigest(), signature)
     return h.hexdigest()
 
 

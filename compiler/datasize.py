@@ -16,7 +16,6 @@ the model. Measurements are cached by the file's and the tokenizer's sha256 (com
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import math
@@ -97,16 +96,6 @@ def best_fit_decreasing(lengths, capacity: int) -> int:
             space = capacity - n
         bisect.insort(free, space)
     return len(free)
-
-
-def sha256(path: Path) -> Optional[str]:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:

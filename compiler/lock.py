@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..schemas.plan import PLAN_SCHEMA_VERSION, Plan
-from . import catalogs, datasize, models
+from . import catalogs, datacache, models
 from ..schemas.errors import RecipeError
 
 
@@ -73,7 +73,7 @@ def staleness(plan: Plan) -> list[str]:
 
     reasons += stale(plan.recipe, recipe_dir, lock.data_sha256)
     for name, digest in lock.model_sha256.items():
-        if datasize.sha256(recipe_dir / name) != digest:  # recipe_dir / an absolute path is that path
+        if datacache.file_sha256(recipe_dir / name) != digest:  # recipe_dir / an absolute path is that path
             reasons.append(f"the model file {name} changed since the plan was made")
     now = {**catalogs.catalog_versions(), "models.json": models.catalog_version()}
     changed = sorted(k for k, v in lock.catalogs.items() if now.get(k) != v)

@@ -74,7 +74,7 @@ def model_hashes(model_dir: Optional[Path], recipe_dir: Path) -> dict:
                 key = str(path.resolve().relative_to(recipe_dir))
             except ValueError:
                 key = str(path.resolve())
-            out[key] = datasize.sha256(path)
+            out[key] = datacache.file_sha256(path)
     return out
 
 

@@ -30,7 +30,7 @@ def _tokenizer_id(model_dir: Optional[Path]) -> str:
     path = Path(model_dir) / "tokenizer.json" if model_dir else None
     if path is None or not path.is_file():
         return "heuristic"
-    return "tokenizer:" + (datasize.sha256(path) or "")
+    return "tokenizer:" + (datacache.file_sha256(path) or "")
 
 
 def tokenizer_dir(recipe: Recipe, model_dir: Optional[Path]) -> Optional[Path]:
@@ -134,12 +134,12 @@ def lock_entries(recipe: Recipe, recipe_dir: Path, digest=None) -> dict[str, Opt
     """What the lock records per source: a local file's sha256 (as before; `digest`: how it is computed,
     by default by reading the file), or the source's fingerprint (`revision:<commit>`, `saved:<hash>`,
     `files:<hash>`); None when it cannot be found here."""
-    digest = digest or datasize.sha256
+    digest = digest or datacache.file_sha256
     out = {}
     for key in ("train", "eval"):
         for s in sources.parse(getattr(recipe.data, key), recipe.data.format, key):
             out[s.display] = digest(recipe_dir / s.location) if s.kind == "file" else \
-                sources.fingerprint(s, recipe_dir)
+                sources.fingerprint(s, recipe_dir, digest)
     return out
 
 
@@ -169,7 +169,7 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> data
     tokenizer_id = _tokenizer_id(model_dir)
     measured, notes = [], []
     for s in listed:
-        fp = sources.fingerprint(s, recipe_dir)
+        fp = sources.fingerprint(s, recipe_dir, datacache.digest)  # a file remembered by its stat signature
         try:
             measured.append(_measure_source(s, recipe, recipe_dir, model_dir, tokenizer_id, fp))
         except RecipeError as exc:

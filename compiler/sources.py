@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..schemas.errors import RecipeError
-from . import records
+from . import datacache, records
 
 GLOB_CHARS = set("*?[")
 HUB_PREFIX = "hf://"
@@ -159,10 +159,10 @@ def hub_snapshot(source: Source, repo_type: str = "datasets",
     return None, None
 
 
-def fingerprint(source: Source, recipe_dir: Path) -> Optional[str]:
+def fingerprint(source: Source, recipe_dir: Path, sha256=datacache.file_sha256) -> Optional[str]:
     """What identifies the source's content, cheaply: a file's sha256, a glob's files' hashes, a
-    saved dataset's state files, a hub dataset's commit. None when it cannot be found here."""
-    from .datasize import sha256
+    saved dataset's state files, a hub dataset's commit. None when it cannot be found here. `sha256`: how
+    a file is hashed (read now, or datacache.digest: remembered by its stat signature)."""
 
     if source.kind == "file":
         digest = sha256(recipe_dir / source.location)

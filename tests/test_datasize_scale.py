@@ -60,7 +60,7 @@ def test_jsonl_count_and_sample_agree_with_the_reader(tmp_path, monkeypatch, see
     expected = reader_records(path)
     scan = datacount.jsonl(path, sample=rng.randint(1, 30))
     assert scan.count == len(expected)
-    assert scan.digest == datasize.sha256(path)
+    assert scan.digest == datacache.file_sha256(path)
     by_line = dict(expected)
     assert scan.rows, "a non-empty file gives a sample"
     for lineno, row, error in scan.rows:
@@ -110,7 +110,7 @@ def test_jsonl_count_of_small_files(tmp_path, monkeypatch, text, records_, block
     path.write_text(text, newline="")
     scan = datacount.jsonl(path, sample=4)
     assert scan.count == records_ == len(reader_records(path))
-    assert scan.digest == datasize.sha256(path)
+    assert scan.digest == datacache.file_sha256(path)
 
 
 def test_jsonl_count_of_a_file_of_exactly_one_block(tmp_path, monkeypatch):
@@ -231,13 +231,13 @@ def test_measurement_is_cached_by_file_and_tokenizer(tmp_path, monkeypatch):
     assert again.data == first.data and not checked
     assert len(reads) == 1  # `recipe validate`'s first records only
     assert not [a for a in hashed if not a]  # no file hashed again (the key hash has an argument)
-    assert again.lock.data_sha256 == first.lock.data_sha256 == {"train.jsonl": datasize.sha256(tmp_path / "train.jsonl")}
+    assert again.lock.data_sha256 == first.lock.data_sha256 == {"train.jsonl": datacache.file_sha256(tmp_path / "train.jsonl")}
 
     with (tmp_path / "train.jsonl").open("a") as f:  # an edit: counted again
         f.write(json.dumps(CHAT) + "\n")
     edited = compile_file(str(recipe)).plan
     assert edited.data.examples == 41 and checked
-    assert edited.lock.data_sha256["train.jsonl"] == datasize.sha256(tmp_path / "train.jsonl")
+    assert edited.lock.data_sha256["train.jsonl"] == datacache.file_sha256(tmp_path / "train.jsonl")
 
 
 def test_tokenizer_change_invalidates(tmp_path, monkeypatch):
