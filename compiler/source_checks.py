@@ -187,7 +187,7 @@ def _checked_key(s: sources.Source, base_dir: Path, data: dict, system: Optional
 
 def _datasets_cached(s: sources.Source) -> bool:
     """Whether the `datasets` cache holds a prepared copy (load_dataset uses it offline)."""
-    root = os.environ.get("HF_DATASETS_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "datasets")
+    root = Path(os.environ["HF_DATASETS_CACHE"]).expanduser() if os.environ.get("HF_DATASETS_CACHE") else \
+        sources.hf_home() / "datasets"
     org, _, name = s.location.partition("/")
     return Path(root, f"{org}___{name}").is_dir()

@@ -130,13 +130,18 @@ def files_of(source: Source, recipe_dir: Path) -> list[Path]:
     return [p for p in found if p.suffix.lower() in records.SUFFIXES]
 
 
+def hf_home() -> Path:
+    """Hugging Face's home folder: HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface."""
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser()
+
+
 def hub_cache_dir() -> Path:
-    """The hub cache huggingface_hub uses (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, ~/.cache)."""
+    """The hub cache huggingface_hub uses (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, else hf_home()/hub)."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
             return Path(os.environ[var]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    return hf_home() / "hub"
 
 
 def hub_snapshot(source: Source, repo_type: str = "datasets",
