@@ -65,6 +65,8 @@ def plan(recipe: str, set_: list[str], format: str, output: Optional[Path], trac
     from ..compiler import lock
     from ..compiler.pipeline import compile_file
 
+    if output is not None:
+        lock.check_target(output)  # before the plan is printed: a bad -o is refused first
     compiled = compile_file(recipe, set_)
     result = compiled.plan
     if bench is not None:

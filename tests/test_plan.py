@@ -281,3 +281,27 @@ def test_training_cost_counts_every_gpu(tmp_path):
     assert two.cost.usd == pytest.approx(2 * 2.0 * two.time.hours, abs=0.01), \
         "training cost must count both GPUs (GPU-hours x price), not one"
     assert two.time.hours < one.time.hours < 2 * two.time.hours  # two GPUs: faster, but not free
+
+
+def test_output_path_mistakes_are_clean_errors_and_nothing_is_overwritten(tmp_path, cli):
+    """-o onto a directory, under a file, onto the recipe or its data, or without .json: exit 2, no
+    traceback, the file the user made untouched, no plan printed first."""
+    path = write(tmp_path, recipe(method="qlora", budget="  gpu: L4"))
+    (tmp_path / "adir").mkdir()
+    recipe_text, data_text = Path(path).read_text(), (tmp_path / "train.jsonl").read_text()
+    cases = {tmp_path / "adir": "is a directory", tmp_path / "r.yaml" / "plan.json": "is not a directory",
+             tmp_path / "r.yaml": "end in .json", tmp_path / "train.jsonl": "end in .json"}
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}\n')
+    cases[notes] = "not a plan file"
+    for target, words in cases.items():
+        code, out, err = cli("plan", path, "-o", target)
+        assert code == 2 and words in err and "Traceback" not in out + err, (target, out, err)
+        assert out == "", target  # refused before the plan is printed
+    assert Path(path).read_text() == recipe_text and (tmp_path / "train.jsonl").read_text() == data_text
+    assert notes.read_text() == '{"mine": 1}\n' and list((tmp_path / "adir").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "notes.json", "r.yaml", "train.jsonl"]
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", path, "-o", plan_file)[0] == 0
+    assert cli("plan", path, "-o", plan_file)[0] == 0  # a plan file it wrote is replaced
+    assert lock.read(plan_file).name == "r"
