@@ -123,11 +123,18 @@ def launch(recipe: str, target: str, set_: list[str], output: Optional[Path]) ->
     from ..compiler.pipeline import plan_for_run
     from ..runtime.launch import check_out_dir, file_names, write_artifacts
 
+    if output is not None and (output.exists() or output.is_symlink()) and not output.is_dir():
+        raise UsageError(f"-o {output}: not a directory; give -o a folder for the launch files")
+    if output is not None:
+        lock.check_can_create(output / "plan.json")  # before planning: a bad -o is refused first
     plan, plan_dir = plan_for_run(recipe, set_, False)
     out = output or (plan_dir / plan.output_dir / "launch")
     check_out_dir(out, file_names(plan, target))  # nothing the user wrote is overwritten
     plan_file = out / "plan.json"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot make this folder for the launch files ({exc.strerror}); give -o another") from None
     lock.write(plan, plan_file)
     for path in [plan_file, *write_artifacts(plan, plan_file, out, target)]:
         print(f"wrote {path}")
@@ -213,8 +220,17 @@ def schema(output: Optional[Path]) -> int:
     text = recipe_schema_text()
     if output is None:
         sys.stdout.write(text)
-    else:
+        return 0
+    from ..compiler.lock import check_can_create
+
+    if output.is_dir():
+        raise UsageError(f"-o {output}: is a directory; give a file name, e.g. -o {output / 'recipe.schema.json'}")
+    check_can_create(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"-o {output}: cannot write there ({exc.strerror})") from None
     return 0
 
 

@@ -28,8 +28,14 @@ def check_target(path: Path) -> None:
     if (path.exists() or path.is_symlink()) and not _is_plan_file(path):
         raise UsageError(f"-o {path}: the file exists and is not a plan file written by `recipe plan -o`; nothing "
                          f"is overwritten: give -o another path")
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:  # the folders -o creates start at the first existing one
+    check_can_create(path)
+
+
+def check_can_create(path: Path) -> None:
+    """UsageError unless `-o path` can be created: the first of its folders that exists is a writable
+    directory (the missing ones below it are made)."""
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         why = "not a directory" if not parent.is_dir() else "not writable"

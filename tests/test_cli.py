@@ -108,3 +108,20 @@ def test_every_command_has_help(cli, command):
     """argparse formats help text with %-interpolation: a stray % in a help string breaks -h."""
     code, out, err = cli(command, "-h")
     assert code == 0 and out.startswith(f"usage: recipe {command} ") and err == ""
+
+
+def test_output_paths_that_cannot_be_written_are_clean_errors(cli, tmp_path):
+    """schema -o and launch -o onto a directory, under a file or into a place that is not writable:
+    exit 2, the path and what to do, no traceback, nothing written; a missing folder is created."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("mine\n")
+    for args, words in [(("schema", "-o", tmp_path / "adir"), "is a directory"),
+                        (("schema", "-o", tmp_path / "afile" / "s.json"), "not a directory"),
+                        (("launch", RECIPE, "-o", tmp_path / "afile"), "not a directory"),
+                        (("launch", RECIPE, "-o", tmp_path / "afile" / "sub"), "not a directory")]:
+        code, out, err = cli(*args)
+        assert code == 2 and words in err and "Traceback" not in out + err, (args, out, err)
+        assert f"-o {args[-1]}" in err
+    assert (tmp_path / "afile").read_text() == "mine\n" and list((tmp_path / "adir").iterdir()) == []
+    assert cli("schema", "-o", tmp_path / "new" / "s.json")[0] == 0
+    assert (tmp_path / "new" / "s.json").read_text().startswith("{")
