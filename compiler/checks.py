@@ -49,6 +49,14 @@ def _gpu_problem(name: str, custom: set[str]) -> Optional[str]:
             f"or describe it under budget.custom_gpus)")
 
 
+def _gpu_name(name: str, custom: set[str]) -> str:
+    """A GPU's catalog name ('h100' -> 'H100-80GB'); a custom GPU's or an unknown one's as written."""
+    from .catalogs import find_gpu
+
+    found = None if name in custom else find_gpu(name)
+    return found.name if found is not None else name
+
+
 def _check_gpus(budget: dict, err) -> None:
     custom = {g.get("name") for g in budget.get("custom_gpus") or [] if isinstance(g, dict)}
     custom = {c for c in custom if isinstance(c, str)}
@@ -60,6 +68,11 @@ def _check_gpus(budget: dict, err) -> None:
     gpu = budget.get("gpu")
     if isinstance(gpu, str) and gpu and (msg := _gpu_problem(gpu, custom)):
         err(("budget", "gpu"), msg)
+    elif isinstance(gpu, str) and gpu and isinstance(gpus, list) and gpus:
+        names = {_gpu_name(g, custom) for g in gpus if isinstance(g, str)}
+        if _gpu_name(gpu, custom) not in names:
+            err(("budget", "gpu"), f"gpu '{gpu}' is not among the candidates in budget.gpus; pin one of them or "
+                                   f"drop budget.gpus", value=False)
     prices = budget.get("prices")
     if isinstance(prices, dict):
         for name in prices:

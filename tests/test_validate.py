@@ -214,3 +214,16 @@ def test_programmatic_model_rejects_unknown_keys():
     with pytest.raises(Exception) as info:
         Recipe.model_validate({"task": "chat", "model": {"base": "x", "bsae": 1}, "data": {"train": "a.jsonl"}})
     assert "bsae" in str(info.value)
+
+
+def test_pinned_gpu_is_matched_to_the_candidates_by_catalog_name(cli, minimal):
+    """budget.gpu 'h100' is the catalog's H100-80GB, which budget.gpus lists: no conflict; an unknown
+    budget.gpu is reported once, as unknown, not also as missing from the candidates."""
+    base = ["--set", "budget.gpus=[L4, H100-80GB]"]
+    for alias in ("H100", "h100-80gb"):
+        code, out, _ = cli("validate", minimal, *base, "--set", f"budget.gpu={alias}")
+        assert code == 0, out
+    code, out, _ = cli("validate", minimal, *base, "--set", "budget.gpu=Z99")
+    assert code == 1 and "unknown GPU 'Z99'" in out and "not among the candidates" not in out
+    code, out, _ = cli("validate", minimal, *base, "--set", "budget.gpu=A10G")
+    assert code == 1 and "gpu 'A10G' is not among the candidates in budget.gpus" in out
