@@ -64,6 +64,8 @@ def read(path: Path, display: str | None = None) -> Document:
     if len(raw) > MAX_BYTES:
         raise RecipeError("invalid recipe", [Problem(display, 1, 1, "", f"the file is {len(raw):,} bytes; a recipe "
                                                                       f"is at most {MAX_BYTES:,} (put data in data files)")])
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors): not part of the text
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -133,6 +135,8 @@ def loads_yaml(text: str, file: str) -> Document:
         node = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "quoted scalar" in (exc.context or "") and "end of stream" in (exc.problem or ""):
+            mark = exc.context_mark  # where the string opens, not the end of the file
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = _yaml_message(exc)
         raise RecipeError("invalid recipe", [Problem(file, line, col, "", message)]) from None
@@ -156,6 +160,8 @@ def _too_big(doc: Document, path: Path_) -> RecipeError:
 def _yaml_message(exc) -> str:
     problem = (exc.problem or "").strip()
     context = (exc.context or "").strip()
+    if "quoted scalar" in context and "end of stream" in problem:
+        return "YAML syntax error: the quoted string that starts here is never closed; add the closing quote"
     if "found duplicate key" in problem or "duplicate key" in context:
         key = re.search(r'duplicate key "?([^"]*)"?', problem + " " + context)
         name = key.group(1) if key else ""
@@ -242,6 +248,12 @@ def loads_toml(text: str, file: str) -> Document:
         elif line is None:
             line, col = _end_of(text)
         message = _TOML_HINTS.get(message, message)
+        twice = _TOML_TWICE.fullmatch(message)
+        if twice:  # tomllib names the table as a Python tuple: ('model',)
+            name = ".".join(re.findall(r"'((?:[^'\\]|\\.)*)'", twice.group(1))) or twice.group(1)
+            message = f"table [{name}] is declared twice; merge the two into one"
+            header = text.split("\n")[line - 1] if line and line <= text.count("\n") + 1 else ""
+            col = header.find("[") + 1 or col
         raise RecipeError("invalid recipe", [Problem(
             file, line, col or 1, "", f"TOML syntax error: {message}")]) from None
     doc = Document(file=file, data=data, text=text)
@@ -250,6 +262,7 @@ def loads_toml(text: str, file: str) -> Document:
     return doc
 
 
+_TOML_TWICE = re.compile(r"Cannot declare (\(.*\)) twice")
 _TOML_HINTS = {
     "Cannot overwrite a value": "a key or table is defined twice",
     "Invalid value": "invalid or missing value after '='",

@@ -227,3 +227,15 @@ def test_pinned_gpu_is_matched_to_the_candidates_by_catalog_name(cli, minimal):
     assert code == 1 and "unknown GPU 'Z99'" in out and "not among the candidates" not in out
     code, out, _ = cli("validate", minimal, *base, "--set", "budget.gpu=A10G")
     assert code == 1 and "gpu 'A10G' is not among the candidates in budget.gpus" in out
+
+
+def test_a_byte_order_mark_is_read_as_utf8_in_toml_as_in_yaml(cli, tmp_path, minimal):
+    """Editors on Windows save UTF-8 with a BOM; YAML recipes read fine with one, so TOML ones must."""
+    toml = tmp_path / "r.toml"
+    toml.write_bytes(b"\xef\xbb\xbf" + b'task = "chat"\n[model]\nbase = "Qwen/Qwen2.5-0.5B-Instruct"\n'
+                                        b'[data]\ntrain = "train.jsonl"\n[method]\nrnak = 8\n')
+    code, out, _ = cli("validate", toml)
+    assert code == 1 and out.splitlines() == [f"{toml}:7:1: method.rnak: unknown key 'rnak'; did you mean 'rank'?"]
+    yaml = tmp_path / "b.yaml"
+    yaml.write_bytes(b"\xef\xbb\xbf" + minimal.read_bytes())
+    assert cli("validate", yaml)[0] == 0
