@@ -29,6 +29,7 @@ def semantic_problems(doc: Document, base_dir: Optional[Path]) -> list[Problem]:
     _check_data(_get(data, "data"), base_dir, err)
     _check_model(_get(data, "model"), _get(data, "training"), base_dir, err)
     _check_economics(_get(data, "economics"), err)
+    _check_eval(data if isinstance(data, dict) else {}, base_dir, err)
     return out
 
 
@@ -260,3 +261,40 @@ def _check_economics(economics: dict, err) -> None:
         hint = f"; did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
         err(("economics", "api_model"), f"no price for API model '{name}'{hint} (give "
                                         f"economics.input_usd_per_mtok and output_usd_per_mtok)")
+
+
+def _check_eval(data: dict, base_dir: Optional[Path], err) -> None:
+    """eval.json_schema: a JSON object in a file `recipe run` reads after loading the model, read by the
+    json_fields metric only."""
+    import json
+
+    from ..schemas.recipe import default_metric
+
+    name = _get(data, "eval").get("json_schema")
+    if not isinstance(name, str) or not name or base_dir is None:
+        return
+    where = ("eval", "json_schema")
+    metric = _get(data, "eval").get("metric")
+    task = data.get("task")
+    if metric is None and isinstance(task, str):
+        try:
+            metric = default_metric(task)
+        except KeyError:
+            metric = None
+    if isinstance(metric, str) and metric != "json_fields":
+        err(where, f"only the json_fields metric uses it (eval.metric is {metric}): set eval.metric: json_fields "
+                   f"or remove it", severity="warning")
+    path = base_dir / name
+    if not path.exists():
+        err(where, f"file not found: {name} (relative to the recipe's folder); `recipe run` needs it",
+            severity="warning")
+        return
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        what = getattr(exc, "strerror", None) or (f"invalid JSON: {exc}" if isinstance(exc, ValueError) else str(exc))
+        err(where, f"{name} is not a JSON Schema ({what}); fix the file")
+        return
+    if not isinstance(schema, (dict, bool)):
+        err(where, f"{name} is not a JSON Schema (a schema is a JSON object, this is a {type(schema).__name__}); "
+                   f"fix the file")

@@ -239,3 +239,18 @@ def test_a_byte_order_mark_is_read_as_utf8_in_toml_as_in_yaml(cli, tmp_path, min
     yaml = tmp_path / "b.yaml"
     yaml.write_bytes(b"\xef\xbb\xbf" + minimal.read_bytes())
     assert cli("validate", yaml)[0] == 0
+
+
+def test_eval_json_schema_file_is_checked(cli, minimal, tmp_path):
+    """A missing schema file is warned about (`recipe run` needs it, after loading the model); one that is
+    not a JSON object is an error; a schema the metric never reads is warned about."""
+    extract = ["--set", "task=extraction"]
+    code, out, _ = cli("validate", minimal, *extract, "--set", "eval.json_schema=missing.json")
+    assert code == 0 and "--set:2:" in out and "eval.json_schema: warning: file not found: missing.json" in out
+    (tmp_path / "bad.json").write_text("{not json")
+    code, out, _ = cli("validate", minimal, *extract, "--set", "eval.json_schema=bad.json")
+    assert code == 1 and "eval.json_schema: bad.json is not a JSON Schema (invalid JSON" in out
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    assert cli("validate", minimal, *extract, "--set", "eval.json_schema=s.json")[0] == 0
+    code, out, _ = cli("validate", minimal, "--set", "eval.json_schema=s.json")
+    assert code == 0 and "warning: only the json_fields metric uses it" in out
