@@ -110,6 +110,11 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
                                f"(expected {', '.join(DATA_SUFFIXES)})")
             continue
         if base_dir is not None and not (base_dir / path).exists():
+            if key == "train" and not data.get("examples"):  # a plan would size nothing: 0 examples, 0 steps
+                err(("data", key), f"file not found: {value} (relative to the recipe's folder); `recipe plan` "
+                                   f"sizes the run from it: fix the path, or declare data.examples (and "
+                                   f"data.tokens_per_example) to plan without it")
+                continue
             declared = "data.examples and data.tokens_per_example" if key == "train" else "eval_fraction"
             err(("data", key), f"file not found: {value} (relative to the recipe's folder); plans fall "
                                f"back to {declared}, `recipe run` needs it", severity="warning")

@@ -115,6 +115,11 @@ def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, 
     where = s.key + (("path",) if s.mapping and s.local else ("disk",) if s.mapping and s.kind == "disk" else
                      ("hub",) if s.mapping else ())
     if s.kind == "file" and not (base_dir / s.location).exists():
+        if s.key[1] == "train" and not (data.get("examples") and data.get("tokens_per_example")):
+            err(where, f"file not found: {s.location} (relative to the recipe's folder); `recipe plan` sizes the "
+                       f"mixture from its files: fix the path, or declare data.examples and "
+                       f"data.tokens_per_example to plan without them")
+            return
         err(where, f"file not found: {s.location} (relative to the recipe's folder); plans fall back to declared "
                    f"sizes, `recipe run` needs it", severity="warning")
         return

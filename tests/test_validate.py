@@ -254,3 +254,22 @@ def test_eval_json_schema_file_is_checked(cli, minimal, tmp_path):
     assert cli("validate", minimal, *extract, "--set", "eval.json_schema=s.json")[0] == 0
     code, out, _ = cli("validate", minimal, "--set", "eval.json_schema=s.json")
     assert code == 0 and "warning: only the json_fields metric uses it" in out
+
+
+def test_missing_train_file_is_an_error_when_nothing_declares_the_size(cli, minimal, tmp_path):
+    """Without the file and without data.examples a plan has nothing to size (it used to plan 0 examples,
+    0 steps, $0 and exit 0; a mixture's plan failed with an unlocated 'no such data file')."""
+    (tmp_path / "train.jsonl").unlink()
+    code, out, _ = cli("validate", minimal)
+    assert code == 1 and f"{minimal}:5:10: data.train: file not found: train.jsonl" in out
+    assert "declare data.examples" in out
+    code, out, err = cli("plan", minimal)
+    assert code == 1 and f"{minimal}:5:10: data.train: file not found" in out and "Traceback" not in out + err
+    code, out, _ = cli("validate", minimal, "--set", "data.examples=1000")
+    assert code == 0 and "warning: file not found" in out
+    mix = ["--set", "data.train=[{path: a.jsonl, weight: 1}, {path: b.jsonl, weight: 1}]"]
+    code, out, _ = cli("plan", minimal, *mix, "--set", "data.examples=1000")
+    assert code == 1 and "--set:1:" in out and "data.train[0].path: file not found: a.jsonl" in out
+    assert "data.train[1].path: file not found: b.jsonl" in out
+    code, out, err = cli("plan", minimal, *mix, "--set", "data.examples=1000", "--set", "data.tokens_per_example=100")
+    assert code == 0, out + err
