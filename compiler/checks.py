@@ -137,7 +137,9 @@ def record_error(row: Any, error, convert):
     """What is wrong with one record as `recipe run` would read it (the reader's parse error first,
     then the shape, then the format's check), or None."""
     if error is None and not isinstance(row, dict):
-        error = f"expected an object, got {type(row).__name__}"
+        from .load import type_name
+
+        error = f"expected an object, got {type_name(row)}"
     if error is None and convert is not None:
         try:
             convert(row)

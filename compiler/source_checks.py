@@ -92,7 +92,7 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
     for s in listed:
         for fld, message in sources.unknown_fields(s):
             err((*s.key, "columns", fld), message, value=False)
-        if s.kind == "hub" and not HUB_NAME.fullmatch(s.location):
+        if s.kind == "hub" and not s.mapping and not HUB_NAME.fullmatch(s.location):  # `hub:` keys: the schema
             err(s.key + (("hub",) if s.mapping else ()), f"{s.display}: not a hub dataset name; expected "
                                                          f"hf://org/name or hf://org/name@revision")
     if len(items) == 1 and listed[0].weight is not None:

@@ -127,6 +127,8 @@ def _problems(err: dict, doc: Document) -> list[Problem]:
     if kind == "string_pattern_mismatch" and loc == ("name",):
         return [located(doc, loc, f"{short(given)} is not a valid name: use letters, digits, '.', '_' "
                                   f"and '-', starting with a letter or digit", value=True)]
+    if kind == "string_pattern_mismatch" and loc[-1:] == ("hub",):
+        return [located(doc, loc, f"{short(given)} is not a hub dataset name; expected org/name", value=True)]
     if kind == "targets":
         return [located(doc, loc, err["msg"] + did_you_mean(given, ctx.get("choices", [])), value=True)]
     if kind in ("auto_or_int", "auto_or_bool"):

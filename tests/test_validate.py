@@ -273,3 +273,21 @@ def test_missing_train_file_is_an_error_when_nothing_declares_the_size(cli, mini
     assert "data.train[1].path: file not found: b.jsonl" in out
     code, out, err = cli("plan", minimal, *mix, "--set", "data.examples=1000", "--set", "data.tokens_per_example=100")
     assert code == 0, out + err
+
+
+def test_message_wording_for_hub_names_overrides_and_records(cli, minimal, tmp_path):
+    """A bad hub name is reported once, in words (not a regular expression); --set messages name list
+    items as the recipe does and say how long the list is; a record that is not an object is named in
+    JSON's words, not Python's."""
+    code, out, _ = cli("validate", minimal, "--set", "data.train=[{hub: not a hub id}]")
+    assert code == 1 and out.splitlines() == [
+        "--set:1:12: data.train[0].hub: 'not a hub id' is not a hub dataset name; expected org/name"]
+    code, out, _ = cli("validate", minimal, "--set", "budget.gpus=[L4]", "--set", "budget.gpus[5]=T4",
+                       "--set", "method.rank=8", "--set", "method.rank.x=1")
+    assert code == 1 and out.splitlines() == [
+        "--set:2:1: budget.gpus[5]: no list item [5] here (the list has 1 item; [1] appends one)",
+        "--set:4:1: method.rank.x: 'rank' is an integer, not a section"]
+    (tmp_path / "train.jsonl").write_text('"text"\nnull\n')
+    code, out, _ = cli("validate", minimal)
+    assert code == 1 and "train.jsonl:1: expected an object, got string" in out
+    assert "train.jsonl:2: expected an object, got null" in out
