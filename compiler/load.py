@@ -193,8 +193,7 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list) -> Any:
         out = {}
         for key in node:
             name = key if isinstance(key, str) else _key_text(key)
-            kl, kc = node.lc.key(key)
-            vl, vc = node.lc.value(key)
+            kl, kc, vl, vc = _key_position(node, key)
             doc.positions[path + (name,)] = Pos(kl + 1, kc + 1, vl + 1, vc + 1, doc.file)
             out[name] = _plain(node[key], path + (name,), doc, budget)
         return out
@@ -214,6 +213,20 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list) -> Any:
     if isinstance(node, str):
         return str(node)
     return node  # dates and other YAML types: the schema reports them
+
+
+def _key_position(node: Any, key: Any) -> tuple[int, int, int, int]:
+    """0-based line and column of a mapping key and its value; a key merged in by `<<: *anchor` is where
+    the anchored mapping writes it."""
+    from ruamel.yaml.comments import merge_attrib
+
+    if key in node.lc.data:
+        return (*node.lc.key(key), *node.lc.value(key))
+    for merged in getattr(node, merge_attrib, None) or ():
+        merged = merged[1] if isinstance(merged, tuple) else merged  # older ruamel: (index, mapping) pairs
+        if key in merged and hasattr(merged, "lc"):
+            return _key_position(merged, key)
+    return node.lc.line, node.lc.col, node.lc.line, node.lc.col
 
 
 def _key_text(key: Any) -> str:

@@ -291,3 +291,16 @@ def test_message_wording_for_hub_names_overrides_and_records(cli, minimal, tmp_p
     code, out, _ = cli("validate", minimal)
     assert code == 1 and "train.jsonl:1: expected an object, got string" in out
     assert "train.jsonl:2: expected an object, got null" in out
+
+
+def test_yaml_merge_keys_are_read_and_located(cli, tmp_path, minimal):
+    """`<<: *defaults` (a YAML merge key) used to end in a traceback; merged keys are located where the
+    anchored mapping writes them."""
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL + "defaults: &d\n  rank: 8\n  rnak: 4\nmethod:\n  <<: *d\n  name: lora\n")
+    code, out, err = cli("validate", path)
+    assert "Traceback" not in out + err
+    assert code == 1 and f"{path}:6:1: defaults: unknown key 'defaults'" in out
+    assert f"{path}:8:3: method.rnak: unknown key 'rnak'; did you mean 'rank'?" in out
+    path.write_text(MINIMAL + "method:\n  <<: [{rank: 8}, {alpha: 4}]\n  name: lora\n")
+    assert cli("validate", path)[0] == 0
