@@ -212,7 +212,23 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
+    from ruamel.yaml.comments import TaggedScalar
+
+    if isinstance(node, TaggedScalar):  # `!custom 16`: no tag means anything in a recipe; the schema reports it
+        tag = str(node.tag.value if hasattr(node.tag, "value") else node.tag)
+        return Tagged(tag.replace("tag:yaml.org,2002:", "!!"), node.value)
     return node  # dates and other YAML types: the schema reports them
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A YAML scalar with a tag (`!custom 16`), as messages show it."""
+
+    tag: str
+    value: Any
+
+    def __repr__(self) -> str:
+        return f"{self.tag} {self.value!r}"
 
 
 def _key_position(node: Any, key: Any) -> tuple[int, int, int, int]:
@@ -289,4 +305,4 @@ def _end_of(text: str) -> tuple[int, int]:
 
 def type_name(value: Any) -> str:
     return {dict: "mapping", list: "list", str: "string", int: "integer", float: "number",
-            bool: "boolean", type(None): "null"}.get(type(value), type(value).__name__)
+            bool: "boolean", type(None): "null", Tagged: "YAML-tagged value"}.get(type(value), type(value).__name__)

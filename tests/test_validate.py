@@ -304,3 +304,12 @@ def test_yaml_merge_keys_are_read_and_located(cli, tmp_path, minimal):
     assert f"{path}:8:3: method.rnak: unknown key 'rnak'; did you mean 'rank'?" in out
     path.write_text(MINIMAL + "method:\n  <<: [{rank: 8}, {alpha: 4}]\n  name: lora\n")
     assert cli("validate", path)[0] == 0
+
+
+def test_yaml_tags_are_named_in_messages(cli, tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(MINIMAL + "name: !!python/object:os.system echo\nmethod: {rank: !custom 16}\n")
+    code, out, err = cli("validate", path)
+    assert code == 1 and "TaggedScalar" not in out
+    assert f"{path}:6:7: name: should be a valid string, got YAML-tagged value !!python/object:os.system 'echo'" in out
+    assert "method.rank: should be a valid integer, got YAML-tagged value !custom '16'" in out
