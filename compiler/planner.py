@@ -349,9 +349,18 @@ def _suggest(recipe: Recipe, base, gpus, options, option) -> list[str]:
     fitting = sorted((o for o in options if o.fits), key=rank_key)
     if fitting:
         o = fitting[0]
-        cost = "no price" if o.usd is None else usd(o.usd)
-        out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
-                   f"{cost}: raise budget.max_cost_usd / budget.max_hours")
+        if o.usd is None and (recipe.budget.max_hours is None or o.time.hours <= recipe.budget.max_hours):
+            budget = recipe.budget  # only the missing price stands in the way: max_cost_usd cannot help
+            price = f"{'spot ' if budget.spot else ''}price" + (f" at {budget.provider}" if budget.provider else "")
+            others = [k for k, on in (("drop budget.spot", budget.spot), ("price at another budget.provider",
+                                                                          budget.provider)) if on]
+            out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits in {o.time.hours:.1f} h, but the "
+                       f"catalog has no {price} for {o.gpu.name}: give budget.prices ({o.gpu.name}: USD per GPU-hour)"
+                       + "".join(f", or {k}" for k in others))
+        else:
+            cost = "no price" if o.usd is None else usd(o.usd)
+            out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
+                       f"{cost}: raise budget.max_cost_usd / budget.max_hours")
         return out
     method = recipe.method.name
     if method in ("lora", "dora", "full", "auto"):

@@ -305,3 +305,14 @@ def test_output_path_mistakes_are_clean_errors_and_nothing_is_overwritten(tmp_pa
     assert cli("plan", path, "-o", plan_file)[0] == 0
     assert cli("plan", path, "-o", plan_file)[0] == 0  # a plan file it wrote is replaced
     assert lock.read(plan_file).name == "r"
+
+
+def test_no_price_under_a_cost_limit_names_the_price_knobs(tmp_path):
+    """Spot prices at a provider that sells none: every option is 'over budget' for want of a price;
+    raising max_cost_usd cannot help, so the suggestion must not say it does."""
+    text = recipe(method="qlora", budget="  gpu: H100-80GB\n  provider: lambda\n  spot: true\n  max_cost_usd: 100")
+    compiled = compile_file(write(tmp_path, text))
+    assert compiled.exit_code == 3
+    first = compiled.suggestions[0]
+    assert "raise budget.max_cost_usd" not in first, first
+    assert "no spot price at lambda" in first and "budget.prices" in first and "budget.spot" in first, first
