@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..schemas.errors import RecipeError
+from ..schemas.errors import RecipeError, UsageError
 
 DIRNAME = ".recipe"
 FILENAME = "calibration.json"
@@ -93,8 +93,14 @@ def read_run(run_dir: Path) -> Measured | str:
         pm = report["planned_vs_measured"]
         measured = report["measured"]
         time = pm.get("time_model") or {}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"{path}: not a run report ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(measured, dict) or not isinstance(time, dict):
+            raise TypeError("'measured' and 'planned_vs_measured.time_model' are not objects")
+        planned_on = pm["tokens_per_second"]["planned_on"] if time.get("modelled_seconds_per_step") else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (f"invalid JSON: {exc}" if isinstance(exc, ValueError) else
+               "it is not a JSON object" if not isinstance(report, dict) else
+               f"no {exc}" if isinstance(exc, KeyError) else f"unexpected shape: {exc}")
+        raise RecipeError(f"{path}: not a run report ({why}); give the directory `recipe run` wrote") from None
     kind = str(measured.get("peak_memory_kind", ""))
     if not kind.startswith("torch.cuda"):
         return f"{run_dir}: trained on a CPU, says nothing about a GPU's speed"
@@ -104,7 +110,6 @@ def read_run(run_dir: Path) -> Measured | str:
     steps, wall = measured.get("steps") or 0, measured.get("wall_seconds") or 0
     if not step_seconds or not steps or wall <= 0:
         return f"{run_dir}: the report has no modelled step time (written by an older recipe); run it again"
-    planned_on = pm["tokens_per_second"]["planned_on"]
     device = measured.get("device")
     if device:
         from .catalogs import find_gpu
@@ -133,6 +138,18 @@ def fit(runs: list[Measured], previous: Optional[dict] = None) -> dict:
 
 
 def write(path: Path, gpus: dict) -> None:
+    from .lock import check_can_create
+
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a directory; give a file name, e.g. -o {path / 'calibration.json'}")
+    check_can_create(path)
+    try:
+        _write(path, gpus)
+    except OSError as exc:
+        raise UsageError(f"-o {path}: cannot write there ({exc.strerror})") from None
+
+
+def _write(path: Path, gpus: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps({"version": VERSION, "written_by": "recipe calibrate",
