@@ -296,6 +296,9 @@ def _check_eval(data: dict, base_dir: Optional[Path], err) -> None:
         err(where, f"file not found: {name} (relative to the recipe's folder); `recipe run` needs it",
             severity="warning")
         return
+    if not path.is_file():
+        err(where, f"{name} is not a regular file; give a JSON Schema file")
+        return
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:

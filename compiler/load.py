@@ -53,6 +53,8 @@ def read(path: Path, display: str | None = None) -> Document:
     display = display or str(path)
     if path.suffix.lower() not in SUFFIXES:
         raise UsageError(f"{display}: not a recipe file (expected .yaml, .yml or .toml)")
+    if path.exists() and not path.is_file() and not path.is_dir():  # a named pipe or a device: it may never end
+        raise UsageError(f"{display}: not a regular file; give a recipe file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

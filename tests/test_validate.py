@@ -313,3 +313,22 @@ def test_yaml_tags_are_named_in_messages(cli, tmp_path):
     assert code == 1 and "TaggedScalar" not in out
     assert f"{path}:6:7: name: should be a valid string, got YAML-tagged value !!python/object:os.system 'echo'" in out
     assert "method.rank: should be a valid integer, got YAML-tagged value !custom '16'" in out
+
+
+def test_a_recipe_that_is_not_a_regular_file_is_refused_not_waited_on(cli, tmp_path):
+    """A named pipe called r.yaml: plan used to block forever reading it; validate called it missing."""
+    import os
+
+    fifo = tmp_path / "r.yaml"
+    os.mkfifo(fifo)
+    for command in ("plan", "validate"):
+        code, out, err = cli(command, fifo)
+        assert code == 2 and f"{fifo}: not a regular file" in err, (command, err)
+    recipe = tmp_path / "ok.yaml"
+    recipe.write_text(MINIMAL.replace("train.jsonl", "train.jsonl\n  examples: 100"))
+    os.mkfifo(tmp_path / "t.jinja")
+    os.mkfifo(tmp_path / "s.json")
+    code, out, _ = cli("validate", recipe, "--set", "data.chat_template=t.jinja", "--set", "task=extraction",
+                       "--set", "eval.json_schema=s.json")
+    assert code == 1 and "data.chat_template: t.jinja is not a regular file" in out
+    assert "eval.json_schema: s.json is not a regular file" in out
