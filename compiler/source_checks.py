@@ -84,6 +84,7 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
         return _valid_item(item) and not (isinstance(item, dict) and (
             item.get("format") not in (None, *sources.FORMAT_FIELDS)
             or not isinstance(item.get("columns", {}), dict) or not isinstance(item.get("roles", {}), dict)
+            or not all(v in ("system", "user", "assistant", "tool") for v in (item.get("roles") or {}).values())
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in (item.get("columns") or {}).items())))
 
     listed = [s for s, item in zip(sources.parse(data.get(key), fmt, key), items) if usable(item)]
@@ -95,6 +96,10 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
         if s.kind == "hub" and not s.mapping and not HUB_NAME.fullmatch(s.location):  # `hub:` keys: the schema
             err(s.key + (("hub",) if s.mapping else ()), f"{s.display}: not a hub dataset name; expected "
                                                          f"hf://org/name or hf://org/name@revision")
+    for s in listed:
+        if s.roles and s.format != "sharegpt":
+            err((*s.key, "roles"), f"roles maps sharegpt role names; format '{s.format}' does not read it: "
+                                   f"remove it", value=False, severity="warning")
     if len(items) == 1 and listed[0].weight is not None:
         err((*listed[0].key, "weight"), "a weight shares a mixture between sources; with one source it has no "
                                         "effect", severity="warning")

@@ -144,7 +144,7 @@ class SourceSpec(Section):
     format: Optional[DataFormat] = Field(None, description="This source's format (default: data.format)")
     columns: dict[Name, Name] = Field(
         default_factory=dict, description="Format field -> the source's column, e.g. {prompt: question}")
-    roles: dict[Name, Name] = Field(
+    roles: dict[Name, Literal["system", "user", "assistant", "tool"]] = Field(
         default_factory=dict, description="sharegpt: the source's role names -> system, user, assistant or tool")
 
     @model_validator(mode="after")

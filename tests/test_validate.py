@@ -332,3 +332,20 @@ def test_a_recipe_that_is_not_a_regular_file_is_refused_not_waited_on(cli, tmp_p
                        "--set", "eval.json_schema=s.json")
     assert code == 1 and "data.chat_template: t.jinja is not a regular file" in out
     assert "eval.json_schema: s.json is not a regular file" in out
+
+
+def test_source_roles_map_to_known_roles_and_only_where_read(cli, minimal, tmp_path):
+    """roles maps a sharegpt source's role names onto system / user / assistant / tool: a target that is
+    none of them is an error at the recipe's key, and roles on a source whose format ignores them a warning."""
+    (tmp_path / "c.jsonl").write_text(json.dumps({"conversations": [{"from": "customer", "value": "hi"},
+                                                                    {"from": "agent", "value": "hello"}]}) + "\n")
+    code, out, _ = cli("validate", minimal, "--set",
+                       "data.train=[{path: c.jsonl, format: sharegpt, roles: {customer: usr, agent: assistant}}]")
+    assert code == 1 and "data.train[0].roles.customer: unknown value 'usr'; expected one of: system, user, " \
+                         "assistant, tool; did you mean 'user'?" in out
+    code, out, _ = cli("validate", minimal, "--set", "data.train=[{path: train.jsonl, roles: {usr: user}}]")
+    assert code == 0 and "data.train[0].roles: warning: roles maps sharegpt role names; format 'chat' " \
+                         "does not read it" in out
+    code, out, _ = cli("validate", minimal, "--set",
+                       "data.train=[{path: c.jsonl, format: sharegpt, roles: {customer: user, agent: assistant}}]")
+    assert code == 0 and "warning" not in out, out
