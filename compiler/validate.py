@@ -63,13 +63,15 @@ def _hidden_rules(doc: Document, errors: list[dict]) -> list[Problem]:
     Drop the offending keys (so their defaults apply), validate again, keep the rule violations.
     """
     data = copy.deepcopy(doc.data)
+    dropped = set()
     for err in errors:
         _drop(data, tuple(err["loc"]))
+        dropped.add(dotted(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("@")))))
     try:
         Recipe.model_validate(data)
-    except ValidationError as exc:
+    except ValidationError as exc:  # a key that has its own error is not blamed again for being absent
         return [p for err in exc.errors(include_url=False) if err["type"] == "cross_field"
-                for p in _problems(err, doc)]
+                for p in _problems(err, doc) if p.key not in dropped]
     return []
 
 

@@ -349,3 +349,10 @@ def test_source_roles_map_to_known_roles_and_only_where_read(cli, minimal, tmp_p
     code, out, _ = cli("validate", minimal, "--set",
                        "data.train=[{path: c.jsonl, format: sharegpt, roles: {customer: user, agent: assistant}}]")
     assert code == 0 and "warning" not in out, out
+
+
+def test_a_cross_field_rule_does_not_blame_a_key_that_has_its_own_error(cli, minimal):
+    """serving.sla {p95_latency_ms: 0} sets a target, a wrong one: one error, not also 'sets no target'."""
+    code, out, _ = cli("validate", minimal, "--set", "serving.sla={p95_latency_ms: 0}")
+    assert code == 1 and out.splitlines() == [
+        "--set:1:13: serving.sla.p95_latency_ms: should be greater than 0, got integer 0"], out
