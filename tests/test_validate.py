@@ -356,3 +356,10 @@ def test_a_cross_field_rule_does_not_blame_a_key_that_has_its_own_error(cli, min
     code, out, _ = cli("validate", minimal, "--set", "serving.sla={p95_latency_ms: 0}")
     assert code == 1 and out.splitlines() == [
         "--set:1:13: serving.sla.p95_latency_ms: should be greater than 0, got integer 0"], out
+
+
+@pytest.mark.parametrize("value", ["[{path: 3}]", "[{hub: [a]}]", "[{disk: {}}, {path: train.jsonl}]",
+                                   "[{path: train.jsonl, columns: [a]}]", "[{path: train.jsonl, roles: 5}]"])
+def test_a_source_of_the_wrong_shape_is_a_located_error_not_a_crash(cli, minimal, value):
+    code, out, err = cli("validate", minimal, "--set", f"data.train={value}")
+    assert code == 1 and "--set:1:" in out and "Traceback" not in out + err
