@@ -48,7 +48,7 @@ def check_chat_template(data: dict, base_dir: Optional[Path], err) -> None:
 
 def _formats(data: dict) -> set:
     fmt = data.get("format", "chat")
-    found = {fmt}
+    found = {fmt} if isinstance(fmt, str) else set()  # the schema reports another type
     for key in ("train", "eval"):
         for item in sources.listed(data.get(key)):
             if isinstance(item, dict) and isinstance(item.get("format"), str):

@@ -363,3 +363,13 @@ def test_a_cross_field_rule_does_not_blame_a_key_that_has_its_own_error(cli, min
 def test_a_source_of_the_wrong_shape_is_a_located_error_not_a_crash(cli, minimal, value):
     code, out, err = cli("validate", minimal, "--set", f"data.train={value}")
     assert code == 1 and "--set:1:" in out and "Traceback" not in out + err
+
+
+def test_found_by_fuzzing_recipes_no_crash(cli, minimal, tmp_path):
+    """Values a fuzzer put in the example recipes that ended in a traceback."""
+    code, out, err = cli("validate", minimal, "--set", "data.format=[]", "--set", "data.system_prompt=hi")
+    assert code == 1 and "data.format:" in out and "Traceback" not in out + err
+    (tmp_path / "b.jsonl").write_text((tmp_path / "train.jsonl").read_text())
+    code, out, err = cli("plan", minimal, "--set", "data.train=[{path: train.jsonl, weight: 1e308}, "
+                                                   "{path: b.jsonl, weight: 1e308}]")
+    assert code == 0 and "Traceback" not in out + err, out + err
