@@ -295,6 +295,19 @@ def run(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (recipe validate . | head): stop quietly, as rich does
+        _drop_stdout()
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Send what is left of stdout to /dev/null, so that its flush at exit does not fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in tests)
+        pass
 
 
 def _report(exc: RecipeError) -> None:
@@ -307,4 +320,10 @@ def _report(exc: RecipeError) -> None:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    try:
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print "Exception ignored"
+    except BrokenPipeError:
+        _drop_stdout()
+        code = code or 1
+    sys.exit(code)

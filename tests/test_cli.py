@@ -125,3 +125,22 @@ def test_output_paths_that_cannot_be_written_are_clean_errors(cli, tmp_path):
     assert (tmp_path / "afile").read_text() == "mine\n" and list((tmp_path / "adir").iterdir()) == []
     assert cli("schema", "-o", tmp_path / "new" / "s.json")[0] == 0
     assert (tmp_path / "new" / "s.json").read_text().startswith("{")
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
+    """`recipe validate DIR | head -1`: the pipe closes early; the command stops quietly (exit 1, as
+    rich does for `recipe plan`), without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    for i in range(400):
+        (tmp_path / f"r{i:03}.yaml").write_text("task: chat\n")
+    for args in (["validate", str(tmp_path)], ["schema"]):
+        proc = subprocess.Popen([sys.executable, "-m", "recipe_ft", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away
+        err = proc.stderr.read().decode()
+        proc.wait()
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
+        assert proc.returncode in (0, 1), (args, proc.returncode)
