@@ -60,15 +60,24 @@ def find(start: Path) -> Optional[Calibration]:
 
 
 def load(path: Path) -> Calibration:
+    data = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         gpus = data["gpus"]
         for name, entry in gpus.items():
             if not (float(entry["factor"]) > 0 and isinstance(entry["runs"], list)):
-                raise ValueError(name)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"{path}: not a calibration file recipe can read ({exc.__class__.__name__}: {exc}); "
-                          f"delete it and run `recipe calibrate RUN_DIR...` again") from None
+                raise ValueError(f"GPU {name}: a factor above 0 and a list of runs")
+    except FileNotFoundError:  # only a RECIPE_CALIBRATION path can be missing: found files exist
+        raise RecipeError(f"RECIPE_CALIBRATION={path}: no such file; point it at a file `recipe calibrate` wrote, "
+                          f"or set RECIPE_CALIBRATION=off") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else
+               f"invalid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else
+               "not a JSON object" if not isinstance(data, dict) else
+               f"no {exc}" if isinstance(exc, KeyError) else f"expected {exc}" if str(exc).startswith("GPU ")
+               else f"unexpected shape: {exc}")
+        raise RecipeError(f"{path}: not a calibration file recipe can read ({why}); delete it and run "
+                          f"`recipe calibrate RUN_DIR...` again") from None
     return Calibration(path, gpus)
 
 

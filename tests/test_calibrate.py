@@ -150,3 +150,21 @@ def test_an_output_that_cannot_be_written_is_a_usage_error(cli, project):
         code, out, err = cli("calibrate", project / "runs" / "a", "-o", target, cwd=project)
         assert code == 2 and words in err and "Traceback" not in out + err, err
     assert list((project / "adir").iterdir()) == []
+
+
+def test_calibration_file_problems_say_what_to_do(project, monkeypatch):
+    from recipe_ft.schemas.errors import RecipeError
+
+    recipe = str(project / "recipes" / "r.yaml")
+    monkeypatch.setenv("RECIPE_CALIBRATION", str(project / "nowhere.json"))
+    with pytest.raises(RecipeError) as info:
+        compile_file(recipe)
+    assert "RECIPE_CALIBRATION" in info.value.message and "no such file" in info.value.message
+    assert "delete it" not in info.value.message and "Errno" not in info.value.message
+    monkeypatch.delenv("RECIPE_CALIBRATION")
+    (project / ".recipe").mkdir()
+    (project / ".recipe" / "calibration.json").write_text("[1]")
+    with pytest.raises(RecipeError) as info:
+        compile_file(recipe)
+    assert "not a calibration file" in info.value.message and "not a JSON object" in info.value.message
+    assert "TypeError" not in info.value.message
