@@ -164,6 +164,11 @@ def _yaml_message(exc) -> str:
     context = (exc.context or "").strip()
     if "quoted scalar" in context and "end of stream" in problem:
         return "YAML syntax error: the quoted string that starts here is never closed; add the closing quote"
+    if "found character '\\t'" in problem or "found character '\t'" in problem:
+        return "YAML syntax error: a tab character; YAML indents with spaces only: replace the tab with spaces"
+    if problem == "mapping values are not allowed here" and not context:
+        return (f"YAML syntax error: {problem} (check the indentation of this line and the one above; a value "
+                f"that holds \": \" needs quotes)")
     if "found duplicate key" in problem or "duplicate key" in context:
         key = re.search(r'duplicate key "?([^"]*)"?', problem + " " + context)
         name = key.group(1) if key else ""
@@ -295,6 +300,7 @@ def loads_toml(text: str, file: str) -> Document:
 
 _TOML_TWICE = re.compile(r"Cannot declare (\(.*\)) twice")
 _TOML_HINTS = {
+    "Illegal character '\\n'": "a string is not closed on its line: add the closing quote",
     "Cannot overwrite a value": "a key or table is defined twice",
     "Invalid value": "invalid or missing value after '='",
 }
