@@ -373,3 +373,22 @@ def test_found_by_fuzzing_recipes_no_crash(cli, minimal, tmp_path):
     code, out, err = cli("plan", minimal, "--set", "data.train=[{path: train.jsonl, weight: 1e308}, "
                                                    "{path: b.jsonl, weight: 1e308}]")
     assert code == 0 and "Traceback" not in out + err, out + err
+
+
+def test_mistakes_only_the_model_reveals_are_found_by_validate_all_at_once(cli, minimal):
+    """An unknown target module, packing under eager attention and bf16-pure under DeepSpeed passed
+    `recipe validate` and `recipe plan` then named only the first; both now report all three, each once
+    with its key (not 'method.targets: method.targets: ...')."""
+    args = ["--set", "method.targets=[q_proj, vv_proj]", "--set", "training.packing=true",
+            "--set", "training.attention=eager", "--set", "training.precision=bf16-pure",
+            "--set", "distributed.strategy=deepspeed"]
+    for command in ("validate", "plan"):
+        code, out, err = cli(command, minimal, *args)
+        assert code == 1 and "Traceback" not in out + err, (command, out, err)
+        lines = out.splitlines()
+        assert any(l.startswith("--set:1:16: method.targets: no module named 'vv_proj' (did you mean 'v_proj'?)")
+                   for l in lines), (command, out)
+        assert any(l.startswith("--set:2:18: training.packing: with eager attention") for l in lines), (command, out)
+        assert any(l.startswith("--set:4:20: training.precision: training.precision bf16-pure cannot run under")
+                   or l.startswith("--set:4:20: training.precision: bf16-pure cannot run under") for l in lines), out
+        assert len(lines) == 3, (command, out)
