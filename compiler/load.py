@@ -72,7 +72,11 @@ def read(path: Path, display: str | None = None) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise RecipeError("invalid recipe", [Problem(display, line, 1, "", "file is not valid UTF-8")]) from None
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = ("the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+                   if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else
+                   f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}): save it as UTF-8")
+        raise RecipeError("invalid recipe", [Problem(display, line, col, "", message)]) from None
     deep = too_deep(text)
     if deep:
         raise RecipeError("invalid recipe", [Problem(display, deep[0], deep[1], "", f"nested more than {MAX_DEPTH} "
