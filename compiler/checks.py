@@ -300,7 +300,7 @@ def _check_eval(data: dict, base_dir: Optional[Path], err) -> None:
         err(where, f"{name} is not a regular file; give a JSON Schema file")
         return
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        schema = json.loads(path.read_text(encoding="utf-8-sig"))  # as runtime/evaluate.py reads it
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         what = getattr(exc, "strerror", None) or (f"invalid JSON: {exc}" if isinstance(exc, ValueError) else str(exc))
         err(where, f"{name} is not a JSON Schema ({what}); fix the file")

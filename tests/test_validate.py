@@ -392,3 +392,17 @@ def test_mistakes_only_the_model_reveals_are_found_by_validate_all_at_once(cli, 
         assert any(l.startswith("--set:4:20: training.precision: training.precision bf16-pure cannot run under")
                    or l.startswith("--set:4:20: training.precision: bf16-pure cannot run under") for l in lines), out
         assert len(lines) == 3, (command, out)
+
+
+def test_a_byte_order_mark_in_a_chat_template_or_json_schema_file_is_not_content(tmp_path, minimal):
+    """A Jinja chat template saved with a BOM put U+FEFF at the start of every rendered prompt; a JSON
+    Schema saved with one was invalid JSON."""
+    from recipe_ft.compiler import chat_templates
+    from recipe_ft.runtime.evaluate import load_schema
+
+    (tmp_path / "chat.jinja").write_bytes(b"\xef\xbb\xbf{% for m in messages %}{{ m.content }}{% endfor %}")
+    assert not chat_templates.resolve("chat.jinja", tmp_path).startswith("\ufeff")
+    (tmp_path / "s.json").write_bytes(b'\xef\xbb\xbf{"type": "object"}')
+    recipe, _ = load_recipe(str(minimal), ["task=extraction", "eval.json_schema=s.json"])
+    plan = type("P", (), {"recipe": recipe})()
+    assert load_schema(plan, tmp_path) == {"type": "object"}
