@@ -42,6 +42,15 @@ def fit_label(a) -> str:
     return "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
 
 
+def _budget_note(plan: Plan) -> str:
+    """What the chosen option exceeds ("$9.34 > max_cost_usd 2"), from its row among the alternatives."""
+    hw = plan.hardware
+    for a in plan.alternatives:
+        if (a.gpu, a.count, a.method, a.strategy) == (hw.gpu, hw.count, plan.method, plan.distributed.strategy):
+            return f"; {a.note}" if a.note else ""
+    return ""
+
+
 def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     m, t, hw = plan.memory, plan.training, plan.hardware
     adapter = ""
@@ -69,8 +78,10 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
                   f"{count(plan.model.trainable_parameters)} trainable)"),
         ("method", plan.method.upper() + adapter),
         ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})" + _distributed(plan)),
-        ("fits", ("yes" if plan.fits else "NO") + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
-                 f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})"),
+        ("fits", ("yes" if plan.fits else "over budget" if memory_fits else "NO")
+                 + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
+                 f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})"
+                 + ("" if plan.fits or not memory_fits else _budget_note(plan))),
         ("batch", f"micro batch {t.micro_batch_size} x accumulation {t.gradient_accumulation_steps} x "
                   f"{hw.count} GPU = {t.effective_batch_size}; checkpointing "
                   f"{'on' if t.gradient_checkpointing else 'off'}; {t.attention} attention"),

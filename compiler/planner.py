@@ -433,8 +433,15 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
         d.append(Decision(what="method", choice=chosen.method, reason=reason))
     else:
         d.append(Decision(what="method", choice=chosen.method, reason="pinned by method.name"))
-    why_gpu = ("pinned by budget.gpu" if recipe.budget.gpu else
-               f"cheapest option that fits ({len(options)} GPU x count x method options compared)")
+    compared = f"{len(options)} GPU x count x method options compared"
+    if recipe.budget.gpu:
+        why_gpu = "pinned by budget.gpu"
+    elif not chosen.fits:  # nothing fits: the chosen option is the closest one, say so and by how much
+        why_gpu = f"nothing fits; the closest option ({compared}): {chosen.note}"
+    elif not chosen.within_budget:
+        why_gpu = f"nothing fits within the budget; the cheapest option that fits ({compared}): {chosen.note}"
+    else:
+        why_gpu = f"cheapest option that fits ({compared})"
     d.append(Decision(what="gpu", choice=gpu.name, reason=f"{why_gpu}; price: {gpu.price_label}"))
     fewer = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count < chosen.count]
     if recipe.budget.gpu_count:
@@ -460,12 +467,15 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
     s = chosen.shape
     d.append(Decision(what="micro_batch_size", choice=str(s.micro_batch_size),
                       reason="pinned by training.micro_batch_size" if pinned_mbs else
-                      "largest power of two that fits, up to the batch size per GPU"))
+                      "largest power of two that fits, up to the batch size per GPU" if chosen.fits else
+                      "nothing fits: the micro batch and checkpointing that need the least memory"))
     d.append(Decision(what="gradient_accumulation_steps", choice=str(s.gradient_accumulation_steps),
                       reason=f"{s.micro_batch_size} x {chosen.count} GPU(s) x {s.gradient_accumulation_steps} "
                              f"reaches batch_size {recipe.training.batch_size}"))
     d.append(Decision(what="gradient_checkpointing", choice=str(s.gradient_checkpointing).lower(),
                       reason="pinned by training.gradient_checkpointing" if pinned_gc is not None else
+                      "nothing fits: the micro batch and checkpointing that need the least memory"
+                      if not chosen.fits else
                       ("off: the step fits without it, which saves a recomputed forward pass"
                        if not s.gradient_checkpointing else "on: the step does not fit without it")))
     d.append(Decision(what="attention", choice=s.attention,

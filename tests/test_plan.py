@@ -108,6 +108,32 @@ def test_budget_too_small_names_the_knob(tmp_path):
     assert "max_cost_usd" in compiled.suggestions[0]
 
 
+def test_a_plan_that_does_not_fit_says_so_in_its_reasons(tmp_path, cli):
+    """The closest option is shown, but no reason claims that it fits; its time is not estimated."""
+    path = write(tmp_path, recipe(base="meta-llama/Llama-3.3-70B-Instruct", method="lora",
+                                  budget="  gpus: [L4]\n  max_gpus: 1"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3
+    reasons = {d.what: d.reason for d in compiled.plan.decisions}
+    assert reasons["gpu"].startswith("nothing fits; the closest option") and "GiB more" in reasons["gpu"]
+    for what in ("micro_batch_size", "gradient_checkpointing"):
+        assert reasons[what].startswith("nothing fits"), reasons[what]
+    assert compiled.plan.time.assumptions[0] == "time not estimated: no step of this plan runs on the L4"
+    code, out, _ = cli("plan", path)
+    assert code == 3 and "fits      NO: needs" in out
+
+
+def test_a_plan_over_budget_names_the_budget_not_memory(tmp_path, cli):
+    path = write(tmp_path, recipe(method="qlora", budget="  gpus: [A100-80GB]\n  max_cost_usd: 0.01"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3 and compiled.plan.memory.required_bytes <= compiled.plan.memory.capacity_bytes
+    gpu_reason = next(d.reason for d in compiled.plan.decisions if d.what == "gpu")
+    assert gpu_reason.startswith("nothing fits within the budget") and "> max_cost_usd 0.01" in gpu_reason
+    code, out, _ = cli("plan", path)
+    fits_line = next(line for line in out.splitlines() if line.startswith("fits"))
+    assert code == 3 and fits_line.split()[1:3] == ["over", "budget:"] and "> max_cost_usd" in fits_line
+
+
 def test_max_seq_len_suggestion(tmp_path):
     text = recipe(base="meta-llama/Meta-Llama-3-8B-Instruct", method="qlora", budget="  gpu: T4",
                   training="  micro_batch_size: 1\n  gradient_checkpointing: true\n  precision: fp16\n")
