@@ -447,7 +447,7 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
     if recipe.budget.gpu_count:
         why_count = "pinned by budget.gpu_count"
     elif chosen.count == 1:
-        why_count = "one GPU is the cheapest option"
+        why_count = "budget.max_gpus is 1" if recipe.budget.max_gpus == 1 else "one GPU is the cheapest option"
     elif fewer and not any(o.fits for o in fewer):
         why_count = f"the smallest count that fits ({', '.join(sorted({str(o.count) for o in fewer}))} do not)"
     elif fewer and not any(o.within_budget for o in fewer):

@@ -116,6 +116,7 @@ def test_a_plan_that_does_not_fit_says_so_in_its_reasons(tmp_path, cli):
     assert compiled.exit_code == 3
     reasons = {d.what: d.reason for d in compiled.plan.decisions}
     assert reasons["gpu"].startswith("nothing fits; the closest option") and "GiB more" in reasons["gpu"]
+    assert reasons["gpu_count"] == "budget.max_gpus is 1"  # the constraint, not "the cheapest option"
     for what in ("micro_batch_size", "gradient_checkpointing"):
         assert reasons[what].startswith("nothing fits"), reasons[what]
     assert compiled.plan.time.assumptions[0] == "time not estimated: no step of this plan runs on the L4"
