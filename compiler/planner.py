@@ -497,7 +497,8 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
                                            f"characters / "
                                            f"{datasize.CHARS_PER_TOKEN:g} per token plus template overhead "
                                            f"(no local tokenizer)",
-                              "declared": "declared in the recipe (data.examples / data.tokens_per_example)"}
+                              "declared": "declared in the recipe (data.examples / data.tokens_per_example)",
+                              "assumed": "not measured: no data to count and no data.tokens_per_example"}
                       [size.counted_with] + (f"; {size.note}" if size.note else "")))
     d.append(_loss_decision(recipe))
     return d
@@ -578,6 +579,10 @@ def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: Build
                         "training.precision bf16-pure only changes full fine-tuning; adapters train as with bf16")
     if recipe.model.trust_remote_code:
         warnings.append("model.trust_remote_code is on: the model's own code will run")
+    if not size.examples:
+        warnings.append("no training examples: the data was not found and data.examples is not declared, so "
+                        "the plan's steps, time and cost are those of an empty run; declare data.examples and "
+                        "data.tokens_per_example, or add the data")
     kept = [m for m in build.modules if not m.quantized and m.module_class != "Linear"]
     if method in memory.QUANTIZED and kept:
         warnings.append(f"{method}: {', '.join(m.name for m in kept)} ({kept[0].module_class}) stay in "

@@ -135,6 +135,19 @@ def test_a_plan_over_budget_names_the_budget_not_memory(tmp_path, cli):
     assert code == 3 and fits_line.split()[1:3] == ["over", "budget:"] and "> max_cost_usd" in fits_line
 
 
+def test_a_plan_without_data_or_declared_sizes_says_it_assumed_them(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task: chat\nmodel:\n  base: meta-llama/Meta-Llama-3-8B-Instruct\ndata:\n  train: missing.jsonl\n")
+    plan = compile_file(str(path)).plan
+    assert plan.data.examples == 0 and plan.data.counted_with == "assumed"  # not "declared": nothing was
+    reason = next(d.reason for d in plan.decisions if d.what == "data")
+    assert reason.startswith("not measured") and "declared in the recipe" not in reason
+    assert any(w.startswith("no training examples") for w in plan.warnings)
+    path.write_text(path.read_text() + "  examples: 100\n  tokens_per_example: 50\n")
+    plan = compile_file(str(path)).plan
+    assert plan.data.counted_with == "declared" and not any("no training examples" in w for w in plan.warnings)
+
+
 def test_max_seq_len_suggestion(tmp_path):
     text = recipe(base="meta-llama/Meta-Llama-3-8B-Instruct", method="qlora", budget="  gpu: T4",
                   training="  micro_batch_size: 1\n  gradient_checkpointing: true\n  precision: fp16\n")
