@@ -169,6 +169,8 @@ def test_unknown_model_is_a_located_error(tmp_path, cli):
     assert code == 1
     assert f"{path}:3:9: model.base:" in out and "did you mean 'meta-llama/Meta-Llama-3-8B-Instruct'" in out
     assert "Traceback" not in out + err
+    code, out, _ = cli("plan", write(tmp_path, recipe(base="tiiuae/falcon-7b")))  # no close name: the sentence ends
+    assert code == 1 and "(relative to the recipe file). For another model, set model.base" in out
 
 
 def test_unknown_target_module_is_a_located_error(tmp_path, cli):
