@@ -173,10 +173,19 @@ def bench(target: str, endpoint: list[str], serve: bool, model_dir: Optional[Pat
     return run_bench(target, set_, opts)
 
 
+DEMO_NEEDS = ("torch", "transformers", "tokenizers")  # the demo builds its model and tokenizer with them
+
+
 def demo(directory: Path, train_now: bool, force: bool, preference: bool) -> int:
     """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
+    import importlib.util
+
     from ..runtime.run import make_demo
 
+    missing = [p for p in DEMO_NEEDS if importlib.util.find_spec(p) is None]
+    if missing:  # checked before anything is written
+        raise RecipeError(f"`recipe demo` builds its model and tokenizer with {', '.join(DEMO_NEEDS)} "
+                          f"({', '.join(missing)} missing): pip install 'recipe-ft[train]'")
     if preference or str(directory) == "preference":
         from ..runtime.preference_demo import make as make_preference
 

@@ -108,3 +108,15 @@ def test_every_command_has_help(cli, command):
     """argparse formats help text with %-interpolation: a stray % in a help string breaks -h."""
     code, out, err = cli(command, "-h")
     assert code == 0 and out.startswith(f"usage: recipe {command} ") and err == ""
+
+
+def test_demo_without_the_training_stack_is_a_clear_error_and_writes_nothing(cli, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tokenizers" else real(name, *a))
+    for args in ((), ("--preference",)):
+        code, out, err = cli("demo", tmp_path / "qs", *args)
+        assert code == 1 and "Traceback" not in out + err
+        assert "tokenizers missing" in err and "pip install 'recipe-ft[train]'" in err
+        assert not (tmp_path / "qs").exists()
