@@ -339,7 +339,9 @@ class DistributedSpec(Section):
 
 
 class EvalSpec(Section):
-    metric: Optional[Metric] = Field(None, description="Default by task: exact_match, json_fields, token_f1")
+    metric: Optional[Metric] = Field(None, description="Default by task: exact_match (classification), json_fields "
+                                                       "(extraction), token_f1 (generation, chat), "
+                                                       "preference_accuracy (preference)")
     min_score: Optional[float] = Field(None, ge=0, le=1, description="Quality gate")
     max_new_tokens: AutoInt = "auto"
     json_schema: Optional[Name] = Field(None, description="JSON Schema file outputs must satisfy")
