@@ -465,9 +465,10 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
             why += f"; one {gpu.name} would need {single[0].memory.required_bytes / gib:.0f} GiB"
         d.append(Decision(what="strategy", choice=chosen.strategy, reason=why))
     s = chosen.shape
+    memory_fits = mem.required_bytes <= gpu.memory_bytes  # (an option may fit and still not run: no bitsandbytes)
     d.append(Decision(what="micro_batch_size", choice=str(s.micro_batch_size),
                       reason="pinned by training.micro_batch_size" if pinned_mbs else
-                      "largest power of two that fits, up to the batch size per GPU" if chosen.fits else
+                      "largest power of two that fits, up to the batch size per GPU" if memory_fits else
                       "nothing fits: the micro batch and checkpointing that need the least memory"))
     d.append(Decision(what="gradient_accumulation_steps", choice=str(s.gradient_accumulation_steps),
                       reason=f"{s.micro_batch_size} x {chosen.count} GPU(s) x {s.gradient_accumulation_steps} "
@@ -475,7 +476,7 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
     d.append(Decision(what="gradient_checkpointing", choice=str(s.gradient_checkpointing).lower(),
                       reason="pinned by training.gradient_checkpointing" if pinned_gc is not None else
                       "nothing fits: the micro batch and checkpointing that need the least memory"
-                      if not chosen.fits else
+                      if not memory_fits else
                       ("off: the step fits without it, which saves a recomputed forward pass"
                        if not s.gradient_checkpointing else "on: the step does not fit without it")))
     d.append(Decision(what="attention", choice=s.attention,

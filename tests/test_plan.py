@@ -135,6 +135,20 @@ def test_a_plan_over_budget_names_the_budget_not_memory(tmp_path, cli):
     assert code == 3 and fits_line.split()[1:3] == ["over", "budget:"] and "> max_cost_usd" in fits_line
 
 
+def test_a_plan_whose_gpu_lacks_the_stack_says_why_not_zero_time(tmp_path, cli):
+    """QLoRA on an MI300X only: memory fits, bitsandbytes does not run there; no '0 min at 0 tokens/s'."""
+    path = write(tmp_path, recipe(method="qlora", budget="  gpus: [MI300X]\n  max_gpus: 1"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3 and compiled.plan.memory.required_bytes <= compiled.plan.memory.capacity_bytes
+    reasons = {d.what: d.reason for d in compiled.plan.decisions}
+    assert reasons["gpu"].startswith("nothing fits; the closest option") and "MI300X" in reasons["gpu"]
+    assert reasons["micro_batch_size"].startswith("largest power of two that fits")  # it does fit memory
+    code, out, _ = cli("plan", path)
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert code == 3 and rows["fits"].startswith("fits      NO: needs") and "bitsandbytes 4-bit" in rows["fits"]
+    assert rows["time"].startswith("time      not estimated: bitsandbytes") and "0 tokens/s" not in out
+
+
 def test_a_plan_without_data_or_declared_sizes_says_it_assumed_them(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("task: chat\nmodel:\n  base: meta-llama/Meta-Llama-3-8B-Instruct\ndata:\n  train: missing.jsonl\n")
