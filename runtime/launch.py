@@ -134,6 +134,15 @@ def remote_path(path: Path, workdir: Path) -> str:
     return Path(rel).as_posix()
 
 
+def install_command(plan: Plan, workdir: Path) -> str:
+    """The SkyPilot setup's install: this project from the synced workdir when the workdir is a checkout of it,
+    else the package at the version that wrote the plan (a recipe's folder, e.g. recipes/, is not installable)."""
+    project = workdir / "pyproject.toml"
+    if project.is_file() and 'name = "recipe-ft"' in project.read_text(errors="replace"):
+        return "pip install '.[train]'"
+    return f"pip install 'recipe-ft[train]=={plan.tool_version}'"
+
+
 def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> dict:
     """A SkyPilot task run from the recipe's folder (`workdir: .`): every path in it is relative to it."""
     d = plan.distributed
@@ -155,7 +164,7 @@ def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> d
         "resources": {"accelerators": f"{gpu}:{per_node}", "disk_size": 256},
         "num_nodes": d.nodes,
         "workdir": ".",
-        "setup": "set -e\npip install 'torch>=2.4'\npip install '.[train]'\n",
+        "setup": f"set -e\npip install 'torch>=2.4'\n{install_command(plan, workdir)}\n",
         "run": "\n".join(run) + "\n",
     }
 
