@@ -56,7 +56,7 @@ def _idle(hw) -> bool:
 
 
 def _rented(hw) -> str:
-    return (f" ({hw.gpus_rented} GPUs rented, a whole instance, x {usd(hw.usd_per_gpu_hour)}/GPU-hour)"
+    return (f" ({hw.gpus_rented} GPUs rented as whole instances, x {usd(hw.usd_per_gpu_hour)}/GPU-hour)"
             if _idle(hw) else "")
 
 
@@ -203,8 +203,8 @@ def economics_rows(plan: Plan) -> list[tuple[str, str]]:
         mode = "scaled to zero" if s.scale_to_zero else "always on"
         used = s.gpus_per_replica * (1 if s.scale_to_zero else s.replicas)
         if s.gpus_rented is not None and s.gpus_rented > used:
-            mode += (f" (rents {s.gpus_rented} GPUs, a whole instance, for "
-                     + (f"each busy replica's {used})" if s.scale_to_zero else f"{used})"))
+            mode += (f" (each busy replica rents {s.gpus_rented} GPUs, whole instances, for its {used})"
+                     if s.scale_to_zero else f" ({s.gpus_rented} GPUs rented, whole instances, for {used})")
         weights = "bf16" if s.quantization == "none" else s.quantization
         rows.append(("self-hosted", f"{usd(e.self_hosted_monthly_usd)}/month: {s.replicas} replica"
                                     f"{'s' * (s.replicas != 1)} of {gpus} {mode} at "

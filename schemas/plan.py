@@ -238,7 +238,7 @@ class Serving(Frozen):
     gpu_hours_per_month: float = Field(description="GPU-hours paid for (rented GPUs, idle ones included)")
     monthly_usd: float
     usd_per_mtok: float = Field(description="Blended, at the recipe's volume (idle time included)")
-    usd_per_mtok_at_capacity: float = Field(description="Blended, with every replica busy")
+    usd_per_mtok_at_capacity: float = Field(description="Blended, with every replica busy (and every GPU rented)")
 
 
 class OneTime(Frozen):

@@ -151,6 +151,20 @@ def test_text_and_json_agree_on_what_is_rented(tmp_path, cli):
     assert code == 0 and "rents 8, uses 1" in text and "$3.60/h (8 GPUs rented" in text
 
 
+def test_serving_text_and_json_agree_on_what_is_rented(cli):
+    """At lambda, with the single-GPU types priced out, one replica of the 8B model takes one GPU of
+    the 8-GPU A100-80GB instance ($2.79 x 8): the month is the whole instance."""
+    args = ("plan", TRIAGE, "--set", "budget.provider=lambda",
+            "--set", "budget.prices={A10: 100, RTX-A6000: 100, A100-40GB: 100, H100-80GB-PCIE: 100}")
+    code, out, _ = cli(*args, "--format", "json")
+    assert code == 0
+    s = json.loads(out)["economics"]["serving"]
+    assert (s["gpu"], s["replicas"], s["gpus_per_replica"], s["gpus_rented"]) == ("A100-80GB", 1, 1, 8)
+    assert s["monthly_usd"] == pytest.approx(8 * LAMBDA_A100 * 24 * 30.4, abs=0.01)
+    code, text, _ = cli(*args)
+    assert code == 0 and "always on (8 GPUs rented, whole instances, for 1)" in " ".join(text.split())
+
+
 # --------------------------------------------------------------------------- serving
 
 
