@@ -461,6 +461,12 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
         why_count = "fewer GPUs would exceed the budget (max_hours / max_cost_usd)"
     else:
         why_count = "the cheapest count that fits"
+        r = chosen.rental
+        same_rent = sorted({o.count for o in fewer if o.fits and r is not None and o.rental is not None
+                            and o.rental.offer == r.offer and o.rental.rented == r.rented})
+        if same_rent:
+            why_count += (f": {', '.join(map(str, same_rent))} would rent the same {r.rented} GPUs (whole "
+                          f"instances) and take longer")
     d.append(Decision(what="gpu_count", choice=str(chosen.count), reason=why_count))
     if chosen.count > 1:
         single = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count == 1]

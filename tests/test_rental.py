@@ -104,6 +104,8 @@ def test_when_free_to_choose_a_plan_uses_the_gpus_it_rents(tmp_path):
     assert (plan.hardware.count, plan.hardware.gpus_rented) == (8, 8)
     rents = {a.count: a.usd for a in plan.alternatives if a.fits and a.strategy in ("single", "ddp")}
     assert rents[8] < rents[4] < rents[2] < rents[1]
+    why = next(d.reason for d in plan.decisions if d.what == "gpu_count")
+    assert "1, 2, 4 would rent the same 8 GPUs" in why
 
 
 def test_the_gpu_count_flips_the_provider(tmp_path):
