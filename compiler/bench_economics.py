@@ -58,6 +58,9 @@ def latest(run_dir: Path) -> Optional[Path]:
 
 def read(path: Path) -> Measured:
     """The candidate's measured throughput from a bench report file or a run directory."""
+    if not path.exists():
+        raise UsageError(f"--bench {path}: no such file or run directory; run `recipe bench` first, or give a "
+                         f"bench_report.json")
     if path.is_dir():
         found = latest(path)
         if found is None:
@@ -73,9 +76,6 @@ def read(path: Path) -> Measured:
         tok_s = float(tok_s)
         if not isinstance(hardware, dict) or not isinstance(load, dict):
             raise TypeError("'hardware' and 'load' are not objects")
-    except FileNotFoundError:
-        raise UsageError(f"--bench {path}: no such file; give a bench_report.json, a run directory or `latest`") \
-            from None
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         why = (exc.strerror if isinstance(exc, OSError) else f"invalid JSON: {exc}" if isinstance(exc, ValueError)
                else "not a JSON object" if not isinstance(report, dict)
@@ -99,9 +99,6 @@ def apply(plan, bench: Path):
 
     if str(bench) == LATEST and not bench.exists():  # the recipe's own run directory
         bench = Path(plan.lock.recipe_path).resolve().parent / plan.output_dir
-        if not bench.is_dir():
-            raise UsageError(f"--bench latest: the recipe's run directory {bench} does not exist yet; run "
-                             f"`recipe run` and `recipe bench` first")
     measured = read(bench)
     if plan.economics is None:
         raise UsageError("--bench needs an economics: section in the recipe")

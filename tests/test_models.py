@@ -364,13 +364,3 @@ def test_unknown_name_without_close_match(tmp_path):
         resolve_model("zzzz-nothing-like-it", tmp_path)
     assert "did you mean" not in err.value.message
 
-
-def test_not_found_message_reads_as_sentences_with_and_without_a_suggestion(tmp_path):
-    from recipe_ft.compiler.models import resolve_model
-    from recipe_ft.schemas.errors import ModelNotFound
-
-    for base, joint in (("./no/such/model", "(relative to the recipe file). For another model"),
-                        ("meta-llama/Meta-Llama-3-8B-Instrct", "-Instruct'? For another model")):
-        with pytest.raises(ModelNotFound) as info:
-            resolve_model(base, tmp_path)
-        assert joint in info.value.message, info.value.message
