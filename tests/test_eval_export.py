@@ -106,3 +106,18 @@ def test_qlora_merges_into_the_full_precision_base(trained, tmp_path, cli):
         weights.update(load_file(str(f)))
     q = next(v for k, v in weights.items() if k.endswith("q_proj.weight"))
     assert q.dtype.is_floating_point and q.dim() == 2 and q.shape[0] == 128  # a full matrix, not packed 4-bit
+
+
+def test_eval_of_a_folder_that_is_neither_an_adapter_nor_a_model_is_a_clear_error(tmp_path, cli):
+    # an easy slip: the run directory instead of RUN_DIR/adapter; or an empty folder. Nothing is loaded.
+    recipe = demo.make(tmp_path / "qs", train_examples=8, eval_examples=2, epochs=1)
+    run_dir = recipe.parent / "runs" / "quickstart"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+    code, out, err = cli("eval", recipe, "--adapter", run_dir)
+    assert code == 1, out + err
+    assert "neither a PEFT adapter" in err and f"{run_dir / 'adapter'}" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = cli("eval", recipe, "--adapter", empty)
+    assert code == 1 and "neither a PEFT adapter" in err and "Traceback" not in err, out + err
