@@ -3,7 +3,7 @@ lazily, the runtime) together; each returns its exit code.
 
 Exit codes: 0 success, 1 invalid recipe or data (or another user error), 2 bad usage, 3 nothing fits
 the budget, 4 trained but below eval.min_score (not promoted), 5 (bench) the served model misses serving.sla,
-130 interrupted (Ctrl-C; `recipe run` saves a checkpoint first).
+130 interrupted (Ctrl-C, or SIGTERM during training; `recipe run` saves a checkpoint first).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _callbacks(run: dict):
     from transformers import TrainerCallback
 
     class Checkpoints(TrainerCallback):
-        """Mark a checkpoint complete once saved; stop (after saving) on Ctrl-C."""
+        """Mark a checkpoint complete once saved; stop (after saving) on Ctrl-C or SIGTERM."""
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -396,7 +396,8 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
         state["stop"] = True
         log("\ninterrupted: saving a checkpoint, then stopping (Ctrl-C again to abort at once)")
 
-    previous = signal.signal(signal.SIGINT, stop)
+    # SIGTERM (a scheduler's preemption, `docker stop`, `kill`) stops as Ctrl-C does, after a checkpoint
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     if session.device.kind == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -411,7 +412,8 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
                              "No checkpoint was complete yet; ")
                           + "free some space, then run again with --resume") from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     seconds = time.perf_counter() - started
     ts = trainer.state
     measured = {

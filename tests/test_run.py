@@ -263,11 +263,13 @@ def test_kill_and_resume_gives_the_same_adapter(project, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(project):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(project, sig):
+    # SIGTERM is what a scheduler or `docker stop` sends before killing: the same orderly stop as Ctrl-C
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(_cmd(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_checkpoint(project, proc, 2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in out + err and "Traceback" not in err
