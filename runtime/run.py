@@ -38,8 +38,9 @@ def _finish(plan: Plan, result) -> int:
         raise RecipeError(f"the disk is full: the run report could not be written in {result.run_dir} "
                           f"({exc.strerror}); the adapter and checkpoints are kept") from None
     m = result.measured
+    loss = m.get("train_loss")
     print(f"{'interrupted at' if result.interrupted else 'trained'} step {m.get('steps')}: "
-          f"loss {m.get('train_loss', float('nan')):.4f}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
+          f"loss {'n/a (no step trained)' if loss is None else f'{loss:.4f}'}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
           f"{m.get('wall_seconds', 0):.0f} s")
     ev = result.evaluation
     if ev.get("tuned") and ev.get("baseline"):

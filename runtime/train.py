@@ -66,6 +66,9 @@ def _callbacks(run: dict):
     class Checkpoints(TrainerCallback):
         """Mark a checkpoint complete once saved; stop (after saving) on Ctrl-C or SIGTERM."""
 
+        def on_train_begin(self, args, state, control, **kwargs):  # after a checkpoint's state is restored
+            run["start_step"], run["start_tokens"] = state.global_step, int(state.num_input_tokens_seen or 0)
+
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and path.is_dir():
@@ -416,12 +419,17 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
             signal.signal(sig, handler)
     seconds = time.perf_counter() - started
     ts = trainer.state
+    # a resumed run's speed: the steps and tokens of this session, over its seconds (steps / tokens: in all)
+    steps_run = ts.global_step - state.get("start_step", 0)
+    tokens_run = int(ts.num_input_tokens_seen or 0) - state.get("start_tokens", 0)
     measured = {
         "wall_seconds": round(seconds, 2),
         "steps": ts.global_step,
+        "steps_run": steps_run,
         "tokens": int(ts.num_input_tokens_seen or 0),
-        "tokens_per_second": round((ts.num_input_tokens_seen or 0) / max(seconds, 1e-9), 1),
-        "train_loss": output.training_loss,
+        "tokens_run": tokens_run,
+        "tokens_per_second": round(tokens_run / max(seconds, 1e-9), 1),
+        "train_loss": output.training_loss if steps_run else None,
         "device": session.device.name,  # `recipe calibrate` fits speed per GPU
         **session.device.peak_memory(),
     }

@@ -278,6 +278,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(project, sig):
     assert report(project)["status"] == "interrupted"
 
 
+def test_a_resumed_run_measures_only_the_steps_it_trained(cli, project):
+    # 2 steps, then resumed to 4: the speed is the resumed session's tokens over its own seconds (the
+    # restored step count and tokens are not counted again); `recipe calibrate` reads steps_run
+    sets = ["training.save_steps=1", "data.eval=null"]
+    assert run_cli(cli, project, *sets, "training.max_steps=2")[0] == 0
+    state = json.loads((project.parent / "runs" / "quickstart" / "checkpoints" / "checkpoint-2" /
+                        "trainer_state.json").read_text())
+    code, out, err = run_cli(cli, project, *sets, "training.max_steps=4", extra=["--resume"])
+    assert code == 0, out + err
+    m = report(project)["measured"]
+    assert m["steps"] == 4 and m["steps_run"] == 2
+    assert m["tokens"] > m["tokens_run"] == m["tokens"] - state["num_input_tokens_seen"] > 0
+    assert m["tokens_per_second"] == pytest.approx(m["tokens_run"] / m["wall_seconds"], rel=0.02)
+
+
 def test_preflight_refuses_a_big_model_on_cpu(project):
     from recipe_ft.runtime.preflight import preflight
 
