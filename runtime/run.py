@@ -14,12 +14,37 @@ def execute(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> in
     """Train the plan, write the run report; returns the exit code (130 when interrupted)."""
     from .train import train
 
+    done = _completed(plan, plan_dir) if resume else None
+    if done is not None:
+        return done
     result = train(plan, plan_dir, resume=resume, fresh=fresh)
     try:
         return _finish(plan, result)
     finally:
         if result.lock is not None:
             result.lock.release()
+
+
+def _completed(plan: Plan, plan_dir: Path):
+    """--resume on a run this same plan already completed: nothing to train, nothing rewritten; its exit
+    code (4 when it was not promoted). None when there is something to resume."""
+    import json
+
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    try:
+        report = json.loads((run_dir / "run_report.json").read_text(encoding="utf-8"))
+        ran = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = {k: v for k, v in ran.items() if k != "lock"} == \
+        {k: v for k, v in json.loads(plan.model_dump_json()).items() if k != "lock"}
+    trained = (run_dir / ("model" if plan.method == "full" else "adapter")).is_dir()
+    if not (isinstance(report, dict) and report.get("status") == "completed" and same and trained):
+        return None
+    print(f"{run_dir} already completed this plan (step {report.get('measured', {}).get('steps')}; "
+          f"{run_dir / 'run_report.md'}): nothing to resume. Score it with `recipe eval`, export it with "
+          f"`recipe export`, or start over with --fresh (the run is moved aside, not deleted)")
+    return 0 if report.get("promoted", True) else EXIT_GATE
 
 
 def _finish(plan: Plan, result) -> int:
@@ -79,6 +104,9 @@ def launch_processes(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = Fal
         cpu = True
     run_dir = (plan_dir / plan.output_dir).resolve()
     outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
+    done = _completed(plan, plan_dir) if resume else None
+    if done is not None:
+        return done
     with outdir.RunLock.acquire(run_dir, fresh):
         plan_file = run_dir / "plan.json"
         lock.write(plan, plan_file)

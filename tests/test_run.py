@@ -293,6 +293,28 @@ def test_a_resumed_run_measures_only_the_steps_it_trained(cli, project):
     assert m["tokens_per_second"] == pytest.approx(m["tokens_run"] / m["wall_seconds"], rel=0.02)
 
 
+def test_resuming_a_completed_run_changes_nothing(cli, project):
+    # a retried job, or --resume by habit: the finished run's report and adapter stay as they are
+    sets = ["training.max_steps=2", "data.eval=null"]
+    assert run_cli(cli, project, *sets)[0] == 0
+    run_dir = project.parent / "runs" / "quickstart"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != outdir_lock_name()}
+    code, out, err = run_cli(cli, project, *sets, extra=["--resume"])
+    assert code == 0, out + err
+    assert "already completed" in out and "nothing to resume" in out and "--fresh" in out, out
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != outdir_lock_name()}
+    assert after == before
+    # another plan (more steps) does resume
+    code, out, err = run_cli(cli, project, "training.max_steps=3", "data.eval=null", extra=["--resume"])
+    assert code == 0 and report(project)["measured"]["steps"] == 3, out + err
+
+
+def outdir_lock_name():
+    from recipe_ft.runtime import outdir
+
+    return outdir.LOCK_FILE
+
+
 def test_preflight_refuses_a_big_model_on_cpu(project):
     from recipe_ft.runtime.preflight import preflight
 
