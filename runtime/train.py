@@ -42,6 +42,10 @@ class RunResult:
     lock: object = None  # the run directory's lock (outdir.RunLock), released by the caller
 
 
+class AlreadyTrained(Exception):
+    """Resumed from a checkpoint at max_steps: there is no step left to train."""
+
+
 def _last_complete(checkpoints: Path) -> Optional[Path]:
     done = [d for d in checkpoints.glob("checkpoint-*") if (d / COMPLETE).is_file()] if checkpoints.is_dir() else []
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
@@ -68,6 +72,11 @@ def _callbacks(run: dict):
 
         def on_train_begin(self, args, state, control, **kwargs):  # after a checkpoint's state is restored
             run["start_step"], run["start_tokens"] = state.global_step, int(state.num_input_tokens_seen or 0)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            # transformers checks max_steps after a step: resumed from the last one, it would train one more
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                raise AlreadyTrained
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -406,6 +415,9 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
     started = time.perf_counter()
     try:
         output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+    except AlreadyTrained:  # the checkpoint's weights and state are loaded: save, score and report them
+        output = None
+        trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
     except OSError as exc:
         if not outdir.disk_full(exc):
             raise
@@ -429,7 +441,7 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
         "tokens": int(ts.num_input_tokens_seen or 0),
         "tokens_run": tokens_run,
         "tokens_per_second": round(tokens_run / max(seconds, 1e-9), 1),
-        "train_loss": output.training_loss if steps_run else None,
+        "train_loss": output.training_loss if steps_run and output is not None else None,
         "device": session.device.name,  # `recipe calibrate` fits speed per GPU
         **session.device.peak_memory(),
     }

@@ -309,6 +309,27 @@ def test_resuming_a_completed_run_changes_nothing(cli, project):
     assert code == 0 and report(project)["measured"]["steps"] == 3, out + err
 
 
+def test_resume_from_the_last_step_trains_no_step_past_max_steps(cli, project):
+    # killed after its last checkpoint, before the adapter and report (e.g. during the final evaluation):
+    # resumed, it trains nothing more (transformers would train one step past a max_steps inside an epoch)
+    sets = ["training.max_steps=2", "data.eval=null"]
+    assert run_cli(cli, project, *sets)[0] == 0
+    run_dir = project.parent / "runs" / "quickstart"
+    shutil.rmtree(run_dir / "adapter")
+    for name in ("run_report.json", "run_report.md"):
+        (run_dir / name).unlink()
+    code, out, err = run_cli(cli, project, *sets, extra=["--resume"])
+    assert code == 0, out + err
+    m = report(project)["measured"]
+    assert m["steps"] == 2 and m["steps_run"] == 0 and m["train_loss"] is None
+    assert not (run_dir / "checkpoints" / "checkpoint-3").exists()
+    from safetensors.torch import load_file
+
+    final = load_file(str(run_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"))
+    saved = _adapter(project)
+    assert saved.keys() == final.keys() and all((saved[k] == final[k]).all() for k in final)
+
+
 def outdir_lock_name():
     from recipe_ft.runtime import outdir
 
