@@ -87,6 +87,8 @@ def _callbacks(run: dict):
             if run["stop"]:
                 control.should_save = True
                 control.should_training_stop = True
+            if run["stop"] or state.global_step >= state.max_steps:  # the curve ends at the last step trained
+                control.should_log = True
             return control
 
     class Progress(TrainerCallback):

@@ -330,6 +330,13 @@ def test_resume_from_the_last_step_trains_no_step_past_max_steps(cli, project):
     assert saved.keys() == final.keys() and all((saved[k] == final[k]).all() for k in final)
 
 
+def test_the_loss_curve_ends_at_the_last_step(cli, project):
+    # 3 steps logged every 2: the curve (and the report's first -> last loss) includes step 3
+    code, out, err = run_cli(cli, project, "training.max_steps=3", "training.logging_steps=2", "data.eval=null")
+    assert code == 0, out + err
+    assert [p["step"] for p in report(project)["loss_curve"]] == [1, 2, 3]
+
+
 def outdir_lock_name():
     from recipe_ft.runtime import outdir
 
