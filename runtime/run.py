@@ -152,7 +152,13 @@ def export_run(run_dir: Path, merge: bool, output) -> int:
               f"adapter, tolerance {c['tolerance']:g}, {c['dtype']})")
         files = out["serving"]
     else:
-        files = serving_files(read_run(run_dir), run_dir, None)
+        plan = read_run(run_dir)
+        trained = run_dir / ("model" if plan.method == "full" else "adapter")
+        # a full fine-tuning run's model/ is served as a merged model is
+        files = serving_files(plan, run_dir, trained if plan.method == "full" and trained.is_dir() else None)
+        if not files:
+            raise RecipeError(f"{trained}: no {trained.name} to serve (was the run interrupted? resume it with "
+                              f"`recipe run --resume`)")
     for f in files:
         print(f"wrote {f}")
     return 0

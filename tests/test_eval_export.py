@@ -121,3 +121,33 @@ def test_eval_of_a_folder_that_is_neither_an_adapter_nor_a_model_is_a_clear_erro
     empty.mkdir()
     code, out, err = cli("eval", recipe, "--adapter", empty)
     assert code == 1 and "neither a PEFT adapter" in err and "Traceback" not in err, out + err
+
+
+def _run_dir_without_training(tmp_path, *sets):
+    """A run directory as `recipe run` leaves it before its adapter or model is saved (plan.json only)."""
+    from recipe_ft.compiler.pipeline import compile_file
+
+    recipe = demo.make(tmp_path / "qs", train_examples=8, eval_examples=2, epochs=1)
+    plan = compile_file(str(recipe), list(sets)).plan
+    run_dir = recipe.parent / "runs" / "quickstart"
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(plan.model_dump_json())
+    return run_dir
+
+
+def test_export_of_a_run_without_an_adapter_says_so(tmp_path, cli):
+    # an interrupted run: there is nothing to serve, which is an error, not a silent exit 0
+    run_dir = _run_dir_without_training(tmp_path)
+    code, out, err = cli("export", run_dir)
+    assert code == 1 and "no adapter" in err and "--resume" in err, out + err
+    assert not (run_dir / "serve").exists()
+
+
+def test_export_of_a_full_fine_tuning_run_serves_its_model(tmp_path, cli):
+    run_dir = _run_dir_without_training(tmp_path, "method.name=full")
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    code, out, err = cli("export", run_dir)
+    assert code == 0, out + err
+    assert f"vllm serve {run_dir / 'model'} " in (run_dir / "serve" / "vllm_merged.sh").read_text()
+    assert (run_dir / "serve" / "Modelfile").read_text().splitlines()[1] == f"FROM {run_dir / 'model'}"
