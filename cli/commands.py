@@ -109,6 +109,9 @@ def run_command(target: str, set_: list[str], resume: bool, fresh: bool, replan:
     from ..runtime.launch import is_worker
     from ..runtime.run import execute, launch_processes
 
+    if target.endswith(".json") and set_ and not replan:  # a lock is the plan that was reviewed
+        raise RecipeError(f"{target} is a locked plan: --set would run another plan than it. Re-plan with "
+                          f"`recipe plan RECIPE --set ... -o PLAN`, or pass --replan")
     plan, plan_dir = plan_for_run(target, set_, replan)
     if plan.distributed.processes > 1 and not (worker or is_worker()):
         return launch_processes(plan, plan_dir, resume, fresh)

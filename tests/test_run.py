@@ -216,6 +216,15 @@ def test_stale_lock_is_refused(cli, project, tmp_path):
     assert code == 1 and "stale" in err and "data file data/train.jsonl changed" in err
 
 
+def test_set_on_a_lock_file_is_refused_unless_replanned(cli, project, tmp_path):
+    # a lock is the plan that was reviewed: --set would silently run another one
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", project, "-o", plan_file)[0] == 0
+    code, out, err = cli("run", plan_file, "--set", "method.rank=4")
+    assert code == 1 and "--set" in err and "--replan" in err and "recipe plan" in err, out + err
+    assert not (project.parent / "runs").exists()
+
+
 def _cmd(recipe, *extra):
     args = [sys.executable, "-m", "recipe_ft", "run", str(recipe)]
     for s in ["training.epochs=1", "training.max_steps=200", "training.save_steps=2", "training.logging_steps=1",
