@@ -1,6 +1,7 @@
 """Baseline vs tuned on the quickstart, the quality gate, `recipe eval`, merge and serving files."""
 
 import json
+from pathlib import Path
 
 import pytest
 from demo_copy import fresh_copy
@@ -151,3 +152,18 @@ def test_export_of_a_full_fine_tuning_run_serves_its_model(tmp_path, cli):
     assert code == 0, out + err
     assert f"vllm serve {run_dir / 'model'} " in (run_dir / "serve" / "vllm_merged.sh").read_text()
     assert (run_dir / "serve" / "Modelfile").read_text().splitlines()[1] == f"FROM {run_dir / 'model'}"
+
+
+def test_export_from_a_read_only_run_directory_is_a_clear_error(tmp_path, cli, monkeypatch):
+    # a run directory on a read-only mount: refused before any merging, no traceback
+    import os
+
+    run_dir = _run_dir_without_training(tmp_path)
+    (run_dir / "adapter").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == run_dir and mode == os.W_OK
+                        else real(p, mode, **kw))
+    for args in ((), ("--merge", "-o", tmp_path / "merged")):
+        code, out, err = cli("export", run_dir, *args)
+        assert code == 1 and f"{run_dir} is not writable" in err and "Traceback" not in err, out + err
+        assert not (tmp_path / "merged").exists()
