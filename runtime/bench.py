@@ -287,6 +287,9 @@ def bench(target: str, overrides: list, opts: Options, log=print) -> int:
     out_dir = opts.output or run_dir / "bench" / stamp
     if opts.output is None and out_dir.exists():
         out_dir = run_dir / "bench" / f"{stamp}-{os.getpid()}"
+    from .outdir import usable_dir
+
+    usable_dir(out_dir, "the bench report's folder")  # before the bench, not after it
     econ = plan.recipe.economics
     default_models = [plan.name, econ.api_model if econ else plan.name]
     models = list(opts.models) + default_models[len(opts.models):]

@@ -240,6 +240,16 @@ def test_bad_usage_is_reported_without_traceback(tmp_path, cli):
     assert code == 2 and "no bench report" in err
 
 
+def test_a_report_folder_that_cannot_be_written_is_refused_before_the_bench(tmp_path, cli):
+    # a read-only run directory, or -o under a file: said before any request, not a traceback after them
+    recipe = write_recipe(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = cli("bench", recipe, "--endpoint", "http://127.0.0.1:9", "--concurrency", 1, "--requests", 2,
+                       "--warmup", 0, "-o", tmp_path / "afile" / "out")
+    assert code == 1 and "afile is a file" in err and "Traceback" not in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_unreachable_endpoint_counts_errors(tmp_path, cli):
     import socket
 
