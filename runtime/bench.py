@@ -196,12 +196,12 @@ def measure(name: str, role: str, endpoint: loadgen.Endpoint, key_env: Optional[
                      threading.Event())
         if not warm.ok:
             log(f"{name}: warm-up request failed ({warm.error or 'timed out'})")
-    log(f"{name}: {endpoint.chat_url} ({endpoint.model}), {load.describe()}")
+    log(f"{name}: {endpoint.shown_url} ({endpoint.model}), {load.describe()}")
     result = loadgen.run(endpoint, prompts, load)
     stats = benchstats.summarize(result)
     sla = plan.recipe.serving.sla if plan.recipe.serving else None
     lines = benchstats.sla_lines(stats, sla)
-    return {"name": name, "role": role, "url": endpoint.chat_url, "model": endpoint.model, "api_key_env": key_env,
+    return {"name": name, "role": role, "url": endpoint.shown_url, "model": endpoint.model, "api_key_env": key_env,
             "stats": stats, "quality": quality(plan, plan_dir, result.outcomes, refs),
             "sla": {"lines": lines, "pass": all(line["pass"] for line in lines) if lines else None},
             "cost": price(plan, role, stats, opts)}
@@ -279,6 +279,10 @@ def bench(target: str, overrides: list, opts: Options, log=print) -> int:
     for url in opts.endpoints:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise UsageError(f"--endpoint {url!r}: expected an http:// or https:// URL")
+        if urlsplit(url).password is not None:  # never sent, and it would be written to the report
+            raise UsageError(f"--endpoint {urlsplit(url)._replace(netloc=urlsplit(url).netloc.rsplit('@', 1)[1]).geturl()}: "
+                             f"no user:password@ in the URL; put the key in an environment variable and "
+                             f"pass --api-key-env VAR")
     if len(opts.models) > n or len(opts.key_envs) > n:
         raise UsageError("more --model / --api-key-env than endpoints")
     prompts, refs = held_out(plan, plan_dir)
