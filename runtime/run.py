@@ -17,6 +17,8 @@ def execute(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> in
     done = _completed(plan, plan_dir) if resume else None
     if done is not None:
         return done
+    if resume:
+        _resumable(plan, plan_dir)
     result = train(plan, plan_dir, resume=resume, fresh=fresh)
     try:
         return _finish(plan, result)
@@ -45,6 +47,30 @@ def _completed(plan: Plan, plan_dir: Path):
           f"{run_dir / 'run_report.md'}): nothing to resume. Score it with `recipe eval`, export it with "
           f"`recipe export`, or start over with --fresh (the run is moved aside, not deleted)")
     return 0 if report.get("promoted", True) else EXIT_GATE
+
+
+def _resumable(plan: Plan, plan_dir: Path) -> None:
+    """Before anything is loaded: --resume continues checkpoints of the same model and adapter only (other
+    weights do not load into them); training settings (steps, learning rate, ...) may change."""
+    import json
+
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    if not any((run_dir / "checkpoints").glob("checkpoint-*/CHECKPOINT_COMPLETE")):
+        return
+    try:
+        ran = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    new = json.loads(plan.model_dump_json())
+    pairs = [("method", ran.get("method"), new["method"]),
+             ("model", (ran.get("model") or {}).get("name"), new["model"]["name"])]
+    pairs += [(key, (ran.get("adapter") or {}).get(key), (new["adapter"] or {}).get(key))
+              for key in ("rank", "targets", "use_dora", "quantization")]
+    changes = [f"{key} {a} -> {b}" for key, a, b in pairs if a != b]
+    if changes:
+        raise RecipeError(f"{run_dir} holds checkpoints of another model or adapter ({'; '.join(changes)}): "
+                          f"--resume continues only the same one. Undo the change, or start over with --fresh "
+                          f"(the earlier run is moved aside, not deleted)")
 
 
 def _finish(plan: Plan, result) -> int:
@@ -107,6 +133,8 @@ def launch_processes(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = Fal
     done = _completed(plan, plan_dir) if resume else None
     if done is not None:
         return done
+    if resume:
+        _resumable(plan, plan_dir)
     with outdir.RunLock.acquire(run_dir, fresh):
         plan_file = run_dir / "plan.json"
         lock.write(plan, plan_file)

@@ -346,6 +346,18 @@ def test_the_loss_curve_ends_at_the_last_step(cli, project):
     assert [p["step"] for p in report(project)["loss_curve"]] == [1, 2, 3]
 
 
+def test_resume_with_another_adapter_shape_is_refused_before_loading(cli, project):
+    # the checkpoint holds rank-16 weights: a rank-4 resume cannot load them (it was a size-mismatch traceback,
+    # after the run's plan.json had been overwritten with the new plan)
+    assert run_cli(cli, project, "training.max_steps=2", "data.eval=null")[0] == 0
+    recorded = (project.parent / "runs" / "quickstart" / "plan.json").read_text()
+    code, out, err = run_cli(cli, project, "training.max_steps=4", "data.eval=null", "method.rank=4",
+                             extra=["--resume"])
+    assert code == 1 and "rank 16 -> 4" in err and "--fresh" in err and "Traceback" not in err, out + err
+    assert "device:" not in out  # refused before the model was loaded
+    assert (project.parent / "runs" / "quickstart" / "plan.json").read_text() == recorded
+
+
 def outdir_lock_name():
     from recipe_ft.runtime import outdir
 
