@@ -143,6 +143,7 @@ def eval_(recipe: str, adapter: Optional[Path], set_: list[str], format: str) ->
     from ..runtime.run import score
 
     plan, plan_dir = plan_for_run(recipe, set_, False)
+    _needs_training_stack("eval", ("torch", "transformers", "peft"))
     return score(plan, plan_dir, adapter, format)
 
 
@@ -151,6 +152,9 @@ def export(run_dir: Path, merge: bool, output: Optional[Path]) -> int:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such directory")
     from ..runtime.run import export_run
+
+    if merge:
+        _needs_training_stack("export --merge", ("torch", "transformers", "peft"))
 
     return export_run(run_dir, merge, output)
 
@@ -176,10 +180,21 @@ def bench(target: str, endpoint: list[str], serve: bool, model_dir: Optional[Pat
     return run_bench(target, set_, opts)
 
 
+def _needs_training_stack(command: str, packages: tuple) -> None:
+    """A command that loads models stops with one line, before it writes anything, when the stack is missing."""
+    import importlib.util
+
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise RecipeError(f"`recipe {command}` needs the training stack ({', '.join(missing)} missing): "
+                          f"pip install 'recipe-ft[train]'")
+
+
 def demo(directory: Path, train_now: bool, force: bool, preference: bool) -> int:
     """Write a tiny model, tokenizer, synthetic data and recipe that train on a CPU in minutes."""
     from ..runtime.run import make_demo
 
+    _needs_training_stack("demo", ("torch", "transformers", "tokenizers"))
     if preference or str(directory) == "preference":
         from ..runtime.preference_demo import make as make_preference
 

@@ -56,6 +56,9 @@ def latest(run_dir: Path) -> Optional[Path]:
 
 def read(path: Path) -> Measured:
     """The candidate's measured throughput from a bench report file or a run directory."""
+    if not path.exists():
+        raise UsageError(f"--bench {path}: no such file or run directory; run `recipe bench` first, or give a "
+                         f"bench_report.json")
     if path.is_dir():
         found = latest(path)
         if found is None:

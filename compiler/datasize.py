@@ -42,7 +42,7 @@ DECLARED_PADDING = 1.25  # padding to the longest of a micro batch, when lengths
 class DataSize:
     examples: int
     tokens_per_example: float  # mean, after truncation to max_seq_len
-    counted_with: str  # tokenizer | heuristic | declared
+    counted_with: str  # tokenizer | heuristic | declared | assumed (nothing counted or declared)
     truncated: int = 0
     note: str = ""
     lengths: tuple = field(default=(), repr=False, compare=False)  # a sample, clipped to max_seq_len
@@ -181,7 +181,8 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
     elif clipped:
         mean = sum(clipped) / len(clipped)
     else:
-        mean, counted_with = float(min(DEFAULT_TOKENS_PER_EXAMPLE, max_len)), "declared"
+        mean = float(min(DEFAULT_TOKENS_PER_EXAMPLE, max_len))
+        counted_with = "declared" if declared_n else "assumed"
         notes.append(f"no data file and no data.tokens_per_example: assumed {DEFAULT_TOKENS_PER_EXAMPLE} "
                      f"tokens per example")
     examples = declared_n or count

@@ -316,8 +316,8 @@ def caveats(spec: EconomicsSpec, api: ApiQuote, api_monthly: float, options: Seq
                    f"fine-tuning one task; at low volume the API is usually the simpler choice")
     if api_monthly < SEED_MIN_API_MONTHLY_USD:
         out.append(f"API spend {usd(api_monthly)}/month is below the seed's {usd(SEED_MIN_API_MONTHLY_USD)}"
-                   f"/month, above which fine-tuning pays back within 30-60 days; the saving is small in "
-                   f"absolute terms")
+                   f"/month, above which fine-tuning pays back within 30-60 days"
+                   + ("; the saving is small in absolute terms" if days is not None else ""))
     if days is not None and days > SEED_MAX_BREAK_EVEN_DAYS:
         out.append(f"break-even after {_days(days)} is beyond the seed's 30-60 days")
     if cost.training_usd is None:

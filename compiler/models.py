@@ -181,7 +181,7 @@ def _suggestions(base: str) -> list[str]:
 
 def _not_found_message(base: str, looked_at: Path) -> str:
     close = _suggestions(base)[:3]
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
     where = "" if Path(base).is_absolute() else " (relative to the recipe file)"
     return (
         f"'{base}' is not in the model catalog and is not a directory{where}{hint} "

@@ -42,6 +42,14 @@ def fit_label(a) -> str:
     return "yes" if a.fits and a.within_budget else ("over budget" if a.fits else "no")
 
 
+def _chosen_row(plan: Plan):
+    """The chosen option's row among the alternatives: whether it fits, and its note ("$9.34 > max_cost_usd 2",
+    "bitsandbytes 4-bit ... not known to work on MI300X")."""
+    hw = plan.hardware
+    return next((a for a in plan.alternatives if (a.gpu, a.count, a.method, a.strategy)
+                 == (hw.gpu, hw.count, plan.method, plan.distributed.strategy)), None)
+
+
 def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     m, t, hw = plan.memory, plan.training, plan.hardware
     adapter = ""
@@ -55,22 +63,26 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
             else:
                 adapter += f", {q['bits']}-bit {q['type']}{' double quant' if q['double_quant'] else ''}"
     memory_fits = m.required_bytes <= m.capacity_bytes
-    if memory_fits:
+    row = None if plan.fits else _chosen_row(plan)
+    note = f"; {row.note}" if row is not None and row.note and memory_fits else ""
+    if plan.time.tokens_per_second > 0:
         time_row = (f"{hours(plan.time.hours)} at {plan.time.tokens_per_second:,.0f} tokens/s "
                     f"({plan.time.utilization:.0%} matmul utilization" +
                     (f", x {plan.time.calibration_factor:.2f} from this repository's runs)" if plan.time.calibration
                      else ")"))
         cost_row = f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"
     else:  # no step runs, so no time and no cost: say what is missing instead
-        missing = f"not estimated: the step needs {gib(m.required_bytes - m.capacity_bytes)} more than the card holds"
+        missing = ("not estimated: " + row.note if note else
+                   f"not estimated: the step needs {gib(m.required_bytes - m.capacity_bytes)} more than the card holds")
         time_row, cost_row = missing, f"not estimated (the GPU costs {usd(plan.cost.usd_per_hour)}/h)"
     return [
         ("model", f"{plan.model.name} ({count(plan.model.parameters)} params, "
                   f"{count(plan.model.trainable_parameters)} trainable)"),
         ("method", plan.method.upper() + adapter),
         ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})" + _distributed(plan)),
-        ("fits", ("yes" if plan.fits else "NO") + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
-                 f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})"),
+        ("fits", ("yes" if plan.fits else "over budget" if row is not None and row.fits else "NO")
+                 + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
+                 f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})" + note),
         ("batch", f"micro batch {t.micro_batch_size} x accumulation {t.gradient_accumulation_steps} x "
                   f"{hw.count} GPU = {t.effective_batch_size}; checkpointing "
                   f"{'on' if t.gradient_checkpointing else 'off'}; {t.attention} attention"),

@@ -433,14 +433,21 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
         d.append(Decision(what="method", choice=chosen.method, reason=reason))
     else:
         d.append(Decision(what="method", choice=chosen.method, reason="pinned by method.name"))
-    why_gpu = ("pinned by budget.gpu" if recipe.budget.gpu else
-               f"cheapest option that fits ({len(options)} GPU x count x method options compared)")
+    compared = f"{len(options)} GPU x count x method options compared"
+    if recipe.budget.gpu:
+        why_gpu = "pinned by budget.gpu"
+    elif not chosen.fits:  # nothing fits: the chosen option is the closest one, say so and by how much
+        why_gpu = f"nothing fits; the closest option ({compared}): {chosen.note}"
+    elif not chosen.within_budget:
+        why_gpu = f"nothing fits within the budget; the cheapest option that fits ({compared}): {chosen.note}"
+    else:
+        why_gpu = f"cheapest option that fits ({compared})"
     d.append(Decision(what="gpu", choice=gpu.name, reason=f"{why_gpu}; price: {gpu.price_label}"))
     fewer = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count < chosen.count]
     if recipe.budget.gpu_count:
         why_count = "pinned by budget.gpu_count"
     elif chosen.count == 1:
-        why_count = "one GPU is the cheapest option"
+        why_count = "budget.max_gpus is 1" if recipe.budget.max_gpus == 1 else "one GPU is the cheapest option"
     elif fewer and not any(o.fits for o in fewer):
         why_count = f"the smallest count that fits ({', '.join(sorted({str(o.count) for o in fewer}))} do not)"
     elif fewer and not any(o.within_budget for o in fewer):
@@ -458,14 +465,18 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
             why += f"; one {gpu.name} would need {single[0].memory.required_bytes / gib:.0f} GiB"
         d.append(Decision(what="strategy", choice=chosen.strategy, reason=why))
     s = chosen.shape
+    memory_fits = mem.required_bytes <= gpu.memory_bytes  # (an option may fit and still not run: no bitsandbytes)
     d.append(Decision(what="micro_batch_size", choice=str(s.micro_batch_size),
                       reason="pinned by training.micro_batch_size" if pinned_mbs else
-                      "largest power of two that fits, up to the batch size per GPU"))
+                      "largest power of two that fits, up to the batch size per GPU" if memory_fits else
+                      "nothing fits: the micro batch and checkpointing that need the least memory"))
     d.append(Decision(what="gradient_accumulation_steps", choice=str(s.gradient_accumulation_steps),
                       reason=f"{s.micro_batch_size} x {chosen.count} GPU(s) x {s.gradient_accumulation_steps} "
                              f"reaches batch_size {recipe.training.batch_size}"))
     d.append(Decision(what="gradient_checkpointing", choice=str(s.gradient_checkpointing).lower(),
                       reason="pinned by training.gradient_checkpointing" if pinned_gc is not None else
+                      "nothing fits: the micro batch and checkpointing that need the least memory"
+                      if not memory_fits else
                       ("off: the step fits without it, which saves a recomputed forward pass"
                        if not s.gradient_checkpointing else "on: the step does not fit without it")))
     d.append(Decision(what="attention", choice=s.attention,
@@ -487,7 +498,8 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
                                            f"characters / "
                                            f"{datasize.CHARS_PER_TOKEN:g} per token plus template overhead "
                                            f"(no local tokenizer)",
-                              "declared": "declared in the recipe (data.examples / data.tokens_per_example)"}
+                              "declared": "declared in the recipe (data.examples / data.tokens_per_example)",
+                              "assumed": "not measured: no data to count and no data.tokens_per_example"}
                       [size.counted_with] + (f"; {size.note}" if size.note else "")))
     d.append(_loss_decision(recipe))
     return d
@@ -568,6 +580,10 @@ def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: Build
                         "training.precision bf16-pure only changes full fine-tuning; adapters train as with bf16")
     if recipe.model.trust_remote_code:
         warnings.append("model.trust_remote_code is on: the model's own code will run")
+    if not size.examples:
+        warnings.append("no training examples: the data was not found and data.examples is not declared, so "
+                        "the plan's steps, time and cost are those of an empty run; declare data.examples and "
+                        "data.tokens_per_example, or add the data")
     kept = [m for m in build.modules if not m.quantized and m.module_class != "Linear"]
     if method in memory.QUANTIZED and kept:
         warnings.append(f"{method}: {', '.join(m.name for m in kept)} ({kept[0].module_class}) stay in "

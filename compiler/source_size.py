@@ -180,6 +180,9 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> data
             raise
     if any(m is None for m in measured):
         mean = float(min(declared_t or datasize.DEFAULT_TOKENS_PER_EXAMPLE, max_len))
+        if not declared_t:
+            notes.append(f"no data.tokens_per_example: assumed {datasize.DEFAULT_TOKENS_PER_EXAMPLE} tokens per "
+                         f"example")
         return datasize.DataSize(declared_n, mean, "declared", 0, "; ".join(notes), (), max_len)
     available = [m["count"] for m in measured]
     if recipe.data.eval_fraction:  # held out per source before mixing, as `recipe run` splits

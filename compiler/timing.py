@@ -278,11 +278,10 @@ def estimate(arch: Architecture, shape, gpu: GPUSpeed, count: int, train_tokens:
 
 
 def assumptions(est: Optional[TimeEstimate], gpu_name: str, calibration: Optional[str] = None) -> list[str]:
-    util = f"{est.utilization:.0%}" if est else "?"
-    source = est.utilization_source if est else ""
     out = [
-        f"matmul utilization {util} of the {gpu_name}'s dense bf16 peak ({source}; "
-        f"benchmarks/time_accuracy.py)",
+        f"matmul utilization {est.utilization:.0%} of the {gpu_name}'s dense bf16 peak ({est.utilization_source}; "
+        f"benchmarks/time_accuracy.py)" if est else
+        f"time not estimated: no step of this plan runs on the {gpu_name}",
         "FLOPs per token: forward 2 x matmul parameters (LM head included) + causal attention over the attention "
         "length in the layers with softmax attention (a linear-attention layer's recurrence, such as Qwen3.5's "
         "gated delta net, is not counted) + LoRA A/B (+ DoRA's base re-run on dropped-out inputs); backward 2x the matmuls for full "

@@ -134,6 +134,20 @@ def remote_path(path: Path, workdir: Path) -> str:
     return Path(rel).as_posix()
 
 
+INSTALL_ENV = "RECIPE_FT_INSTALL"
+
+
+def install_spec(plan: Plan, workdir: Path) -> str:
+    """What the SkyPilot setup installs (`pip install "$RECIPE_FT_INSTALL"`): this project from the synced
+    workdir when the workdir is a checkout of it, else the package at the version that wrote the plan (a
+    recipe's folder, e.g. recipes/, is not installable). `sky launch --env RECIPE_FT_INSTALL=...` replaces it
+    (a wheel, a git URL, an index the package is on)."""
+    project = workdir / "pyproject.toml"
+    if project.is_file() and 'name = "recipe-ft"' in project.read_text(errors="replace"):
+        return ".[train]"
+    return f"recipe-ft[train]=={plan.tool_version}"
+
+
 def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> dict:
     """A SkyPilot task run from the recipe's folder (`workdir: .`): every path in it is relative to it."""
     d = plan.distributed
@@ -155,7 +169,8 @@ def skypilot_task(plan: Plan, plan_file: Path, workdir: Path | None = None) -> d
         "resources": {"accelerators": f"{gpu}:{per_node}", "disk_size": 256},
         "num_nodes": d.nodes,
         "workdir": ".",
-        "setup": "set -e\npip install 'torch>=2.4'\npip install '.[train]'\n",
+        "envs": {INSTALL_ENV: install_spec(plan, workdir)},
+        "setup": f"set -e\npip install 'torch>=2.4'\npip install \"${INSTALL_ENV}\"\n",
         "run": "\n".join(run) + "\n",
     }
 

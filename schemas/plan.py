@@ -104,7 +104,7 @@ class DataPlan(Frozen):
     eval_sha256: Optional[str] = None
     examples: int
     tokens_per_example: float
-    counted_with: str  # "tokenizer" | "heuristic" | "declared"
+    counted_with: str  # "tokenizer" | "heuristic" | "declared" | "assumed" (nothing to count, nothing declared)
     truncated_examples: int = 0
     note: str = ""
 

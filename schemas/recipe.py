@@ -193,9 +193,9 @@ class DataSpec(Section):
     system_prompt: Optional[Name] = Field(None, description="System message added to conversations that lack one")
     on_error: Literal["fail", "skip"] = Field("fail", description="What to do with a malformed record")
     examples: Optional[int] = Field(
-        None, ge=1, le=10**12, description="Declared number of training examples, used when the file is not present")
+        None, ge=1, le=10**12, description="Training examples for planning; overrides the count of the data")
     tokens_per_example: Optional[int] = Field(
-        None, ge=1, le=2**20, description="Declared mean tokens per example, used when the file is not present")
+        None, ge=1, le=2**20, description="Mean tokens per example for planning; overrides the measured mean")
 
     @model_validator(mode="after")
     def _rules(self) -> "DataSpec":
@@ -339,7 +339,9 @@ class DistributedSpec(Section):
 
 
 class EvalSpec(Section):
-    metric: Optional[Metric] = Field(None, description="Default by task: exact_match, json_fields, token_f1")
+    metric: Optional[Metric] = Field(None, description="Default by task: exact_match (classification), json_fields "
+                                                       "(extraction), token_f1 (generation, chat), "
+                                                       "preference_accuracy (preference)")
     min_score: Optional[float] = Field(None, ge=0, le=1, description="Quality gate")
     max_new_tokens: AutoInt = "auto"
     json_schema: Optional[Name] = Field(None, description="JSON Schema file outputs must satisfy")

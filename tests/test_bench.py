@@ -238,6 +238,8 @@ def test_bad_usage_is_reported_without_traceback(tmp_path, cli):
     assert code == 2 and "NO_SUCH_VAR_X" in err
     code, _, err = cli("plan", recipe, "--bench", tmp_path)
     assert code == 2 and "no bench report" in err
+    code, _, err = cli("plan", recipe, "--bench", "latest")  # the recipe's run directory does not exist yet
+    assert code == 2 and "no such file or run directory" in err and "Errno" not in err
 
 
 def test_a_report_folder_that_cannot_be_written_is_refused_before_the_bench(tmp_path, cli):

@@ -108,3 +108,21 @@ def test_every_command_has_help(cli, command):
     """argparse formats help text with %-interpolation: a stray % in a help string breaks -h."""
     code, out, err = cli(command, "-h")
     assert code == 0 and out.startswith(f"usage: recipe {command} ") and err == ""
+
+
+def test_commands_that_load_models_without_the_training_stack_say_so_in_one_line(cli, tmp_path, monkeypatch):
+    """demo writes nothing; eval and export --merge stop before loading (they were tracebacks)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tokenizers", "peft") else real(name, *a))
+    for args in ((), ("--preference",)):
+        code, out, err = cli("demo", tmp_path / "qs", *args)
+        assert code == 1 and "Traceback" not in out + err
+        assert "`recipe demo` needs the training stack (tokenizers missing)" in err
+        assert "pip install 'recipe-ft[train]'" in err and not (tmp_path / "qs").exists()
+    code, out, err = cli("eval", RECIPE)
+    assert code == 1 and "`recipe eval` needs the training stack (peft missing)" in err
+    code, out, err = cli("export", tmp_path, "--merge")
+    assert code == 1 and "`recipe export --merge` needs the training stack (peft missing)" in err

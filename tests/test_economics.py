@@ -70,6 +70,7 @@ def test_pays_back_hand_computed():
     text = " ".join(e.caveats)
     assert "beyond the seed's 30-60 days" in text and "below the seed's $5,000/month" in text
     assert "requests/day is below" not in text  # 10,000/day is not below the seed's 10,000
+    assert "the saving is small in absolute terms" in text
 
 
 def test_never_pays_back_at_tiny_volume():
@@ -81,6 +82,7 @@ def test_never_pays_back_at_tiny_volume():
     assert e.verdict.startswith("never pays back: self-hosting costs $717.44/month more than the API")
     text = " ".join(e.caveats)
     assert "savings never repay" in text and "100 requests/day is below the seed's 10,000/day" in text
+    assert "below the seed's $5,000/month" in text and "the saving is small" not in text  # there is none
 
 
 def test_scale_to_zero_pays_only_busy_hours():

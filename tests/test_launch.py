@@ -88,7 +88,12 @@ def test_multi_node_torchrun_and_skypilot(tmp_path):
     launch.write_artifacts(plan, tmp_path / "plan.json", tmp_path / "sky", "skypilot")
     task = yaml.load((tmp_path / "sky" / "skypilot.yaml").read_text())
     assert task["resources"]["accelerators"] == "H100:8" and task["num_nodes"] == 2
-    assert "pip install" in task["setup"] and ".[train]" in task["setup"]
+    # the workdir is the recipe's folder, not an installable project: the setup installs the package itself
+    # (its spec in an env var that `sky launch --env RECIPE_FT_INSTALL=...` replaces)
+    assert 'pip install "$RECIPE_FT_INSTALL"' in task["setup"] and ".[train]" not in task["setup"]
+    assert task["envs"] == {"RECIPE_FT_INSTALL": f"recipe-ft[train]=={plan.tool_version}"}
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "recipe-ft"\n')  # a checkout: installed from it
+    assert launch.skypilot_task(plan, tmp_path / "plan.json")["envs"] == {"RECIPE_FT_INSTALL": ".[train]"}
     assert "--num_machines 2" in task["run"] and "--machine_rank $NODE_RANK" in task["run"]
     assert "recipe_ft run" in task["run"]
     acc = yaml.load((tmp_path / "sky" / "accelerate.yaml").read_text())

@@ -108,6 +108,60 @@ def test_budget_too_small_names_the_knob(tmp_path):
     assert "max_cost_usd" in compiled.suggestions[0]
 
 
+def test_a_plan_that_does_not_fit_says_so_in_its_reasons(tmp_path, cli):
+    """The closest option is shown, but no reason claims that it fits; its time is not estimated."""
+    path = write(tmp_path, recipe(base="meta-llama/Llama-3.3-70B-Instruct", method="lora",
+                                  budget="  gpus: [L4]\n  max_gpus: 1"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3
+    reasons = {d.what: d.reason for d in compiled.plan.decisions}
+    assert reasons["gpu"].startswith("nothing fits; the closest option") and "GiB more" in reasons["gpu"]
+    assert reasons["gpu_count"] == "budget.max_gpus is 1"  # the constraint, not "the cheapest option"
+    for what in ("micro_batch_size", "gradient_checkpointing"):
+        assert reasons[what].startswith("nothing fits"), reasons[what]
+    assert compiled.plan.time.assumptions[0] == "time not estimated: no step of this plan runs on the L4"
+    code, out, _ = cli("plan", path)
+    assert code == 3 and "fits      NO: needs" in out
+
+
+def test_a_plan_over_budget_names_the_budget_not_memory(tmp_path, cli):
+    path = write(tmp_path, recipe(method="qlora", budget="  gpus: [A100-80GB]\n  max_cost_usd: 0.01"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3 and compiled.plan.memory.required_bytes <= compiled.plan.memory.capacity_bytes
+    gpu_reason = next(d.reason for d in compiled.plan.decisions if d.what == "gpu")
+    assert gpu_reason.startswith("nothing fits within the budget") and "> max_cost_usd 0.01" in gpu_reason
+    code, out, _ = cli("plan", path)
+    fits_line = next(line for line in out.splitlines() if line.startswith("fits"))
+    assert code == 3 and fits_line.split()[1:3] == ["over", "budget:"] and "> max_cost_usd" in fits_line
+
+
+def test_a_plan_whose_gpu_lacks_the_stack_says_why_not_zero_time(tmp_path, cli):
+    """QLoRA on an MI300X only: memory fits, bitsandbytes does not run there; no '0 min at 0 tokens/s'."""
+    path = write(tmp_path, recipe(method="qlora", budget="  gpus: [MI300X]\n  max_gpus: 1"))
+    compiled = compile_file(path)
+    assert compiled.exit_code == 3 and compiled.plan.memory.required_bytes <= compiled.plan.memory.capacity_bytes
+    reasons = {d.what: d.reason for d in compiled.plan.decisions}
+    assert reasons["gpu"].startswith("nothing fits; the closest option") and "MI300X" in reasons["gpu"]
+    assert reasons["micro_batch_size"].startswith("largest power of two that fits")  # it does fit memory
+    code, out, _ = cli("plan", path)
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert code == 3 and rows["fits"].startswith("fits      NO: needs") and "bitsandbytes 4-bit" in rows["fits"]
+    assert rows["time"].startswith("time      not estimated: bitsandbytes") and "0 tokens/s" not in out
+
+
+def test_a_plan_without_data_or_declared_sizes_says_it_assumed_them(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task: chat\nmodel:\n  base: meta-llama/Meta-Llama-3-8B-Instruct\ndata:\n  train: missing.jsonl\n")
+    plan = compile_file(str(path)).plan
+    assert plan.data.examples == 0 and plan.data.counted_with == "assumed"  # not "declared": nothing was
+    reason = next(d.reason for d in plan.decisions if d.what == "data")
+    assert reason.startswith("not measured") and "declared in the recipe" not in reason
+    assert any(w.startswith("no training examples") for w in plan.warnings)
+    path.write_text(path.read_text() + "  examples: 100\n  tokens_per_example: 50\n")
+    plan = compile_file(str(path)).plan
+    assert plan.data.counted_with == "declared" and not any("no training examples" in w for w in plan.warnings)
+
+
 def test_max_seq_len_suggestion(tmp_path):
     text = recipe(base="meta-llama/Meta-Llama-3-8B-Instruct", method="qlora", budget="  gpu: T4",
                   training="  micro_batch_size: 1\n  gradient_checkpointing: true\n  precision: fp16\n")
@@ -129,6 +183,8 @@ def test_unknown_model_is_a_located_error(tmp_path, cli):
     assert code == 1
     assert f"{path}:3:9: model.base:" in out and "did you mean 'meta-llama/Meta-Llama-3-8B-Instruct'" in out
     assert "Traceback" not in out + err
+    code, out, _ = cli("plan", write(tmp_path, recipe(base="tiiuae/falcon-7b")))  # no close name: the sentence ends
+    assert code == 1 and "(relative to the recipe file). For another model, set model.base" in out
 
 
 def test_unknown_target_module_is_a_located_error(tmp_path, cli):

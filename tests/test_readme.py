@@ -65,3 +65,25 @@ def test_readme_run_and_export_commands_run_literally_in_order(tmp_path):
             assert words[0] == "recipe", command
             done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
             assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+
+
+def test_readme_examples_table_lists_every_recipe():
+    text = (ROOT / "README.md").read_text()
+    table = text.split("each headed by the command that uses it:", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"^\| `([^`]+)` \|", table, re.M))
+    files = {p.name for p in (ROOT / "recipes").iterdir() if p.suffix in (".yaml", ".toml")}
+    assert listed == files
+
+
+def test_readme_validate_example_lists_the_schemas_values():
+    from typing import get_args
+
+    from recipe_ft.schemas.recipe import MethodName, Task
+
+    text = (ROOT / "README.md").read_text()
+    tasks = re.search(r"task: unknown value 'clasification'; expected one of: ([^;]+);", text).group(1)
+    methods = re.search(r"method.name: unknown value 'qlor'; expected one of: ([^;]+);", text).group(1)
+    assert tasks.split(", ") == list(get_args(Task)) and methods.split(", ") == list(get_args(MethodName))
+    checked = re.search(r"(\d+) recipes checked: (\d+) valid, 1 invalid", text)
+    files = [p for p in (ROOT / "recipes").iterdir() if p.suffix in (".yaml", ".toml")]
+    assert (int(checked.group(1)), int(checked.group(2))) == (len(files) + 1, len(files))

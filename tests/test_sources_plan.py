@@ -51,6 +51,7 @@ def test_a_hub_dataset_that_is_not_cached(cli, offline_hub):
     plan = compile_file(str(recipe)).plan
     assert plan.data.examples == 5000 and plan.data.counted_with == "declared"
     assert "not in the local hub cache" in plan.data.note
+    assert plan.data.tokens_per_example == 512 and "assumed 512 tokens per example" in plan.data.note
 
 
 def test_sharegpt_in_a_plain_file_is_checked_and_counted(cli, tmp_path):
