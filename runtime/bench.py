@@ -279,10 +279,11 @@ def bench(target: str, overrides: list, opts: Options, log=print) -> int:
     for url in opts.endpoints:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise UsageError(f"--endpoint {url!r}: expected an http:// or https:// URL")
-        if urlsplit(url).password is not None:  # never sent, and it would be written to the report
-            raise UsageError(f"--endpoint {urlsplit(url)._replace(netloc=urlsplit(url).netloc.rsplit('@', 1)[1]).geturl()}: "
-                             f"no user:password@ in the URL; put the key in an environment variable and "
-                             f"pass --api-key-env VAR")
+        parts = urlsplit(url)
+        if parts.password is not None:  # never sent, and it would be written to the report
+            shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+            raise UsageError(f"--endpoint {shown}: no user:password@ in the URL; put the key in an environment "
+                             f"variable and pass --api-key-env VAR")
     if len(opts.models) > n or len(opts.key_envs) > n:
         raise UsageError("more --model / --api-key-env than endpoints")
     prompts, refs = held_out(plan, plan_dir)

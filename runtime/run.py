@@ -89,9 +89,9 @@ def _finish(plan: Plan, result) -> int:
         raise RecipeError(f"the disk is full: the run report could not be written in {result.run_dir} "
                           f"({exc.strerror}); the adapter and checkpoints are kept") from None
     m = result.measured
-    loss = m.get("train_loss")
+    loss = "n/a (no step trained)" if m.get("train_loss") is None else f"{m['train_loss']:.4f}"
     print(f"{'interrupted at' if result.interrupted else 'trained'} step {m.get('steps')}: "
-          f"loss {'n/a (no step trained)' if loss is None else f'{loss:.4f}'}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
+          f"loss {loss}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
           f"{m.get('wall_seconds', 0):.0f} s")
     ev = result.evaluation
     if ev.get("tuned") and ev.get("baseline"):
@@ -171,7 +171,6 @@ def score(plan: Plan, plan_dir: Path, model_path, fmt: str) -> int:
 
 def export_run(run_dir: Path, merge: bool, output) -> int:
     from .export import merge as merge_run, read_run, serving_files
-
     from .outdir import usable_dir
 
     run_dir = run_dir.resolve()
