@@ -101,6 +101,7 @@ def _write(path: Path, text: str, executable: bool = False) -> None:
 def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Path]:
     """vLLM commands (merged, or the base with the adapter) and Ollama Modelfiles."""
     serve = run_dir / "serve"
+    outdir.check_serve_files(serve)
     name = plan.name
     base = plan.model.path or plan.model.name
     adapter = run_dir / "adapter"
@@ -125,6 +126,8 @@ def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Pat
         _write(serve / "Modelfile.adapter", f"# ollama create {name} -f {serve / 'Modelfile.adapter'} && ollama run {name}\n"
                                             f"FROM {base}\nADAPTER {adapter}\nPARAMETER temperature 0\n{text_only}")
         written += [serve / "vllm_lora.sh", serve / "Modelfile.adapter"]
+    if written:
+        outdir.mark_serve(serve)
     return written
 
 

@@ -171,10 +171,11 @@ def score(plan: Plan, plan_dir: Path, model_path, fmt: str) -> int:
 
 def export_run(run_dir: Path, merge: bool, output) -> int:
     from .export import merge as merge_run, read_run, serving_files
-    from .outdir import usable_dir
+    from .outdir import check_serve_files, usable_dir
 
     run_dir = run_dir.resolve()
     usable_dir(run_dir / "serve", "the serving files' folder")  # before a merge that may take minutes
+    check_serve_files(run_dir / "serve")
     if merge:
         out = merge_run(run_dir, output)
         c = out["check"]

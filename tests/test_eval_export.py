@@ -167,3 +167,17 @@ def test_export_from_a_read_only_run_directory_is_a_clear_error(tmp_path, cli, m
         code, out, err = cli("export", run_dir, *args)
         assert code == 1 and f"{run_dir} is not writable" in err and "Traceback" not in err, out + err
         assert not (tmp_path / "merged").exists()
+
+
+def test_an_edited_serving_file_is_not_overwritten(tmp_path, cli):
+    run_dir = _run_dir_without_training(tmp_path)
+    (run_dir / "adapter").mkdir()
+    assert cli("export", run_dir)[0] == 0
+    assert cli("export", run_dir)[0] == 0  # its own files, unedited: written again
+    script = run_dir / "serve" / "vllm_lora.sh"
+    script.write_text(script.read_text() + "# mine: --gpu-memory-utilization 0.8\n")
+    edited = script.read_text()
+    for args in ((), ("--merge",)):  # refused before any merge
+        code, out, err = cli("export", run_dir, *args)
+        assert code == 1 and "vllm_lora.sh" in err and "edited" in err, out + err
+        assert script.read_text() == edited and not (run_dir / "merged").exists()
