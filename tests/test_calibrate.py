@@ -51,6 +51,9 @@ def test_a_resumed_run_counts_only_the_steps_it_trained(project):
     (run_dir / "run_report.json").write_text(json.dumps(data))
     m = calibration.read_run(run_dir)
     assert m.steps == 20 and m.ratio == pytest.approx(1.0)
+    data["measured"].update(steps_run=0, wall_seconds=0.0)  # resumed at its last checkpoint: nothing trained
+    (run_dir / "run_report.json").write_text(json.dumps(data))
+    assert calibration.read_run(run_dir) == f"{run_dir}: no training step in the run's last session"
 
 
 def test_calibration_moves_later_plans_toward_measured_hours(cli, project):
