@@ -181,3 +181,13 @@ def test_an_edited_serving_file_is_not_overwritten(tmp_path, cli):
         code, out, err = cli("export", run_dir, *args)
         assert code == 1 and "vllm_lora.sh" in err and "edited" in err, out + err
         assert script.read_text() == edited and not (run_dir / "merged").exists()
+
+
+def test_the_eval_loss_row_shows_base_and_tuned_alike():
+    # it read "| eval loss | 6.2679 | 5.182 | -1.0857 |": the tuned figure to 3 places, the others to 4
+    from recipe_ft.runtime import run_report
+
+    score = {"metric": "exact_match", "score": 0.0, "examples_scored": 6, "examples": [], "details": {}}
+    lines = run_report._evaluation({"baseline": score, "tuned": score, "baseline_eval_loss": 6.267891,
+                                    "tuned_eval_loss": 5.182178})
+    assert "| eval loss | 6.2679 | 5.1822 | -1.0857 |" in lines, lines
