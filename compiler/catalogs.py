@@ -17,7 +17,8 @@ Conventions
   less again (the CUDA context), so callers should keep their own headroom.
 * ``bf16_tflops`` is ``None`` where the GPU has no BF16 (T4); ``training_tflops``
   gives the dense tensor rate of the mixed-precision dtype the GPU would train in.
-* Prices are USD per GPU-hour. Rows flagged ``gpu_only`` (GCP T4 and L4) price the
+* Prices are USD per GPU-hour; a row with ``gpus_per_instance`` above 1 is an
+  instance rented whole (see ``compiler.rental``). Rows flagged ``gpu_only`` (GCP T4 and L4) price the
   accelerator alone, without the host VM that must be added, so
   ``cheapest_price`` skips them unless a GPU has no other row; ``prices_for``
   lists them, flagged. Rows without the requested kind of price (on-demand or
@@ -55,6 +56,7 @@ __all__ = [
     "gpus",
     "prices",
     "prices_for",
+    "rentable_prices",
     "serving_rows",
 ]
 
@@ -330,16 +332,26 @@ def prices_for(gpu_name: str, provider: str | None = None, spot: bool = False) -
     return sorted(rows, key=lambda p: (p.hourly(spot), p.provider, p.instance))
 
 
-def cheapest_price(gpu_name: str, provider: str | None = None, spot: bool = False) -> Price | None:
-    """The cheapest complete price for a GPU, or ``None`` when there is none.
+def rentable_prices(gpu_name: str, provider: str | None = None, spot: bool = False) -> list[Price]:
+    """The rows a plan may rent a GPU from, cheapest per GPU-hour first.
 
-    GPU-only rows (no host VM in the price) lose to any complete row even when
-    they are cheaper; they are returned only when nothing else exists.
+    GPU-only rows (no host VM in the price) are left out when any complete row
+    exists; they are kept only when nothing else does.
     """
     rows = prices_for(gpu_name, provider=provider, spot=spot)
-    complete = [p for p in rows if not p.gpu_only]
-    chosen = complete or rows
-    return chosen[0] if chosen else None
+    return [p for p in rows if not p.gpu_only] or rows
+
+
+def cheapest_price(gpu_name: str, provider: str | None = None, spot: bool = False) -> Price | None:
+    """The cheapest complete price per GPU-hour for a GPU, or ``None`` when there is none.
+
+    GPU-only rows (no host VM in the price) lose to any complete row even when
+    they are cheaper; they are returned only when nothing else exists. The row
+    may be an instance of several GPUs rented whole: a plan prices N GPUs with
+    ``compiler.rental.cheapest`` over ``rentable_prices``, not with this.
+    """
+    rows = rentable_prices(gpu_name, provider=provider, spot=spot)
+    return rows[0] if rows else None
 
 
 # --------------------------------------------------------------------------- API prices

@@ -10,6 +10,7 @@ from ..schemas.money import usd as format_usd
 from .architecture import Architecture
 from .hardware import Candidate
 from .memory import MemoryEstimate, StepShape, estimate
+from .rental import Rental
 from .stack import missing_note, needed_parts
 from .timing import Rows, TimeEstimate, estimate as estimate_time
 
@@ -29,6 +30,7 @@ class Option:
     within_budget: bool = False
     note: str = ""
     runnable: bool = True  # False: the GPU lacks a part of the stack the plan needs (bf16, bitsandbytes, ...)
+    rental: Optional[Rental] = None  # the cheapest way to rent `count` of the GPU (whole instances); None: no price
 
     @property
     def accumulation(self) -> int:
@@ -79,22 +81,23 @@ def price_option(arch: Architecture, base: StepShape, gpu: Candidate, count: int
     shape0 = replace(base, method=method, processes=count, strategy=strategy if count > 1 else "single")
     shape, mem, fits = fit_step(shape0, arch, gpu, count, batch_size, pinned_mbs, pinned_gc, margin)
     note = ""
+    rental = gpu.rent(count)
     if not gpu.bf16_supported and base.precision in ("bf16", "bf16-pure"):
         return Option(gpu, count, method, shape, mem, False, note="no bf16 on this GPU (use precision fp16)",
-                      runnable=False)
+                      runnable=False, rental=rental)
     missing = gpu.stack.missing(needed_parts(method, base.quant_bits, base.optimizer, base.attention))
     if missing:
         return Option(gpu, count, method, shape, mem, False, note=missing_note(gpu.name, missing, gpu.stack),
-                      runnable=False)
+                      runnable=False, rental=rental)
     if not fits:
         over = mem.required_bytes - gpu.memory_bytes * margin
         note = f"needs {over / 2**30:.1f} GiB more" if margin == 1.0 else "no margin for LoRA"
-        return Option(gpu, count, method, shape, mem, False, note=note)
+        return Option(gpu, count, method, shape, mem, False, note=note, rental=rental)
     tokens = train_tokens_for(shape.micro_batch_size)
     rows = rows_for(shape.micro_batch_size) if rows_for else Rows(shape.seq_len, shape.seq_len)
     t = estimate_time(arch, shape, gpu.speed, count, tokens, rows, nodes, mem.trainable_params,
                       calibration(gpu.name) if calibration else 1.0)
-    usd = None if gpu.usd_per_hour is None else t.hours * gpu.usd_per_hour * count
+    usd = None if rental is None else t.hours * rental.usd_per_hour  # every GPU rented, idle ones included
     within = (max_cost is None or (usd is not None and usd <= max_cost)) and (max_hours is None or t.hours <= max_hours)
     if not within:
         parts = []
@@ -103,7 +106,7 @@ def price_option(arch: Architecture, base: StepShape, gpu: Candidate, count: int
         if max_hours is not None and t.hours > max_hours:
             parts.append(f"{t.hours:.1f} h > max_hours {max_hours:g}")
         note = "; ".join(parts)
-    return Option(gpu, count, method, shape, mem, True, t, usd, within, note)
+    return Option(gpu, count, method, shape, mem, True, t, usd, within, note, rental=rental)
 
 
 def rank_key(option: Option) -> tuple:

@@ -10,7 +10,8 @@ throughput); every constant below is stated in the plan's ``economics.assumption
   rate is a published vLLM figure for an 8B model on H100 scaled by 8B / parameters and by memory
   bandwidth (with `recipe plan --bench`: the rate `recipe bench` measured, on the GPU type it ran on), and the prefill rate is compute-bound: bf16 TFLOPS x 40% / (2 x parameters). Replicas
   cover the average request rate times a peak factor of 3; always on unless ``scale_to_zero``, then
-  only busy GPU-hours are paid. Of the GPUs that hold the model, the one with the lowest monthly cost
+  only busy GPU-hours are paid. GPUs are rented the cheapest way that gives at least the GPUs needed
+  (compiler.rental): an instance of 8 GPUs is paid whole even when the replicas use fewer. Of the GPUs that hold the model, the one with the lowest monthly cost
   at this volume is taken (at one replica: the cheapest per hour).
 * One-time: the plan's training cost, evaluation at 10% of it, engineering hours x hourly rate.
 * Break-even days = one-time / (monthly saving / 30.4); never when the saving is not positive.
@@ -27,7 +28,8 @@ from ..schemas.errors import RecipeError
 from ..schemas.money import usd
 from ..schemas.plan import ApiSide, Economics, OneTime, Serving
 from ..schemas.recipe import BudgetSpec, EconomicsSpec, Recipe
-from . import catalogs, hardware
+from . import catalogs, hardware, rental
+from .rental import Offer, Rental
 
 DAYS_PER_MONTH = 30.4
 SECONDS_PER_DAY = 86_400
@@ -50,14 +52,17 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class ServingGPU:
-    """A GPU type a replica can be made of, with its on-demand price."""
+    """A GPU type a replica can be made of, with the ways to rent it at on-demand prices."""
 
     name: str
     memory_bytes: int
     tflops: float  # dense bf16 (fp16 where there is no bf16)
     bandwidth_gbs: float
-    usd_per_hour: float
-    price_label: str = ""
+    offers: tuple[Offer, ...]  # at least one
+
+    def rent(self, count: int) -> Rental:
+        """The cheapest way to rent at least ``count`` GPUs of this type (whole instances)."""
+        return rental.cheapest(self.offers, count)
 
 
 @dataclass(frozen=True)
@@ -94,12 +99,14 @@ class ServingOption:
     seconds_per_request: float
     requests_per_second: float
     peak_requests_per_second: float
-    gpu_hours_per_month: float
+    gpu_hours_per_month: float  # rented GPU-hours, idle ones included
     monthly_usd: float
+    rental: Rental  # always on: the GPUs of all replicas; scaled to zero: those of one busy replica
 
     @property
     def usd_per_replica_hour(self) -> float:
-        return self.gpu.usd_per_hour * self.gpus_per_replica
+        """One replica's GPUs at the rental's per-GPU price: the cost of a replica when every GPU rented is busy."""
+        return self.rental.offer.usd_per_gpu_hour * self.gpus_per_replica
 
     @property
     def capacity_bytes(self) -> int:
@@ -142,12 +149,12 @@ def serving_option(gpu: ServingGPU, n: int, parameters: float, requests_per_day:
     rps = 1 / seconds
     peak = requests_per_day / SECONDS_PER_DAY * PEAK_FACTOR
     replicas = max(1, math.ceil(peak / rps - 1e-9))
-    if scale_to_zero:
-        gpu_hours = requests_per_day * DAYS_PER_MONTH * seconds / 3600 * n
-    else:
-        gpu_hours = replicas * n * 24 * DAYS_PER_MONTH
-    return ServingOption(gpu, n, replicas, prefill, decode, seconds, rps, peak, gpu_hours,
-                         gpu_hours * gpu.usd_per_hour)
+    if scale_to_zero:  # each busy replica rents its n GPUs (whole instances) for the time it is busy
+        rented, hours = gpu.rent(n), requests_per_day * DAYS_PER_MONTH * seconds / 3600
+    else:  # every replica always on: all their GPUs rented together, instances shared between replicas
+        rented, hours = gpu.rent(replicas * n), 24 * DAYS_PER_MONTH
+    return ServingOption(gpu, n, replicas, prefill, decode, seconds, rps, peak, hours * rented.rented,
+                         hours * rented.usd_per_hour, rented)
 
 
 def serving_options(parameters: float, quantization: str, requests_per_day: float, input_tokens: float,
@@ -197,10 +204,9 @@ def serving_gpus(budget: BudgetSpec) -> list[ServingGPU]:
     out = []
     for c in hardware.candidates(serving_budget):
         gpu = catalogs.find_gpu(c.name)
-        if gpu is None or c.usd_per_hour is None:
+        if gpu is None or not c.offers:
             continue
-        out.append(ServingGPU(gpu.name, gpu.memory_bytes, gpu.training_tflops, gpu.bandwidth_gbs,
-                              c.usd_per_hour, c.price_label))
+        out.append(ServingGPU(gpu.name, gpu.memory_bytes, gpu.training_tflops, gpu.bandwidth_gbs, c.offers))
     return out
 
 
@@ -269,7 +275,8 @@ def serving_section(best: ServingOption, spec: EconomicsSpec, parameters: float)
     return Serving(
         gpu=best.gpu.name, gpus_per_replica=best.gpus_per_replica, replicas=best.replicas, quantization=quant,
         weights_bytes=int(weights_bytes(parameters, quant)), capacity_bytes=best.capacity_bytes,
-        usd_per_gpu_hour=best.gpu.usd_per_hour, price_source=best.gpu.price_label or "catalog",
+        usd_per_gpu_hour=best.rental.offer.usd_per_gpu_hour, price_source=best.rental.label or "catalog",
+        gpus_rented=best.rental.rented,
         scale_to_zero=spec.scale_to_zero,
         prefill_tokens_per_second=round(best.prefill_tok_s, 1), decode_tokens_per_second=round(best.decode_tok_s, 1),
         seconds_per_request=round(best.seconds_per_request, 4),
@@ -352,6 +359,9 @@ def assumptions(spec: EconomicsSpec, api: ApiQuote, ref: Reference, measured=Non
         f"serving GPU: of the catalog GPUs at on-demand prices (budget.provider and budget.prices apply), "
         f"1-{REPLICA_SIZES[-1]} per replica ({TP_EFFICIENCY:.0%} per-GPU efficiency above one), the one with "
         f"the lowest monthly cost at this volume",
+        "GPUs rented the cheapest way that gives at least the GPUs needed: an instance of several GPUs is "
+        "paid whole (ceil(GPUs needed / GPUs per instance) instances), idle GPUs included; budget.prices "
+        "pays exactly the GPUs used",
         f"decode: {ref.output_tok_s:,.0f} output tokens/s at {ref.params / 1e9:g}B parameters on {ref.gpu} "
         f"({ref.label}), scaled by {ref.params / 1e9:g}B / parameters and by memory bandwidth relative to "
         f"{ref.gpu}'s {ref.bandwidth_gbs:,.0f} GB/s; quantized serving assumed no faster than bf16",
@@ -362,7 +372,8 @@ def assumptions(spec: EconomicsSpec, api: ApiQuote, ref: Reference, measured=Non
         f"ceil(requests/day / 86,400 x {PEAK_FACTOR:g} (peak factor) / requests per second of one replica)",
         (f"scale to zero: only busy GPU-hours are paid (requests x GPU time per request); cold starts and "
          f"minimum billing are not counted" if spec.scale_to_zero else
-         f"always on: replicas x GPUs x 24 h x {DAYS_PER_MONTH} days x price per GPU-hour (at least one replica)"),
+         f"always on: GPUs rented for all replicas x 24 h x {DAYS_PER_MONTH} days x price per GPU-hour (at least "
+         f"one replica)"),
         "self-hosted cost is GPU rent only: no storage, egress, monitoring or on-call time",
         "cost per million tokens is blended over input and output tokens at this recipe's mix",
         f"one-time = training (the plan's cost) + evaluation at {EVAL_SHARE:.0%} of training + "

@@ -50,6 +50,16 @@ def _chosen_row(plan: Plan):
                  == (hw.gpu, hw.count, plan.method, plan.distributed.strategy)), None)
 
 
+def _idle(hw) -> bool:
+    """The price is for more GPUs than the plan uses (a whole instance)."""
+    return hw.gpus_rented is not None and hw.gpus_rented > hw.count
+
+
+def _rented(hw) -> str:
+    return (f" ({hw.gpus_rented} GPUs rented as whole instances, x {usd(hw.usd_per_gpu_hour)}/GPU-hour)"
+            if _idle(hw) else "")
+
+
 def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     m, t, hw = plan.memory, plan.training, plan.hardware
     adapter = ""
@@ -70,7 +80,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
                     f"({plan.time.utilization:.0%} matmul utilization" +
                     (f", x {plan.time.calibration_factor:.2f} from this repository's runs)" if plan.time.calibration
                      else ")"))
-        cost_row = f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h"
+        cost_row = f"{usd(plan.cost.usd)} at {usd(plan.cost.usd_per_hour)}/h" + _rented(hw)
     else:  # no step runs, so no time and no cost: say what is missing instead
         missing = ("not estimated: " + row.note if note else
                    f"not estimated: the step needs {gib(m.required_bytes - m.capacity_bytes)} more than the card holds")
@@ -79,7 +89,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("model", f"{plan.model.name} ({count(plan.model.parameters)} params, "
                   f"{count(plan.model.trainable_parameters)} trainable)"),
         ("method", plan.method.upper() + adapter),
-        ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})" + _distributed(plan)),
+        ("hardware", f"{hw.count} x {hw.gpu} ({gib(hw.memory_bytes)})" + _distributed(plan)
+                     + (f"; rents {hw.gpus_rented}, uses {hw.count}" if _idle(hw) else "")),
         ("fits", ("yes" if plan.fits else "over budget" if row is not None and row.fits else "NO")
                  + f": needs {gib(m.required_bytes)} of {gib(m.capacity_bytes)}"
                  f" (peak allocated {gib(m.allocated_peak_bytes)}, headroom {gib(m.headroom_bytes)})" + note),
@@ -190,6 +201,10 @@ def economics_rows(plan: Plan) -> list[tuple[str, str]]:
     else:
         gpus = f"{s.gpus_per_replica} x {s.gpu}" if s.gpus_per_replica > 1 else s.gpu
         mode = "scaled to zero" if s.scale_to_zero else "always on"
+        used = s.gpus_per_replica * (1 if s.scale_to_zero else s.replicas)
+        if s.gpus_rented is not None and s.gpus_rented > used:
+            mode += (f" (each busy replica rents {s.gpus_rented} GPUs, whole instances, for its {used})"
+                     if s.scale_to_zero else f" ({s.gpus_rented} GPUs rented, whole instances, for {used})")
         weights = "bf16" if s.quantization == "none" else s.quantization
         rows.append(("self-hosted", f"{usd(e.self_hosted_monthly_usd)}/month: {s.replicas} replica"
                                     f"{'s' * (s.replicas != 1)} of {gpus} {mode} at "

@@ -290,9 +290,9 @@ class Pricing:
 
 def price(recipe: Recipe, resolved: Resolved, choice: Choice) -> Pricing:
     """The chosen option's training cost, and the economics against the API it would replace."""
-    chosen, gpu = choice.chosen, choice.chosen.gpu
+    chosen, rented = choice.chosen, choice.chosen.rental
     cost = CostPlan(usd=round(chosen.usd, 2) if chosen.usd is not None else None,
-                    usd_per_hour=round(gpu.usd_per_hour * chosen.count, 4) if gpu.usd_per_hour is not None else None)
+                    usd_per_hour=round(rented.usd_per_hour, 4) if rented is not None else None)
     total = parameter_count(resolved.arch).total
     return Pricing(cost, economics.plan_section(recipe, total, chosen.usd, choice.feasible))
 
@@ -365,13 +365,13 @@ def _suggest(recipe: Recipe, base, gpus, options, option) -> list[str]:
     others = [c for c in hardware.candidates(recipe.budget.model_copy(update={"gpus": None, "gpu": None})) if c.name not in names]
     tried = ["qlora"] if method == "auto" else [method]
     for m in tried:
-        fits = sorted((option(g, 1, m) for g in others), key=lambda o: (not o.fits, o.gpu.usd_per_hour or 1e9))
+        fits = sorted((option(g, 1, m) for g in others), key=lambda o: (not o.fits, _hourly(o.gpu)))
         if fits and fits[0].fits:
             out.append(f"{m.upper()} fits on {fits[0].gpu.name}, which is not among your candidate GPUs "
                        f"(budget.gpus / budget.gpu)")
             break
     out += _offload(recipe, base, gpus, option)
-    cheapest = min(gpus, key=lambda g: g.usd_per_hour if g.usd_per_hour is not None else 1e9)
+    cheapest = min(gpus, key=_hourly)
     seq = recipe.training.max_seq_len // 2
     m = "qlora" if method == "auto" else method
     while seq >= 128:
@@ -383,6 +383,12 @@ def _suggest(recipe: Recipe, base, gpus, options, option) -> list[str]:
     if recipe.training.gradient_checkpointing is False:
         out.append("gradient_checkpointing: true would free most activation memory")
     return out or ["nothing in the catalog holds this model for training; try a smaller base model"]
+
+
+def _hourly(gpu: hardware.Candidate) -> float:
+    """What one GPU of this type costs per hour to rent (a whole instance where the cheapest is one)."""
+    rented = gpu.rent(1)
+    return rented.usd_per_hour if rented is not None else 1e9
 
 
 def _offload(recipe: Recipe, base, gpus, option) -> list[str]:
@@ -442,7 +448,8 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
         why_gpu = f"nothing fits within the budget; the cheapest option that fits ({compared}): {chosen.note}"
     else:
         why_gpu = f"cheapest option that fits ({compared})"
-    d.append(Decision(what="gpu", choice=gpu.name, reason=f"{why_gpu}; price: {gpu.price_label}"))
+    price_label = chosen.rental.label if chosen.rental is not None else "no price"
+    d.append(Decision(what="gpu", choice=gpu.name, reason=f"{why_gpu}; price: {price_label}"))
     fewer = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count < chosen.count]
     if recipe.budget.gpu_count:
         why_count = "pinned by budget.gpu_count"
@@ -454,6 +461,12 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
         why_count = "fewer GPUs would exceed the budget (max_hours / max_cost_usd)"
     else:
         why_count = "the cheapest count that fits"
+        r = chosen.rental
+        same_rent = sorted({o.count for o in fewer if o.fits and r is not None and o.rental is not None
+                            and o.rental.offer == r.offer and o.rental.rented == r.rented})
+        if same_rent:
+            why_count += (f": {', '.join(map(str, same_rent))} would rent the same {r.rented} GPUs (whole "
+                          f"instances) and take longer")
     d.append(Decision(what="gpu_count", choice=str(chosen.count), reason=why_count))
     if chosen.count > 1:
         single = [o for o in options if o.gpu == gpu and o.method == chosen.method and o.count == 1]
@@ -556,6 +569,16 @@ def explain(recipe: Recipe, resolved: Resolved, workload: Workload, search: Sear
                        preference_plan)
 
 
+def _hardware(chosen: Option) -> Hardware:
+    gpu, rented = chosen.gpu, chosen.rental
+    if rented is None:
+        return Hardware(gpu=gpu.name, count=chosen.count, memory_bytes=gpu.memory_bytes, bf16_tflops=gpu.tflops,
+                        price_source="no price in the catalog")
+    return Hardware(gpu=gpu.name, count=chosen.count, memory_bytes=gpu.memory_bytes, bf16_tflops=gpu.tflops,
+                    usd_per_gpu_hour=rented.offer.usd_per_gpu_hour, price_source=rented.source,
+                    provider=rented.offer.provider, gpus_rented=rented.rented)
+
+
 def _alternatives(options: list[Option]) -> list[Alternative]:
     """Every option compared: within budget first, then fitting, then by rank."""
     return [Alternative(
@@ -564,8 +587,16 @@ def _alternatives(options: list[Option]) -> list[Alternative]:
         capacity_bytes=o.gpu.memory_bytes, micro_batch_size=o.shape.micro_batch_size if o.fits else None,
         gradient_checkpointing=o.shape.gradient_checkpointing if o.fits else None,
         hours=round(o.time.hours, 3) if o.time else None, usd=round(o.usd, 2) if o.usd is not None else None,
-        within_budget=o.within_budget, note=o.note)
+        within_budget=o.within_budget, note="; ".join(filter(None, (o.note, _rents(o)))))
         for o in sorted(options, key=lambda o: (not o.within_budget, not o.fits, rank_key(o)))]
+
+
+def _rents(o: Option) -> str:
+    """"rents 8 (lambda gpu_8x_a100_80gb_sxm4)" when the option's price is for more GPUs than it uses."""
+    r = o.rental
+    if r is None or not r.idle or o.usd is None:
+        return ""
+    return f"rents {r.rented} ({r.offer.provider} {r.offer.instance})"
 
 
 def _warnings(recipe: Recipe, size: datasize.DataSize, method: str, build: BuildPlan,
@@ -618,8 +649,7 @@ def assemble(recipe: Recipe, recipe_path: Path, overrides: tuple, resolved: Reso
                         published_parameters=model.published_params, trainable_parameters=mem.trainable_params,
                         hidden_size=arch.hidden_size, num_layers=arch.num_layers, vocab_size=arch.vocab_size,
                         config=model.config),
-        hardware=Hardware(gpu=gpu.name, count=chosen.count, memory_bytes=gpu.memory_bytes, bf16_tflops=gpu.tflops,
-                          usd_per_gpu_hour=gpu.usd_per_hour, price_source=gpu.price_source, provider=gpu.provider),
+        hardware=_hardware(chosen),
         adapter=_adapter(recipe, chosen.method, resolved.targeted),
         memory=Memory(allocated_peak_bytes=mem.allocated_peak_bytes, required_bytes=mem.required_bytes,
                       capacity_bytes=gpu.memory_bytes, headroom_bytes=gpu.memory_bytes - mem.required_bytes,

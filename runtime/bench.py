@@ -182,9 +182,11 @@ def price(plan, role: str, stats: dict, opts: Options) -> dict:
     tokens = stats["output_tokens"] + (stats["mean_input_tokens"] or 0) * stats["requests_ok"]
     if not wall or not tokens:
         return {"usd_per_mtok": None, "source": "nothing measured to price"}
-    per_hour = gpu.usd_per_hour * opts.gpu_count
+    rented = gpu.rent(opts.gpu_count)  # whole instances: an 8-GPU instance is paid whole for 1 GPU
+    per_hour = rented.usd_per_hour
     return {"usd_per_mtok": round(per_hour / (tokens / wall * 3600) * 1e6, 4),
-            "source": f"{opts.gpu_count} x {gpu.name} at {usd(gpu.usd_per_hour)}/GPU-hour ({gpu.price_label or 'catalog'}) "
+            "source": f"{opts.gpu_count} x {gpu.name} at {usd(rented.offer.usd_per_gpu_hour)}/GPU-hour "
+                      f"({rented.label or 'catalog'}) "
                       f"over the measured {tokens / wall:,.1f} tokens/s (input + output) at this load"}
 
 

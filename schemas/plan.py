@@ -50,6 +50,9 @@ class Hardware(Frozen):
     usd_per_gpu_hour: Optional[float] = None
     price_source: Optional[str] = None
     provider: Optional[str] = None
+    gpus_rented: Optional[int] = Field(None, description=(
+        "GPUs paid for: more than count when the cheapest rental is a whole instance with more GPUs "
+        "(cost.usd_per_hour = gpus_rented x usd_per_gpu_hour); None: no price"))
 
 
 class Memory(Frozen):
@@ -223,16 +226,19 @@ class Serving(Frozen):
     capacity_bytes: int = Field(description="Memory of one replica (all its GPUs)")
     usd_per_gpu_hour: float
     price_source: str
+    gpus_rented: Optional[int] = Field(None, description=(
+        "GPUs paid for (always on: for all replicas; scaled to zero: for one busy replica): more than "
+        "the replicas use when the cheapest rental is a whole instance with more GPUs"))
     scale_to_zero: bool
     prefill_tokens_per_second: float = Field(description="Input tokens/s of one replica")
     decode_tokens_per_second: float = Field(description="Output tokens/s of one replica at high concurrency")
     seconds_per_request: float = Field(description="GPU time of one request on one replica")
     requests_per_second: float = Field(description="What one replica sustains at the recipe's token mix")
     peak_requests_per_second: float
-    gpu_hours_per_month: float
+    gpu_hours_per_month: float = Field(description="GPU-hours paid for (rented GPUs, idle ones included)")
     monthly_usd: float
     usd_per_mtok: float = Field(description="Blended, at the recipe's volume (idle time included)")
-    usd_per_mtok_at_capacity: float = Field(description="Blended, with every replica busy")
+    usd_per_mtok_at_capacity: float = Field(description="Blended, with every replica busy (and every GPU rented)")
 
 
 class OneTime(Frozen):

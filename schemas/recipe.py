@@ -311,7 +311,9 @@ class BudgetSpec(Section):
     provider: Optional[Name] = Field(None, description="Price GPUs at this provider (aws, gcp, ...)")
     spot: bool = False
     prices: dict[str, NonNegativeFloat] = Field(
-        default_factory=dict, description="Your own USD per GPU-hour, by GPU name")
+        default_factory=dict, description=(
+            "Your own USD per GPU-hour, by GPU name, paid for exactly the GPUs the plan uses (catalog "
+            "prices rent whole instances: an 8-GPU instance costs 8 GPUs even for one)"))
     custom_gpus: list[CustomGPU] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -196,6 +196,8 @@ def test_side_by_side_safe_to_switch_and_keys_never_written(tmp_path, cli, monke
     assert r["api_key_env"] == "BENCH_TEST_KEY"
     assert r["cost"]["usd_per_mtok"] > 0 and "gpt-4o" in r["cost"]["source"]
     assert t["cost"]["usd_per_mtok"] > 0 and "L4" in t["cost"]["source"]
+    # one L4: aws g6.xlarge at $0.80, not 1/8 of RunPod's 8x listing at $0.44 per GPU (rented whole)
+    assert "$0.80/GPU-hour (aws g6.xlarge on-demand)" in t["cost"]["source"]
     for path in out.iterdir():
         assert secret.encode() not in path.read_bytes(), path
     assert secret not in stdout

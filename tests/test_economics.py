@@ -14,6 +14,7 @@ import pytest
 from recipe_ft.compiler import economics as econ
 from recipe_ft.compiler import lock
 from recipe_ft.compiler.pipeline import compile_file
+from recipe_ft.compiler.rental import Offer
 from recipe_ft.schemas.recipe import EconomicsSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,14 @@ GIB = 2**30
 
 # A GPU with 40 GiB, 100 TFLOPS, 1000 GB/s at $1/h; the reference decodes 1000 tok/s at 8B on 1000 GB/s.
 # For 8e9 parameters: prefill = 100e12 x 0.4 / 16e9 = 2500 tok/s; decode = 1000 tok/s.
-G40 = econ.ServingGPU("G40", 40 * GIB, 100.0, 1000.0, 1.0, "test price")
+def serving_gpu(name, memory, tflops, bandwidth, *offers):
+    """offers: (USD per GPU-hour, GPUs per instance), or a bare price for a single-GPU listing."""
+    pairs = [o if isinstance(o, tuple) else (o, 1) for o in offers]
+    return econ.ServingGPU(name, memory, tflops, bandwidth,
+                           tuple(Offer(p, f"test {n}x", n, "test", f"{n}x") for p, n in pairs))
+
+
+G40 = serving_gpu("G40", 40 * GIB, 100.0, 1000.0, 1.0)
 REF = econ.Reference(output_tok_s=1000.0, params=8e9, gpu="REF", bandwidth_gbs=1000.0, label="test reference")
 
 
@@ -107,7 +115,7 @@ def test_replicas_cover_the_peak():
     assert not any("$5,000/month" in c for c in e.caveats)
 
 
-SMALL = econ.ServingGPU("SMALL", 8 * GIB, 50.0, 500.0, 0.2, "test price")
+SMALL = serving_gpu("SMALL", 8 * GIB, 50.0, 500.0, 0.2)
 
 
 def test_quantization_and_tensor_parallel_choose_the_replica():
@@ -131,7 +139,7 @@ def test_quantization_and_tensor_parallel_choose_the_replica():
 
 
 def test_volume_decides_between_a_cheap_and_a_fast_gpu():
-    fast = econ.ServingGPU("FAST", 80 * GIB, 400.0, 4000.0, 2.5, "test price")
+    fast = serving_gpu("FAST", 80 * GIB, 400.0, 4000.0, 2.5)
     # 10,000/day: one replica either way; G40 at $1/h is cheaper
     assert run(spec(), gpus=(fast, G40)).serving.gpu == "G40"
     # 200,000/day: G40 needs 3 replicas ($2,188.80); FAST serves 1 / (500/10000 + 100/4000) = 13.3 req/s
