@@ -3,7 +3,7 @@ lazily, the runtime) together; each returns its exit code.
 
 Exit codes: 0 success, 1 invalid recipe or data (or another user error), 2 bad usage, 3 nothing fits
 the budget, 4 trained but below eval.min_score (not promoted), 5 (bench) the served model misses serving.sla,
-130 interrupted (Ctrl-C; `recipe run` saves a checkpoint first).
+130 interrupted (Ctrl-C, or SIGTERM during training; `recipe run` saves a checkpoint first).
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def run_command(target: str, set_: list[str], resume: bool, fresh: bool, replan:
     from ..runtime.launch import is_worker
     from ..runtime.run import execute, launch_processes
 
+    if target.endswith(".json") and set_ and not replan:  # a lock is the plan that was reviewed
+        raise RecipeError(f"{target} is a locked plan: --set would run another plan than it. Re-plan with "
+                          f"`recipe plan RECIPE --set ... -o PLAN`, or pass --replan")
     plan, plan_dir = plan_for_run(target, set_, replan)
     if plan.distributed.processes > 1 and not (worker or is_worker()):
         return launch_processes(plan, plan_dir, resume, fresh)

@@ -112,7 +112,8 @@ def build(commands, version: str) -> Parser:
     p.add_argument("--resume", action="store_true", help="Continue from the last complete checkpoint.")
     p.add_argument("--fresh", action="store_true", help="Start over: move an earlier run in output.dir aside "
                                                         "(to RUN_DIR.1, ...; nothing is deleted).")
-    p.add_argument("--replan", action="store_true", help="Re-plan a stale lock file instead of refusing it.")
+    p.add_argument("--replan", action="store_true",
+                   help="Re-plan a stale lock file (or one given --set) instead of refusing it.")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of a launcher's processes
 
     p = _command(sub, "launch", commands.launch)

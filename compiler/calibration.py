@@ -116,7 +116,10 @@ def read_run(run_dir: Path) -> Measured | str:
     if report.get("status") != "completed" and not measured.get("steps"):
         return f"{run_dir}: no training step finished"
     step_seconds = time.get("modelled_seconds_per_step")
-    steps, wall = measured.get("steps") or 0, measured.get("wall_seconds") or 0
+    # a resumed run's wall time covers the steps it ran itself (steps_run), not the restored ones
+    if measured.get("steps_run") == 0:
+        return f"{run_dir}: no training step in the run's last session"
+    steps, wall = measured.get("steps_run", measured.get("steps")) or 0, measured.get("wall_seconds") or 0
     if not step_seconds or not steps or wall <= 0:
         return f"{run_dir}: the report has no modelled step time (written by an older recipe); run it again"
     device = measured.get("device")

@@ -198,12 +198,12 @@ def measure(name: str, role: str, endpoint: loadgen.Endpoint, key_env: Optional[
                      threading.Event())
         if not warm.ok:
             log(f"{name}: warm-up request failed ({warm.error or 'timed out'})")
-    log(f"{name}: {endpoint.chat_url} ({endpoint.model}), {load.describe()}")
+    log(f"{name}: {endpoint.shown_url} ({endpoint.model}), {load.describe()}")
     result = loadgen.run(endpoint, prompts, load)
     stats = benchstats.summarize(result)
     sla = plan.recipe.serving.sla if plan.recipe.serving else None
     lines = benchstats.sla_lines(stats, sla)
-    return {"name": name, "role": role, "url": endpoint.chat_url, "model": endpoint.model, "api_key_env": key_env,
+    return {"name": name, "role": role, "url": endpoint.shown_url, "model": endpoint.model, "api_key_env": key_env,
             "stats": stats, "quality": quality(plan, plan_dir, result.outcomes, refs),
             "sla": {"lines": lines, "pass": all(line["pass"] for line in lines) if lines else None},
             "cost": price(plan, role, stats, opts)}
@@ -281,6 +281,11 @@ def bench(target: str, overrides: list, opts: Options, log=print) -> int:
     for url in opts.endpoints:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise UsageError(f"--endpoint {url!r}: expected an http:// or https:// URL")
+        parts = urlsplit(url)
+        if parts.password is not None:  # never sent, and it would be written to the report
+            shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+            raise UsageError(f"--endpoint {shown}: no user:password@ in the URL; put the key in an environment "
+                             f"variable and pass --api-key-env VAR")
     if len(opts.models) > n or len(opts.key_envs) > n:
         raise UsageError("more --model / --api-key-env than endpoints")
     prompts, refs = held_out(plan, plan_dir)
@@ -289,6 +294,9 @@ def bench(target: str, overrides: list, opts: Options, log=print) -> int:
     out_dir = opts.output or run_dir / "bench" / stamp
     if opts.output is None and out_dir.exists():
         out_dir = run_dir / "bench" / f"{stamp}-{os.getpid()}"
+    from .outdir import usable_dir
+
+    usable_dir(out_dir, "the bench report's folder")  # before the bench, not after it
     econ = plan.recipe.economics
     default_models = [plan.name, econ.api_model if econ else plan.name]
     models = list(opts.models) + default_models[len(opts.models):]

@@ -45,6 +45,11 @@ def load_for_eval(plan: Plan, model_path: Optional[Path]):
 
     from . import text_model
 
+    if model_path is not None and not (model_path / "adapter_config.json").is_file() and \
+            not (model_path / "config.json").is_file():  # refused before anything is loaded
+        inside = [str(model_path / sub) for sub in ("adapter", "merged", "model") if (model_path / sub).is_dir()]
+        raise RecipeError(f"{model_path}: neither a PEFT adapter (adapter_config.json) nor a model (config.json)"
+                          + (f"; a run directory? pass {' or '.join(inside)}" if inside else ""))
     base_dir = plan.model.path or plan.model.name
     trust = plan.recipe.model.trust_remote_code
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -68,8 +73,6 @@ def load_for_eval(plan: Plan, model_path: Optional[Path]):
             model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(model_path or base_dir), trust_remote_code=trust)
         if model_path is not None:
-            if not (model_path / "adapter_config.json").is_file():
-                raise RecipeError(f"{model_path}: neither a PEFT adapter (adapter_config.json) nor a model (config.json)")
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(model_path))
@@ -98,6 +101,7 @@ def _write(path: Path, text: str, executable: bool = False) -> None:
 def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Path]:
     """vLLM commands (merged, or the base with the adapter) and Ollama Modelfiles."""
     serve = run_dir / "serve"
+    outdir.check_serve_files(serve)
     name = plan.name
     base = plan.model.path or plan.model.name
     adapter = run_dir / "adapter"
@@ -122,6 +126,8 @@ def serving_files(plan: Plan, run_dir: Path, merged: Optional[Path]) -> list[Pat
         _write(serve / "Modelfile.adapter", f"# ollama create {name} -f {serve / 'Modelfile.adapter'} && ollama run {name}\n"
                                             f"FROM {base}\nADAPTER {adapter}\nPARAMETER temperature 0\n{text_only}")
         written += [serve / "vllm_lora.sh", serve / "Modelfile.adapter"]
+    if written:
+        outdir.mark_serve(serve)
     return written
 
 

@@ -79,12 +79,18 @@ class Endpoint:
 
     @property
     def chat_url(self) -> str:
-        url = self.url.rstrip("/")
-        if url.endswith(CHAT_PATH):
-            return url
-        if url.endswith("/v1"):
-            return url + "/chat/completions"
-        return url + CHAT_PATH
+        parts = urlsplit(self.url)  # the path goes before a query string (e.g. ?api-version=...)
+        path = parts.path.rstrip("/")
+        if not path.endswith(CHAT_PATH):
+            path += "/chat/completions" if path.endswith("/v1") else CHAT_PATH
+        return parts._replace(path=path).geturl()
+
+    @property
+    def shown_url(self) -> str:
+        """chat_url as reports and logs show it: query values masked (they may hold a key)."""
+        parts = urlsplit(self.chat_url)
+        query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&") if pair)
+        return parts._replace(query=query).geturl()
 
 
 @dataclass

@@ -318,6 +318,29 @@ def check_demo_dir(directory: Path, targets: Iterable[str], force: bool) -> None
                           f"edited since ({shown}): choose another directory, or pass --force to overwrite them")
 
 
+SERVE_MARKER = ".recipe-serve.json"  # in RUN_DIR/serve: the serving files `recipe export` wrote, by hash
+SERVE_FILES = ("vllm_merged.sh", "Modelfile", "vllm_lora.sh", "Modelfile.adapter")
+
+
+def check_serve_files(serve: Path) -> None:
+    """Before an export: refuse to overwrite a serving file edited since `recipe export` wrote it (folders
+    exported before the marker existed: their files are taken as the tool's)."""
+    marker = serve / SERVE_MARKER
+    if not marker.is_file():
+        return
+    written = _read_json(marker).get("files", {})
+    edited = [name for name in SERVE_FILES if (serve / name).is_file() and written.get(name) != _sha256(serve / name)]
+    if edited:
+        raise RecipeError(f"{serve}: {', '.join(edited)} edited since `recipe export` wrote it, and nothing a user "
+                          f"made is overwritten: move it aside (e.g. to a .local name) and export again")
+
+
+def mark_serve(serve: Path) -> None:
+    hashes = {name: _sha256(serve / name) for name in SERVE_FILES if (serve / name).is_file()}
+    atomic_write(serve / SERVE_MARKER, json.dumps({"tool": "recipe", "kind": "serve", "files": hashes},
+                                                  indent=2) + "\n")
+
+
 def mark_demo(directory: Path, files: Iterable[Path]) -> None:
     hashes = {str(Path(f).relative_to(directory)): _sha256(Path(f)) for f in files}
     atomic_write(directory / DEMO_MARKER, json.dumps({"tool": "recipe", "kind": "demo", "files": hashes},

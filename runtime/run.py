@@ -14,12 +14,63 @@ def execute(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> in
     """Train the plan, write the run report; returns the exit code (130 when interrupted)."""
     from .train import train
 
+    done = _completed(plan, plan_dir) if resume else None
+    if done is not None:
+        return done
+    if resume:
+        _resumable(plan, plan_dir)
     result = train(plan, plan_dir, resume=resume, fresh=fresh)
     try:
         return _finish(plan, result)
     finally:
         if result.lock is not None:
             result.lock.release()
+
+
+def _completed(plan: Plan, plan_dir: Path):
+    """--resume on a run this same plan already completed: nothing to train, nothing rewritten; its exit
+    code (4 when it was not promoted). None when there is something to resume."""
+    import json
+
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    try:
+        report = json.loads((run_dir / "run_report.json").read_text(encoding="utf-8"))
+        ran = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = {k: v for k, v in ran.items() if k != "lock"} == \
+        {k: v for k, v in json.loads(plan.model_dump_json()).items() if k != "lock"}
+    trained = (run_dir / ("model" if plan.method == "full" else "adapter")).is_dir()
+    if not (isinstance(report, dict) and report.get("status") == "completed" and same and trained):
+        return None
+    print(f"{run_dir} already completed this plan (step {report.get('measured', {}).get('steps')}; "
+          f"{run_dir / 'run_report.md'}): nothing to resume. Score it with `recipe eval`, export it with "
+          f"`recipe export`, or start over with --fresh (the run is moved aside, not deleted)")
+    return 0 if report.get("promoted", True) else EXIT_GATE
+
+
+def _resumable(plan: Plan, plan_dir: Path) -> None:
+    """Before anything is loaded: --resume continues checkpoints of the same model and adapter only (other
+    weights do not load into them); training settings (steps, learning rate, ...) may change."""
+    import json
+
+    run_dir = (plan_dir / plan.output_dir).resolve()
+    if not any((run_dir / "checkpoints").glob("checkpoint-*/CHECKPOINT_COMPLETE")):
+        return
+    try:
+        ran = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    new = json.loads(plan.model_dump_json())
+    pairs = [("method", ran.get("method"), new["method"]),
+             ("model", (ran.get("model") or {}).get("name"), new["model"]["name"])]
+    pairs += [(key, (ran.get("adapter") or {}).get(key), (new["adapter"] or {}).get(key))
+              for key in ("rank", "targets", "use_dora", "quantization")]
+    changes = [f"{key} {a} -> {b}" for key, a, b in pairs if a != b]
+    if changes:
+        raise RecipeError(f"{run_dir} holds checkpoints of another model or adapter ({'; '.join(changes)}): "
+                          f"--resume continues only the same one. Undo the change, or start over with --fresh "
+                          f"(the earlier run is moved aside, not deleted)")
 
 
 def _finish(plan: Plan, result) -> int:
@@ -38,8 +89,9 @@ def _finish(plan: Plan, result) -> int:
         raise RecipeError(f"the disk is full: the run report could not be written in {result.run_dir} "
                           f"({exc.strerror}); the adapter and checkpoints are kept") from None
     m = result.measured
+    loss = "n/a (no step trained)" if m.get("train_loss") is None else f"{m['train_loss']:.4f}"
     print(f"{'interrupted at' if result.interrupted else 'trained'} step {m.get('steps')}: "
-          f"loss {m.get('train_loss', float('nan')):.4f}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
+          f"loss {loss}, {m.get('tokens_per_second', 0):,.0f} tokens/s, "
           f"{m.get('wall_seconds', 0):.0f} s")
     ev = result.evaluation
     if ev.get("tuned") and ev.get("baseline"):
@@ -78,6 +130,11 @@ def launch_processes(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = Fal
         cpu = True
     run_dir = (plan_dir / plan.output_dir).resolve()
     outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
+    done = _completed(plan, plan_dir) if resume else None
+    if done is not None:
+        return done
+    if resume:
+        _resumable(plan, plan_dir)
     with outdir.RunLock.acquire(run_dir, fresh):
         plan_file = run_dir / "plan.json"
         lock.write(plan, plan_file)
@@ -114,8 +171,11 @@ def score(plan: Plan, plan_dir: Path, model_path, fmt: str) -> int:
 
 def export_run(run_dir: Path, merge: bool, output) -> int:
     from .export import merge as merge_run, read_run, serving_files
+    from .outdir import check_serve_files, usable_dir
 
     run_dir = run_dir.resolve()
+    usable_dir(run_dir / "serve", "the serving files' folder")  # before a merge that may take minutes
+    check_serve_files(run_dir / "serve")
     if merge:
         out = merge_run(run_dir, output)
         c = out["check"]
@@ -123,7 +183,13 @@ def export_run(run_dir: Path, merge: bool, output) -> int:
               f"adapter, tolerance {c['tolerance']:g}, {c['dtype']})")
         files = out["serving"]
     else:
-        files = serving_files(read_run(run_dir), run_dir, None)
+        plan = read_run(run_dir)
+        trained = run_dir / ("model" if plan.method == "full" else "adapter")
+        # a full fine-tuning run's model/ is served as a merged model is
+        files = serving_files(plan, run_dir, trained if plan.method == "full" and trained.is_dir() else None)
+        if not files:
+            raise RecipeError(f"{trained}: no {trained.name} to serve (was the run interrupted? resume it with "
+                              f"`recipe run --resume`)")
     for f in files:
         print(f"wrote {f}")
     return 0

@@ -125,7 +125,8 @@ def _evaluation(ev: dict) -> list[str]:
             lines.append(f"| mean reward margin | {_num(bm)} | {tm:.3f} | {'-' if bm is None else f'{tm - bm:+.3f}'} |")
         if ev.get("baseline_eval_loss") is not None:
             bl, tl = ev["baseline_eval_loss"], ev.get("tuned_eval_loss")
-            lines.append(f"| eval loss | {bl:.4f} | {_num(tl)} | {'-' if tl is None else f'{tl - bl:+.4f}'} |")
+            tuned_loss = "-" if tl is None else f"{tl:.4f}"
+            lines.append(f"| eval loss | {bl:.4f} | {tuned_loss} | {'-' if tl is None else f'{tl - bl:+.4f}'} |")
         lines.append("")
         shown = (tuned or base)["examples"]
         if shown:

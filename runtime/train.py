@@ -42,6 +42,10 @@ class RunResult:
     lock: object = None  # the run directory's lock (outdir.RunLock), released by the caller
 
 
+class AlreadyTrained(Exception):
+    """Resumed from a checkpoint at max_steps: there is no step left to train."""
+
+
 def _last_complete(checkpoints: Path) -> Optional[Path]:
     done = [d for d in checkpoints.glob("checkpoint-*") if (d / COMPLETE).is_file()] if checkpoints.is_dir() else []
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
@@ -64,7 +68,15 @@ def _callbacks(run: dict):
     from transformers import TrainerCallback
 
     class Checkpoints(TrainerCallback):
-        """Mark a checkpoint complete once saved; stop (after saving) on Ctrl-C."""
+        """Mark a checkpoint complete once saved; stop (after saving) on Ctrl-C or SIGTERM."""
+
+        def on_train_begin(self, args, state, control, **kwargs):  # after a checkpoint's state is restored
+            run["start_step"], run["start_tokens"] = state.global_step, int(state.num_input_tokens_seen or 0)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            # transformers checks max_steps after a step: resumed from the last one, it would train one more
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                raise AlreadyTrained
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -75,6 +87,8 @@ def _callbacks(run: dict):
             if run["stop"]:
                 control.should_save = True
                 control.should_training_stop = True
+            if run["stop"] or state.global_step >= state.max_steps:  # the curve ends at the last step trained
+                control.should_log = True
             return control
 
     class Progress(TrainerCallback):
@@ -396,12 +410,16 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
         state["stop"] = True
         log("\ninterrupted: saving a checkpoint, then stopping (Ctrl-C again to abort at once)")
 
-    previous = signal.signal(signal.SIGINT, stop)
+    # SIGTERM (a scheduler's preemption, `docker stop`, `kill`) stops as Ctrl-C does, after a checkpoint
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     if session.device.kind == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     try:
         output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+    except AlreadyTrained:  # the checkpoint's weights and state are loaded: save, score and report them
+        output = None
+        trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
     except OSError as exc:
         if not outdir.disk_full(exc):
             raise
@@ -411,15 +429,21 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
                              "No checkpoint was complete yet; ")
                           + "free some space, then run again with --resume") from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     seconds = time.perf_counter() - started
     ts = trainer.state
+    # a resumed run's speed: the steps and tokens of this session, over its seconds (steps / tokens: in all)
+    steps_run = ts.global_step - state.get("start_step", 0)
+    tokens_run = int(ts.num_input_tokens_seen or 0) - state.get("start_tokens", 0)
     measured = {
         "wall_seconds": round(seconds, 2),
         "steps": ts.global_step,
+        "steps_run": steps_run,
         "tokens": int(ts.num_input_tokens_seen or 0),
-        "tokens_per_second": round((ts.num_input_tokens_seen or 0) / max(seconds, 1e-9), 1),
-        "train_loss": output.training_loss,
+        "tokens_run": tokens_run,
+        "tokens_per_second": round(tokens_run / max(seconds, 1e-9), 1),
+        "train_loss": output.training_loss if steps_run and output is not None else None,
         "device": session.device.name,  # `recipe calibrate` fits speed per GPU
         **session.device.peak_memory(),
     }

@@ -244,6 +244,29 @@ def test_bad_usage_is_reported_without_traceback(tmp_path, cli):
     assert code == 2 and "no such file or run directory" in err and "Errno" not in err
 
 
+def test_a_report_folder_that_cannot_be_written_is_refused_before_the_bench(tmp_path, cli):
+    # a read-only run directory, or -o under a file: said before any request, not a traceback after them
+    recipe = write_recipe(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = cli("bench", recipe, "--endpoint", "http://127.0.0.1:9", "--concurrency", 1, "--requests", 2,
+                       "--warmup", 0, "-o", tmp_path / "afile" / "out")
+    assert code == 1 and "afile is a file" in err and "Traceback" not in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_credentials_in_an_endpoint_url_are_never_written(tmp_path, cli):
+    # user:password@ is refused (keys come from --api-key-env); a query string's values are not recorded
+    recipe = write_recipe(tmp_path)
+    code, out, err = cli("bench", recipe, "--endpoint", "http://bob:PWSECRET@127.0.0.1:9", "--concurrency", 1)
+    assert code == 2 and "--api-key-env" in err and "PWSECRET" not in out + err, out + err
+    with Stub(lambda k, body: ("ok", 0.0, "billing")) as a:
+        code, out, err = cli("bench", recipe, "--endpoint", a.url + "/v1?key=QSECRET", "--concurrency", 1,
+                             "--requests", 2, "--warmup", 0, "-o", tmp_path / "out")
+    assert code == 4 and "QSECRET" not in out + err, out + err
+    for path in (tmp_path / "out").iterdir():
+        assert b"QSECRET" not in path.read_bytes(), path
+
+
 def test_unreachable_endpoint_counts_errors(tmp_path, cli):
     import socket
 

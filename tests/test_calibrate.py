@@ -41,6 +41,21 @@ def fake_run(run_dir: Path, plan, speed: float, steps: int, device="NVIDIA A100-
     return wall / 3600
 
 
+def test_a_resumed_run_counts_only_the_steps_it_trained(project):
+    # 100 steps in all, the last 20 in this report's session: 20 steps over its wall time, not 100
+    plan = compile_file(project / "recipes" / "r.yaml").plan
+    run_dir = project / "runs" / "resumed"
+    fake_run(run_dir, plan, speed=1.0, steps=20)
+    data = json.loads((run_dir / "run_report.json").read_text())
+    data["measured"].update(steps=100, steps_run=20)
+    (run_dir / "run_report.json").write_text(json.dumps(data))
+    m = calibration.read_run(run_dir)
+    assert m.steps == 20 and m.ratio == pytest.approx(1.0)
+    data["measured"].update(steps_run=0, wall_seconds=0.0)  # resumed at its last checkpoint: nothing trained
+    (run_dir / "run_report.json").write_text(json.dumps(data))
+    assert calibration.read_run(run_dir) == f"{run_dir}: no training step in the run's last session"
+
+
 def test_calibration_moves_later_plans_toward_measured_hours(cli, project):
     recipe = project / "recipes" / "r.yaml"
     before = compile_file(str(recipe)).plan

@@ -1,6 +1,7 @@
 """Baseline vs tuned on the quickstart, the quality gate, `recipe eval`, merge and serving files."""
 
 import json
+from pathlib import Path
 
 import pytest
 from demo_copy import fresh_copy
@@ -106,3 +107,87 @@ def test_qlora_merges_into_the_full_precision_base(trained, tmp_path, cli):
         weights.update(load_file(str(f)))
     q = next(v for k, v in weights.items() if k.endswith("q_proj.weight"))
     assert q.dtype.is_floating_point and q.dim() == 2 and q.shape[0] == 128  # a full matrix, not packed 4-bit
+
+
+def test_eval_of_a_folder_that_is_neither_an_adapter_nor_a_model_is_a_clear_error(tmp_path, cli):
+    # an easy slip: the run directory instead of RUN_DIR/adapter; or an empty folder. Nothing is loaded.
+    recipe = demo.make(tmp_path / "qs", train_examples=8, eval_examples=2, epochs=1)
+    run_dir = recipe.parent / "runs" / "quickstart"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+    code, out, err = cli("eval", recipe, "--adapter", run_dir)
+    assert code == 1, out + err
+    assert "neither a PEFT adapter" in err and f"{run_dir / 'adapter'}" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = cli("eval", recipe, "--adapter", empty)
+    assert code == 1 and "neither a PEFT adapter" in err and "Traceback" not in err, out + err
+
+
+def _run_dir_without_training(tmp_path, *sets):
+    """A run directory as `recipe run` leaves it before its adapter or model is saved (plan.json only)."""
+    from recipe_ft.compiler.pipeline import compile_file
+
+    recipe = demo.make(tmp_path / "qs", train_examples=8, eval_examples=2, epochs=1)
+    plan = compile_file(str(recipe), list(sets)).plan
+    run_dir = recipe.parent / "runs" / "quickstart"
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(plan.model_dump_json())
+    return run_dir
+
+
+def test_export_of_a_run_without_an_adapter_says_so(tmp_path, cli):
+    # an interrupted run: there is nothing to serve, which is an error, not a silent exit 0
+    run_dir = _run_dir_without_training(tmp_path)
+    code, out, err = cli("export", run_dir)
+    assert code == 1 and "no adapter" in err and "--resume" in err, out + err
+    assert not (run_dir / "serve").exists()
+
+
+def test_export_of_a_full_fine_tuning_run_serves_its_model(tmp_path, cli):
+    run_dir = _run_dir_without_training(tmp_path, "method.name=full")
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    code, out, err = cli("export", run_dir)
+    assert code == 0, out + err
+    assert f"vllm serve {run_dir / 'model'} " in (run_dir / "serve" / "vllm_merged.sh").read_text()
+    assert (run_dir / "serve" / "Modelfile").read_text().splitlines()[1] == f"FROM {run_dir / 'model'}"
+
+
+def test_export_from_a_read_only_run_directory_is_a_clear_error(tmp_path, cli, monkeypatch):
+    # a run directory on a read-only mount: refused before any merging, no traceback
+    import os
+
+    run_dir = _run_dir_without_training(tmp_path)
+    (run_dir / "adapter").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == run_dir and mode == os.W_OK
+                        else real(p, mode, **kw))
+    for args in ((), ("--merge", "-o", tmp_path / "merged")):
+        code, out, err = cli("export", run_dir, *args)
+        assert code == 1 and f"{run_dir} is not writable" in err and "Traceback" not in err, out + err
+        assert not (tmp_path / "merged").exists()
+
+
+def test_an_edited_serving_file_is_not_overwritten(tmp_path, cli):
+    run_dir = _run_dir_without_training(tmp_path)
+    (run_dir / "adapter").mkdir()
+    assert cli("export", run_dir)[0] == 0
+    assert cli("export", run_dir)[0] == 0  # its own files, unedited: written again
+    script = run_dir / "serve" / "vllm_lora.sh"
+    script.write_text(script.read_text() + "# mine: --gpu-memory-utilization 0.8\n")
+    edited = script.read_text()
+    for args in ((), ("--merge",)):  # refused before any merge
+        code, out, err = cli("export", run_dir, *args)
+        assert code == 1 and "vllm_lora.sh" in err and "edited" in err, out + err
+        assert script.read_text() == edited and not (run_dir / "merged").exists()
+
+
+def test_the_eval_loss_row_shows_base_and_tuned_alike():
+    # it read "| eval loss | 6.2679 | 5.182 | -1.0857 |": the tuned figure to 3 places, the others to 4
+    from recipe_ft.runtime import run_report
+
+    score = {"metric": "exact_match", "score": 0.0, "examples_scored": 6, "examples": [], "details": {}}
+    lines = run_report._evaluation({"baseline": score, "tuned": score, "baseline_eval_loss": 6.267891,
+                                    "tuned_eval_loss": 5.182178})
+    assert "| eval loss | 6.2679 | 5.1822 | -1.0857 |" in lines, lines

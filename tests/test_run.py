@@ -216,6 +216,15 @@ def test_stale_lock_is_refused(cli, project, tmp_path):
     assert code == 1 and "stale" in err and "data file data/train.jsonl changed" in err
 
 
+def test_set_on_a_lock_file_is_refused_unless_replanned(cli, project, tmp_path):
+    # a lock is the plan that was reviewed: --set would silently run another one
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", project, "-o", plan_file)[0] == 0
+    code, out, err = cli("run", plan_file, "--set", "method.rank=4")
+    assert code == 1 and "--set" in err and "--replan" in err and "recipe plan" in err, out + err
+    assert not (project.parent / "runs").exists()
+
+
 def _cmd(recipe, *extra):
     args = [sys.executable, "-m", "recipe_ft", "run", str(recipe)]
     for s in ["training.epochs=1", "training.max_steps=200", "training.save_steps=2", "training.logging_steps=1",
@@ -263,17 +272,96 @@ def test_kill_and_resume_gives_the_same_adapter(project, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(project):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(project, sig):
+    # SIGTERM is what a scheduler or `docker stop` sends before killing: the same orderly stop as Ctrl-C
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(_cmd(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_checkpoint(project, proc, 2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in out + err and "Traceback" not in err
     checkpoints = list((project.parent / "runs" / "quickstart" / "checkpoints").glob("checkpoint-*/CHECKPOINT_COMPLETE"))
     assert checkpoints
     assert report(project)["status"] == "interrupted"
+
+
+def test_a_resumed_run_measures_only_the_steps_it_trained(cli, project):
+    # 2 steps, then resumed to 4: the speed is the resumed session's tokens over its own seconds (the
+    # restored step count and tokens are not counted again); `recipe calibrate` reads steps_run
+    sets = ["training.save_steps=1", "data.eval=null"]
+    assert run_cli(cli, project, *sets, "training.max_steps=2")[0] == 0
+    state = json.loads((project.parent / "runs" / "quickstart" / "checkpoints" / "checkpoint-2" /
+                        "trainer_state.json").read_text())
+    code, out, err = run_cli(cli, project, *sets, "training.max_steps=4", extra=["--resume"])
+    assert code == 0, out + err
+    m = report(project)["measured"]
+    assert m["steps"] == 4 and m["steps_run"] == 2
+    assert m["tokens"] > m["tokens_run"] == m["tokens"] - state["num_input_tokens_seen"] > 0
+    assert m["tokens_per_second"] == pytest.approx(m["tokens_run"] / m["wall_seconds"], rel=0.02)
+
+
+def test_resuming_a_completed_run_changes_nothing(cli, project):
+    # a retried job, or --resume by habit: the finished run's report and adapter stay as they are
+    sets = ["training.max_steps=2", "data.eval=null"]
+    assert run_cli(cli, project, *sets)[0] == 0
+    run_dir = project.parent / "runs" / "quickstart"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != outdir_lock_name()}
+    code, out, err = run_cli(cli, project, *sets, extra=["--resume"])
+    assert code == 0, out + err
+    assert "already completed" in out and "nothing to resume" in out and "--fresh" in out, out
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != outdir_lock_name()}
+    assert after == before
+    # another plan (more steps) does resume
+    code, out, err = run_cli(cli, project, "training.max_steps=3", "data.eval=null", extra=["--resume"])
+    assert code == 0 and report(project)["measured"]["steps"] == 3, out + err
+
+
+def test_resume_from_the_last_step_trains_no_step_past_max_steps(cli, project):
+    # killed after its last checkpoint, before the adapter and report (e.g. during the final evaluation):
+    # resumed, it trains nothing more (transformers would train one step past a max_steps inside an epoch)
+    sets = ["training.max_steps=2", "data.eval=null"]
+    assert run_cli(cli, project, *sets)[0] == 0
+    run_dir = project.parent / "runs" / "quickstart"
+    shutil.rmtree(run_dir / "adapter")
+    for name in ("run_report.json", "run_report.md"):
+        (run_dir / name).unlink()
+    code, out, err = run_cli(cli, project, *sets, extra=["--resume"])
+    assert code == 0, out + err
+    m = report(project)["measured"]
+    assert m["steps"] == 2 and m["steps_run"] == 0 and m["train_loss"] is None
+    assert not (run_dir / "checkpoints" / "checkpoint-3").exists()
+    from safetensors.torch import load_file
+
+    final = load_file(str(run_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"))
+    saved = _adapter(project)
+    assert saved.keys() == final.keys() and all((saved[k] == final[k]).all() for k in final)
+
+
+def test_the_loss_curve_ends_at_the_last_step(cli, project):
+    # 3 steps logged every 2: the curve (and the report's first -> last loss) includes step 3
+    code, out, err = run_cli(cli, project, "training.max_steps=3", "training.logging_steps=2", "data.eval=null")
+    assert code == 0, out + err
+    assert [p["step"] for p in report(project)["loss_curve"]] == [1, 2, 3]
+
+
+def test_resume_with_another_adapter_shape_is_refused_before_loading(cli, project):
+    # the checkpoint holds rank-16 weights: a rank-4 resume cannot load them (it was a size-mismatch traceback,
+    # after the run's plan.json had been overwritten with the new plan)
+    assert run_cli(cli, project, "training.max_steps=2", "data.eval=null")[0] == 0
+    recorded = (project.parent / "runs" / "quickstart" / "plan.json").read_text()
+    code, out, err = run_cli(cli, project, "training.max_steps=4", "data.eval=null", "method.rank=4",
+                             extra=["--resume"])
+    assert code == 1 and "rank 16 -> 4" in err and "--fresh" in err and "Traceback" not in err, out + err
+    assert "device:" not in out  # refused before the model was loaded
+    assert (project.parent / "runs" / "quickstart" / "plan.json").read_text() == recorded
+
+
+def outdir_lock_name():
+    from recipe_ft.runtime import outdir
+
+    return outdir.LOCK_FILE
 
 
 def test_preflight_refuses_a_big_model_on_cpu(project):
