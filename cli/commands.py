@@ -65,6 +65,8 @@ def plan(recipe: str, set_: list[str], format: str, output: Optional[Path], trac
     from ..compiler import lock
     from ..compiler.pipeline import compile_file
 
+    if output is not None:
+        lock.check_target(output)  # before the plan is printed: a bad -o is refused first
     compiled = compile_file(recipe, set_)
     result = compiled.plan
     if bench is not None:
@@ -124,11 +126,18 @@ def launch(recipe: str, target: str, set_: list[str], output: Optional[Path]) ->
     from ..compiler.pipeline import plan_for_run
     from ..runtime.launch import check_out_dir, file_names, write_artifacts
 
+    if output is not None and (output.exists() or output.is_symlink()) and not output.is_dir():
+        raise UsageError(f"-o {output}: not a directory; give -o a folder for the launch files")
+    if output is not None:
+        lock.check_can_create(output / "plan.json")  # before planning: a bad -o is refused first
     plan, plan_dir = plan_for_run(recipe, set_, False)
     out = output or (plan_dir / plan.output_dir / "launch")
     check_out_dir(out, file_names(plan, target))  # nothing the user wrote is overwritten
     plan_file = out / "plan.json"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot make this folder for the launch files ({exc.strerror}); give -o another") from None
     lock.write(plan, plan_file)
     for path in [plan_file, *write_artifacts(plan, plan_file, out, target)]:
         print(f"wrote {path}")
@@ -229,8 +238,17 @@ def schema(output: Optional[Path]) -> int:
     text = recipe_schema_text()
     if output is None:
         sys.stdout.write(text)
-    else:
+        return 0
+    from ..compiler.lock import check_can_create
+
+    if output.is_dir():
+        raise UsageError(f"-o {output}: is a directory; give a file name, e.g. -o {output / 'recipe.schema.json'}")
+    check_can_create(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"-o {output}: cannot write there ({exc.strerror})") from None
     return 0
 
 
@@ -295,6 +313,19 @@ def run(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (recipe validate . | head): stop quietly, as rich does
+        _drop_stdout()
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Send what is left of stdout to /dev/null, so that its flush at exit does not fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in tests)
+        pass
 
 
 def _report(exc: RecipeError) -> None:
@@ -307,4 +338,10 @@ def _report(exc: RecipeError) -> None:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    try:
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print "Exception ignored"
+    except BrokenPipeError:
+        _drop_stdout()
+        code = code or 1
+    sys.exit(code)

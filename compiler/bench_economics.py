@@ -48,9 +48,11 @@ def latest(run_dir: Path) -> Optional[Path]:
     found = []
     for path in (run_dir / "bench").glob("*/bench_report.json"):
         try:
-            found.append((json.loads(path.read_text(encoding="utf-8")).get("created", ""), str(path), path))
-        except (OSError, json.JSONDecodeError):
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
+        if isinstance(report, dict):  # anything else is not a report
+            found.append((str(report.get("created", "")), str(path), path))
     return max(found)[2] if found else None
 
 
@@ -64,14 +66,23 @@ def read(path: Path) -> Measured:
         if found is None:
             raise UsageError(f"--bench {path}: no bench report under {path / 'bench'}; run `recipe bench` first")
         path = found
+    report = None
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
         candidate = report["endpoints"][0]
         tok_s = candidate["stats"]["output_tokens_per_s"]
         hardware = report.get("hardware") or {}
         load = report["load"]
-    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        raise UsageError(f"--bench {path}: not a `recipe bench` report ({exc})") from None
+        tok_s = float(tok_s)
+        if not isinstance(hardware, dict) or not isinstance(load, dict):
+            raise TypeError("'hardware' and 'load' are not objects")
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else f"invalid JSON: {exc}" if isinstance(exc, ValueError)
+               else "not a JSON object" if not isinstance(report, dict)
+               else f"no {exc}" if isinstance(exc, KeyError)
+               else "no endpoint in it" if isinstance(exc, IndexError) else f"unexpected shape: {exc}")
+        raise UsageError(f"--bench {path}: not a `recipe bench` report ({why}); write one with `recipe bench`") \
+            from None
     if not tok_s:
         raise UsageError(f"--bench {path}: the tuned model has no measured throughput (every request failed?)")
     gpu = catalogs.find_gpu(hardware["gpu"]) if hardware.get("gpu") else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..schemas.errors import RecipeError
+from ..schemas.errors import RecipeError, UsageError
 
 DIRNAME = ".recipe"
 FILENAME = "calibration.json"
@@ -60,15 +60,24 @@ def find(start: Path) -> Optional[Calibration]:
 
 
 def load(path: Path) -> Calibration:
+    data = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         gpus = data["gpus"]
         for name, entry in gpus.items():
             if not (float(entry["factor"]) > 0 and isinstance(entry["runs"], list)):
-                raise ValueError(name)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"{path}: not a calibration file recipe can read ({exc.__class__.__name__}: {exc}); "
-                          f"delete it and run `recipe calibrate RUN_DIR...` again") from None
+                raise ValueError(f"GPU {name}: a factor above 0 and a list of runs")
+    except FileNotFoundError:  # only a RECIPE_CALIBRATION path can be missing: found files exist
+        raise RecipeError(f"RECIPE_CALIBRATION={path}: no such file; point it at a file `recipe calibrate` wrote, "
+                          f"or set RECIPE_CALIBRATION=off") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else
+               f"invalid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else
+               "not a JSON object" if not isinstance(data, dict) else
+               f"no {exc}" if isinstance(exc, KeyError) else f"expected {exc}" if str(exc).startswith("GPU ")
+               else f"unexpected shape: {exc}")
+        raise RecipeError(f"{path}: not a calibration file recipe can read ({why}); delete it and run "
+                          f"`recipe calibrate RUN_DIR...` again") from None
     return Calibration(path, gpus)
 
 
@@ -93,8 +102,14 @@ def read_run(run_dir: Path) -> Measured | str:
         pm = report["planned_vs_measured"]
         measured = report["measured"]
         time = pm.get("time_model") or {}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"{path}: not a run report ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(measured, dict) or not isinstance(time, dict):
+            raise TypeError("'measured' and 'planned_vs_measured.time_model' are not objects")
+        planned_on = pm["tokens_per_second"]["planned_on"] if time.get("modelled_seconds_per_step") else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (f"invalid JSON: {exc}" if isinstance(exc, ValueError) else
+               "it is not a JSON object" if not isinstance(report, dict) else
+               f"no {exc}" if isinstance(exc, KeyError) else f"unexpected shape: {exc}")
+        raise RecipeError(f"{path}: not a run report ({why}); give the directory `recipe run` wrote") from None
     kind = str(measured.get("peak_memory_kind", ""))
     if not kind.startswith("torch.cuda"):
         return f"{run_dir}: trained on a CPU, says nothing about a GPU's speed"
@@ -107,7 +122,6 @@ def read_run(run_dir: Path) -> Measured | str:
     steps, wall = measured.get("steps_run", measured.get("steps")) or 0, measured.get("wall_seconds") or 0
     if not step_seconds or not steps or wall <= 0:
         return f"{run_dir}: the report has no modelled step time (written by an older recipe); run it again"
-    planned_on = pm["tokens_per_second"]["planned_on"]
     device = measured.get("device")
     if device:
         from .catalogs import find_gpu
@@ -136,6 +150,18 @@ def fit(runs: list[Measured], previous: Optional[dict] = None) -> dict:
 
 
 def write(path: Path, gpus: dict) -> None:
+    from .lock import check_can_create
+
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a directory; give a file name, e.g. -o {path / 'calibration.json'}")
+    check_can_create(path)
+    try:
+        _write(path, gpus)
+    except OSError as exc:
+        raise UsageError(f"-o {path}: cannot write there ({exc.strerror})") from None
+
+
+def _write(path: Path, gpus: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps({"version": VERSION, "written_by": "recipe calibrate",

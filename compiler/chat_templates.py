@@ -86,8 +86,10 @@ def resolve(value: Optional[str], recipe_dir: Path) -> Optional[str]:
         raise RecipeError(f"data.chat_template: unknown template '{value}'{did_you_mean(value, choices())} "
                           f"(known: {', '.join(choices())}; or a Jinja file such as templates/chat.jinja)")
     path = recipe_dir / value
+    if path.exists() and not path.is_file():  # a directory, or a named pipe that reading would wait on
+        raise RecipeError(f"data.chat_template: {value} is not a regular file; give a Jinja file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not template text
     except FileNotFoundError:
         raise RecipeError(f"data.chat_template: no such file {value} (relative to the recipe's folder)") from None
     except (OSError, UnicodeDecodeError) as exc:

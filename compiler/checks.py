@@ -29,6 +29,7 @@ def semantic_problems(doc: Document, base_dir: Optional[Path]) -> list[Problem]:
     _check_data(_get(data, "data"), base_dir, err)
     _check_model(_get(data, "model"), _get(data, "training"), base_dir, err)
     _check_economics(_get(data, "economics"), err)
+    _check_eval(data if isinstance(data, dict) else {}, base_dir, err)
     return out
 
 
@@ -49,6 +50,14 @@ def _gpu_problem(name: str, custom: set[str]) -> Optional[str]:
             f"or describe it under budget.custom_gpus)")
 
 
+def _gpu_name(name: str, custom: set[str]) -> str:
+    """A GPU's catalog name ('h100' -> 'H100-80GB'); a custom GPU's or an unknown one's as written."""
+    from .catalogs import find_gpu
+
+    found = None if name in custom else find_gpu(name)
+    return found.name if found is not None else name
+
+
 def _check_gpus(budget: dict, err) -> None:
     custom = {g.get("name") for g in budget.get("custom_gpus") or [] if isinstance(g, dict)}
     custom = {c for c in custom if isinstance(c, str)}
@@ -60,6 +69,11 @@ def _check_gpus(budget: dict, err) -> None:
     gpu = budget.get("gpu")
     if isinstance(gpu, str) and gpu and (msg := _gpu_problem(gpu, custom)):
         err(("budget", "gpu"), msg)
+    elif isinstance(gpu, str) and gpu and isinstance(gpus, list) and gpus:
+        names = {_gpu_name(g, custom) for g in gpus if isinstance(g, str)}
+        if _gpu_name(gpu, custom) not in names:
+            err(("budget", "gpu"), f"gpu '{gpu}' is not among the candidates in budget.gpus; pin one of them or "
+                                   f"drop budget.gpus", value=False)
     prices = budget.get("prices")
     if isinstance(prices, dict):
         for name in prices:
@@ -96,6 +110,11 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
                                f"(expected {', '.join(DATA_SUFFIXES)})")
             continue
         if base_dir is not None and not (base_dir / path).exists():
+            if key == "train" and not data.get("examples"):  # a plan would size nothing: 0 examples, 0 steps
+                err(("data", key), f"file not found: {value} (relative to the recipe's folder); `recipe plan` "
+                                   f"sizes the run from it: fix the path, or declare data.examples (and "
+                                   f"data.tokens_per_example) to plan without it")
+                continue
             declared = "data.examples and data.tokens_per_example" if key == "train" else "eval_fraction"
             err(("data", key), f"file not found: {value} (relative to the recipe's folder); plans fall "
                                f"back to {declared}, `recipe run` needs it", severity="warning")
@@ -118,7 +137,9 @@ def record_error(row: Any, error, convert):
     """What is wrong with one record as `recipe run` would read it (the reader's parse error first,
     then the shape, then the format's check), or None."""
     if error is None and not isinstance(row, dict):
-        error = f"expected an object, got {type(row).__name__}"
+        from .load import type_name
+
+        error = f"expected an object, got {type_name(row)}"
     if error is None and convert is not None:
         try:
             convert(row)
@@ -247,3 +268,43 @@ def _check_economics(economics: dict, err) -> None:
         hint = f"; did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
         err(("economics", "api_model"), f"no price for API model '{name}'{hint} (give "
                                         f"economics.input_usd_per_mtok and output_usd_per_mtok)")
+
+
+def _check_eval(data: dict, base_dir: Optional[Path], err) -> None:
+    """eval.json_schema: a JSON object in a file `recipe run` reads after loading the model, read by the
+    json_fields metric only."""
+    import json
+
+    from ..schemas.recipe import default_metric
+
+    name = _get(data, "eval").get("json_schema")
+    if not isinstance(name, str) or not name or base_dir is None:
+        return
+    where = ("eval", "json_schema")
+    metric = _get(data, "eval").get("metric")
+    task = data.get("task")
+    if metric is None and isinstance(task, str):
+        try:
+            metric = default_metric(task)
+        except KeyError:
+            metric = None
+    if isinstance(metric, str) and metric != "json_fields":
+        err(where, f"only the json_fields metric uses it (eval.metric is {metric}): set eval.metric: json_fields "
+                   f"or remove it", severity="warning")
+    path = base_dir / name
+    if not path.exists():
+        err(where, f"file not found: {name} (relative to the recipe's folder); `recipe run` needs it",
+            severity="warning")
+        return
+    if not path.is_file():
+        err(where, f"{name} is not a regular file; give a JSON Schema file")
+        return
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8-sig"))  # as runtime/evaluate.py reads it
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        what = getattr(exc, "strerror", None) or (f"invalid JSON: {exc}" if isinstance(exc, ValueError) else str(exc))
+        err(where, f"{name} is not a JSON Schema ({what}); fix the file")
+        return
+    if not isinstance(schema, (dict, bool)):
+        err(where, f"{name} is not a JSON Schema (a schema is a JSON object, this is a {type(schema).__name__}); "
+                   f"fix the file")

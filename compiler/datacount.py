@@ -188,7 +188,7 @@ def _csv_record(header: list, values: list) -> tuple[Any, Optional[str]]:
 def csv_rows(path: Path, display: str, sample: int) -> Scan:
     kept: list = []
     stride, count = 1, 0
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:  # -sig: as records.py, past a BOM
         reader = csv.reader(f)
         try:
             header = next(reader, None)

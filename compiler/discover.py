@@ -56,6 +56,8 @@ def expand(args: list[str]) -> list[str]:
             if not found:
                 raise UsageError(f"{arg}: the pattern matches no recipe files")
             files += found
+        elif path.exists():  # a named pipe or a device: reading it could wait forever
+            raise UsageError(f"{arg}: not a regular file; give a recipe file")
         else:
             raise UsageError(f"{arg}: no such file or directory")
     return list(dict.fromkeys(files))

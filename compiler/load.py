@@ -53,6 +53,8 @@ def read(path: Path, display: str | None = None) -> Document:
     display = display or str(path)
     if path.suffix.lower() not in SUFFIXES:
         raise UsageError(f"{display}: not a recipe file (expected .yaml, .yml or .toml)")
+    if path.exists() and not path.is_file() and not path.is_dir():  # a named pipe or a device: it may never end
+        raise UsageError(f"{display}: not a regular file; give a recipe file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -64,11 +66,17 @@ def read(path: Path, display: str | None = None) -> Document:
     if len(raw) > MAX_BYTES:
         raise RecipeError("invalid recipe", [Problem(display, 1, 1, "", f"the file is {len(raw):,} bytes; a recipe "
                                                                       f"is at most {MAX_BYTES:,} (put data in data files)")])
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors): not part of the text
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise RecipeError("invalid recipe", [Problem(display, line, 1, "", "file is not valid UTF-8")]) from None
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = ("the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+                   if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else
+                   f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}): save it as UTF-8")
+        raise RecipeError("invalid recipe", [Problem(display, line, col, "", message)]) from None
     deep = too_deep(text)
     if deep:
         raise RecipeError("invalid recipe", [Problem(display, deep[0], deep[1], "", f"nested more than {MAX_DEPTH} "
@@ -133,6 +141,8 @@ def loads_yaml(text: str, file: str) -> Document:
         node = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "quoted scalar" in (exc.context or "") and "end of stream" in (exc.problem or ""):
+            mark = exc.context_mark  # where the string opens, not the end of the file
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = _yaml_message(exc)
         raise RecipeError("invalid recipe", [Problem(file, line, col, "", message)]) from None
@@ -156,6 +166,13 @@ def _too_big(doc: Document, path: Path_) -> RecipeError:
 def _yaml_message(exc) -> str:
     problem = (exc.problem or "").strip()
     context = (exc.context or "").strip()
+    if "quoted scalar" in context and "end of stream" in problem:
+        return "YAML syntax error: the quoted string that starts here is never closed; add the closing quote"
+    if "found character '\\t'" in problem or "found character '\t'" in problem:
+        return "YAML syntax error: a tab character; YAML indents with spaces only: replace the tab with spaces"
+    if problem == "mapping values are not allowed here" and not context:
+        return (f"YAML syntax error: {problem} (check the indentation of this line and the one above; a value "
+                f"that holds \": \" needs quotes)")
     if "found duplicate key" in problem or "duplicate key" in context:
         key = re.search(r'duplicate key "?([^"]*)"?', problem + " " + context)
         name = key.group(1) if key else ""
@@ -187,8 +204,7 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list) -> Any:
         out = {}
         for key in node:
             name = key if isinstance(key, str) else _key_text(key)
-            kl, kc = node.lc.key(key)
-            vl, vc = node.lc.value(key)
+            kl, kc, vl, vc = _key_position(node, key)
             doc.positions[path + (name,)] = Pos(kl + 1, kc + 1, vl + 1, vc + 1, doc.file)
             out[name] = _plain(node[key], path + (name,), doc, budget)
         return out
@@ -207,7 +223,37 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
+    from ruamel.yaml.comments import TaggedScalar
+
+    if isinstance(node, TaggedScalar):  # `!custom 16`: no tag means anything in a recipe; the schema reports it
+        tag = str(node.tag.value if hasattr(node.tag, "value") else node.tag)
+        return Tagged(tag.replace("tag:yaml.org,2002:", "!!"), node.value)
     return node  # dates and other YAML types: the schema reports them
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A YAML scalar with a tag (`!custom 16`), as messages show it."""
+
+    tag: str
+    value: Any
+
+    def __repr__(self) -> str:
+        return f"{self.tag} {self.value!r}"
+
+
+def _key_position(node: Any, key: Any) -> tuple[int, int, int, int]:
+    """0-based line and column of a mapping key and its value; a key merged in by `<<: *anchor` is where
+    the anchored mapping writes it."""
+    from ruamel.yaml.comments import merge_attrib
+
+    if key in node.lc.data:
+        return (*node.lc.key(key), *node.lc.value(key))
+    for merged in getattr(node, merge_attrib, None) or ():
+        merged = merged[1] if isinstance(merged, tuple) else merged  # older ruamel: (index, mapping) pairs
+        if key in merged and hasattr(merged, "lc"):
+            return _key_position(merged, key)
+    return node.lc.line, node.lc.col, node.lc.line, node.lc.col
 
 
 def _key_text(key: Any) -> str:
@@ -242,6 +288,12 @@ def loads_toml(text: str, file: str) -> Document:
         elif line is None:
             line, col = _end_of(text)
         message = _TOML_HINTS.get(message, message)
+        twice = _TOML_TWICE.fullmatch(message)
+        if twice:  # tomllib names the table as a Python tuple: ('model',)
+            name = ".".join(re.findall(r"'((?:[^'\\]|\\.)*)'", twice.group(1))) or twice.group(1)
+            message = f"table [{name}] is declared twice; merge the two into one"
+            header = text.split("\n")[line - 1] if line and line <= text.count("\n") + 1 else ""
+            col = header.find("[") + 1 or col
         raise RecipeError("invalid recipe", [Problem(
             file, line, col or 1, "", f"TOML syntax error: {message}")]) from None
     doc = Document(file=file, data=data, text=text)
@@ -250,7 +302,9 @@ def loads_toml(text: str, file: str) -> Document:
     return doc
 
 
+_TOML_TWICE = re.compile(r"Cannot declare (\(.*\)) twice")
 _TOML_HINTS = {
+    "Illegal character '\\n'": "a string is not closed on its line: add the closing quote",
     "Cannot overwrite a value": "a key or table is defined twice",
     "Invalid value": "invalid or missing value after '='",
 }
@@ -263,4 +317,4 @@ def _end_of(text: str) -> tuple[int, int]:
 
 def type_name(value: Any) -> str:
     return {dict: "mapping", list: "list", str: "string", int: "integer", float: "number",
-            bool: "boolean", type(None): "null"}.get(type(value), type(value).__name__)
+            bool: "boolean", type(None): "null", Tagged: "YAML-tagged value"}.get(type(value), type(value).__name__)

@@ -11,27 +11,74 @@ from pydantic import ValidationError
 
 from ..schemas.plan import PLAN_SCHEMA_VERSION, Plan
 from . import catalogs, datacache, models
-from ..schemas.errors import RecipeError
+from ..schemas.errors import RecipeError, UsageError
+
+MAX_PLAN_BYTES = 64 << 20  # a plan file is tens of kilobytes; a bigger file is not one
+
+
+def check_target(path: Path) -> None:
+    """UsageError unless `path` can take a plan file: it ends in .json (`recipe run` tells plans from
+    recipes by it) and is new or a plan file already; nothing else the user made is overwritten."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a directory; give a file name, e.g. -o {path / 'plan.json'}")
+    if path.suffix.lower() != ".json":
+        raise UsageError(f"-o {path}: plan files end in .json (`recipe run` tells a plan from a recipe by it); "
+                         f"e.g. -o {path.with_suffix('.json').name}")
+    if (path.exists() or path.is_symlink()) and not _is_plan_file(path):
+        raise UsageError(f"-o {path}: the file exists and is not a plan file written by `recipe plan -o`; nothing "
+                         f"is overwritten: give -o another path")
+    check_can_create(path)
+
+
+def check_can_create(path: Path) -> None:
+    """UsageError unless `-o path` can be created: the first of its folders that exists is a writable
+    directory (the missing ones below it are made)."""
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        why = "not a directory" if not parent.is_dir() else "not writable"
+        raise UsageError(f"-o {path}: cannot write there ({parent} is {why}); give -o a path in a directory you "
+                         f"can write")
+
+
+def _is_plan_file(path: Path) -> bool:
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_PLAN_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "schema_version" in data and isinstance(data.get("lock"), dict)
 
 
 def write(plan: Plan, path: Path) -> None:
     """Write atomically: a reader never sees half a plan, a failed write leaves the old one. The
-    recipe's path is stored relative to the plan file, so the two can move together."""
+    recipe's path is stored relative to the plan file, so the two can move together. Only a new file
+    or an earlier plan file is replaced (check_target); a path that cannot be written is a UsageError."""
     path = Path(path)
+    check_target(path)
     directory = path.resolve().parent
     recipe = os.path.relpath(Path(plan.lock.recipe_path).resolve(), directory)
     plan = plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": recipe})})
     text = plan.model_dump_json(indent=2) + "\n"
-    directory.mkdir(parents=True, exist_ok=True)
     import tempfile  # only `-o` writes: `recipe plan` alone does not need it
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"-o {path}: cannot write there ({exc.strerror}); give -o a path in a "
+                         f"directory you can write") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UsageError(f"-o {path}: cannot write there ({exc.strerror}); nothing was written") from None
         raise
 
 

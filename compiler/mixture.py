@@ -24,8 +24,10 @@ def draw_counts(available: list[int], weights: list[Optional[float]]) -> list[in
     """Examples drawn from each source (largest-remainder rounding of the weighted shares)."""
     if not weights or any(w is None for w in weights):
         return list(available)
-    total, weight_sum = sum(available), sum(weights)
-    exact = [total * w / weight_sum for w in weights]
+    top = max(weights)
+    shares = [w / top for w in weights]  # at most 1 each: huge weights (1e308) neither overflow nor vanish
+    total, share_sum = sum(available), sum(shares)
+    exact = [total * s / share_sum for s in shares]
     counts = [int(x) for x in exact]
     for i in sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))[: total - sum(counts)]:
         counts[i] += 1

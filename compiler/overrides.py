@@ -71,11 +71,27 @@ def apply(doc: Document, overrides: list[str]) -> list[Problem]:
         col = len(key) + 2
         problem = _set(doc.data, path, value)
         if problem:
-            problems.append(Problem("--set", n, 1, ".".join(map(str, path)), problem))
+            problems.append(Problem("--set", n, 1, _dotted(path), problem))
             continue
         doc.positions = {p: pos for p, pos in doc.positions.items() if p[: len(path)] != path}
         _mark(doc, path, value, n, col)
     return problems
+
+
+def _dotted(path: tuple) -> str:
+    """budget.gpus[1], as the recipe's own messages name a key."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else p for i, p in enumerate(path))
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
+def _no_item(index: int, node: Any) -> str:
+    if not isinstance(node, list):
+        return f"no list item [{index}] here (this is {_a(type_name(node))}, not a list)"
+    return (f"no list item [{index}] here (the list has {len(node)} item{'s' * (len(node) != 1)}; "
+            f"[{len(node)}] appends one)")
 
 
 def _set(data: dict, path: tuple, value: Any):
@@ -84,23 +100,23 @@ def _set(data: dict, path: tuple, value: Any):
         nxt = path[i + 1]
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
-                return f"no list item [{part}] here"
+                return _no_item(part, node)
             if not isinstance(node[part], (dict, list)):
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
             continue
         if not isinstance(node, dict):
-            return f"'{part}' cannot be set inside a {type_name(node)}"
+            return f"'{part}' cannot be set inside {_a(type_name(node))}"
         child = node.get(part)
         if not isinstance(child, (dict, list)):
             if child is not None:
-                return f"'{part}' is a {type_name(child)}, not a section"
+                return f"'{part}' is {_a(type_name(child))}, not a section"
             node[part] = [] if isinstance(nxt, int) else {}
         node = node[part]
     last = path[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or last > len(node):
-            return f"no list item [{last}] here"
+            return _no_item(last, node)
         if value is None:
             if last < len(node):
                 node.pop(last)
@@ -110,7 +126,7 @@ def _set(data: dict, path: tuple, value: Any):
             node[last] = value
         return None
     if not isinstance(node, dict):
-        return f"'{last}' cannot be set inside a {type_name(node)}"
+        return f"'{last}' cannot be set inside {_a(type_name(node))}"
     if value is None:
         node.pop(last, None)
     else:

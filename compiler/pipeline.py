@@ -28,6 +28,14 @@ def check_file(path: str, overrides: list[str] = ()) -> Result:
     result = validate(doc, base_dir=Path(path).resolve().parent)
     if misplaced:
         result = Result(None, sorted(misplaced + result.problems, key=problem_order))
+    elif result.ok:  # mistakes only the model's architecture reveals (a target module it lacks, ...)
+        from .planner import resolve_model
+
+        try:
+            resolve_model(result.recipe, Path(path), doc)
+        except RecipeError as exc:
+            found = exc.problems or [Problem(path, 1, 1, "", exc.message)]
+            result = Result(None, sorted(result.problems + found, key=problem_order))
     return result
 
 

@@ -49,7 +49,17 @@ def _located(doc: Optional[Document], path: tuple, message: str) -> RecipeError:
     if doc is None:
         return RecipeError(message)
     file, line, col = doc.where(path, value=True)
-    return RecipeError(message, [Problem(file, line, col, ".".join(path), message)])
+    key = ".".join(path)
+    return RecipeError(message, [Problem(file, line, col, key, message.removeprefix(f"{key}: "))])
+
+
+def _raise_all(errors: list[RecipeError]) -> None:
+    """Every recipe mistake found, at once: one RecipeError carrying all their problems."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        problems = [p for e in errors for p in e.problems]
+        raise RecipeError("; ".join(e.message for e in errors), problems if len(problems) == len(errors) else [])
 
 
 def _targets(recipe: Recipe):
@@ -114,23 +124,31 @@ def resolve_model(recipe: Recipe, recipe_path: Path, doc: Optional[Document]) ->
     except RecipeError as exc:
         raise _located(doc, ("model", "base"), exc.message) from None
     arch = model.architecture
+    errors: list[RecipeError] = []  # every mistake the architecture reveals, reported together
     if recipe.training.precision == "bf16-pure" and recipe.distributed.strategy == "deepspeed":
-        raise _located(doc, ("training", "precision"),
-                       "training.precision bf16-pure cannot run under DeepSpeed: its bf16 mode keeps fp32 master "
-                       "weights in the optimizer; use distributed.strategy fsdp (or auto), or precision bf16")
+        errors.append(_located(doc, ("training", "precision"),
+                               "training.precision bf16-pure cannot run under DeepSpeed: its bf16 mode keeps fp32 "
+                               "master weights in the optimizer; use distributed.strategy fsdp (or auto), or "
+                               "precision bf16"))
+    targeted = []
     try:
         targeted = [] if recipe.method.name == "full" else memory.resolve_targets(arch, _targets(recipe))
     except RecipeError as exc:
-        raise _located(doc, ("method", "targets"), exc.message) from None
+        errors.append(_located(doc, ("method", "targets"), exc.message))
 
     t = recipe.training
     quant = recipe.method.quantization
-    _check_attention(arch, recipe, doc)
+    try:
+        _check_attention(arch, recipe, doc)
+    except RecipeError as exc:
+        errors.append(exc)
     methods_to_check = ["lora", "qlora"] if recipe.method.name == "auto" else [recipe.method.name]
     for m in methods_to_check:
         refused = build_mod.peft_refuses(arch, m, _targets(recipe), recipe.method.dropout)
         if refused:
-            raise _located(doc, tuple(refused[0].split(".")), refused[1])
+            errors.append(_located(doc, tuple(refused[0].split(".")), refused[1]))
+            break
+    _raise_all(errors)
     base = memory.StepShape(
         method="lora", rank=recipe.method.rank, dropout=recipe.method.dropout, targets=_targets(recipe),
         seq_len=t.max_seq_len, optimizer=t.optimizer, precision=t.precision,
@@ -349,9 +367,18 @@ def _suggest(recipe: Recipe, base, gpus, options, option) -> list[str]:
     fitting = sorted((o for o in options if o.fits), key=rank_key)
     if fitting:
         o = fitting[0]
-        cost = "no price" if o.usd is None else usd(o.usd)
-        out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
-                   f"{cost}: raise budget.max_cost_usd / budget.max_hours")
+        if o.usd is None and (recipe.budget.max_hours is None or o.time.hours <= recipe.budget.max_hours):
+            budget = recipe.budget  # only the missing price stands in the way: max_cost_usd cannot help
+            price = f"{'spot ' if budget.spot else ''}price" + (f" at {budget.provider}" if budget.provider else "")
+            others = [k for k, on in (("drop budget.spot", budget.spot), ("price at another budget.provider",
+                                                                          budget.provider)) if on]
+            out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits in {o.time.hours:.1f} h, but the "
+                       f"catalog has no {price} for {o.gpu.name}: give budget.prices ({o.gpu.name}: USD per GPU-hour)"
+                       + "".join(f", or {k}" for k in others))
+        else:
+            cost = "no price" if o.usd is None else usd(o.usd)
+            out.append(f"{o.method.upper()} on {o.count} x {o.gpu.name} fits but takes {o.time.hours:.1f} h and "
+                       f"{cost}: raise budget.max_cost_usd / budget.max_hours")
         return out
     method = recipe.method.name
     if method in ("lora", "dora", "full", "auto"):

@@ -18,12 +18,19 @@ from ..schemas.errors import RecipeError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 MAX_LISTED = 20
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark (Excel's "CSV UTF-8", Windows editors): not part of the data
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+UTF16 = "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
 
 
 def _utf8(raw: bytes) -> tuple[Optional[str], Optional[str]]:
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as exc:
+        if exc.start == 0 and raw.startswith(UTF16_BOMS):
+            return None, UTF16
         return None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
 
 
@@ -75,7 +82,7 @@ def blank(line: bytes) -> bool:
 
 def jsonl_line(line: bytes) -> tuple[Any, Optional[str]]:
     """One JSONL line (not blank) as (record, None) or (None, why it cannot be read)."""
-    text, error = _utf8(line)
+    text, error = _utf8(line.removeprefix(BOM))  # only a file's first line can start with one
     if error:
         return None, error
     try:
@@ -96,7 +103,7 @@ def _jsonl(path: Path):
 
 
 def _json(path: Path):
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(BOM)
     text, error = _utf8(data)
     if error:
         try:
@@ -128,7 +135,7 @@ def _csv(path: Path):
     def lines():
         with path.open("rb") as f:
             for lineno, line in enumerate(f, start=1):
-                text, error = _utf8(line)
+                text, error = _utf8(line.removeprefix(BOM) if lineno == 1 else line)
                 if error:
                     bad.append((lineno, error))
                     continue

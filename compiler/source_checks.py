@@ -48,7 +48,7 @@ def check_chat_template(data: dict, base_dir: Optional[Path], err) -> None:
 
 def _formats(data: dict) -> set:
     fmt = data.get("format", "chat")
-    found = {fmt}
+    found = {fmt} if isinstance(fmt, str) else set()  # the schema reports another type
     for key in ("train", "eval"):
         for item in sources.listed(data.get(key)):
             if isinstance(item, dict) and isinstance(item.get("format"), str):
@@ -84,6 +84,7 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
         return _valid_item(item) and not (isinstance(item, dict) and (
             item.get("format") not in (None, *sources.FORMAT_FIELDS)
             or not isinstance(item.get("columns", {}), dict) or not isinstance(item.get("roles", {}), dict)
+            or not all(v in ("system", "user", "assistant", "tool") for v in (item.get("roles") or {}).values())
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in (item.get("columns") or {}).items())))
 
     listed = [s for s, item in zip(sources.parse(data.get(key), fmt, key), items) if usable(item)]
@@ -92,9 +93,13 @@ def check_sources(data: dict, key: str, base_dir: Optional[Path], err) -> None:
     for s in listed:
         for fld, message in sources.unknown_fields(s):
             err((*s.key, "columns", fld), message, value=False)
-        if s.kind == "hub" and not HUB_NAME.fullmatch(s.location):
+        if s.kind == "hub" and not s.mapping and not HUB_NAME.fullmatch(s.location):  # `hub:` keys: the schema
             err(s.key + (("hub",) if s.mapping else ()), f"{s.display}: not a hub dataset name; expected "
                                                          f"hf://org/name or hf://org/name@revision")
+    for s in listed:
+        if s.roles and s.format != "sharegpt":
+            err((*s.key, "roles"), f"roles maps sharegpt role names; format '{s.format}' does not read it: "
+                                   f"remove it", value=False, severity="warning")
     if len(items) == 1 and listed[0].weight is not None:
         err((*listed[0].key, "weight"), "a weight shares a mixture between sources; with one source it has no "
                                         "effect", severity="warning")
@@ -115,6 +120,11 @@ def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, 
     where = s.key + (("path",) if s.mapping and s.local else ("disk",) if s.mapping and s.kind == "disk" else
                      ("hub",) if s.mapping else ())
     if s.kind == "file" and not (base_dir / s.location).exists():
+        if s.key[1] == "train" and not (data.get("examples") and data.get("tokens_per_example")):
+            err(where, f"file not found: {s.location} (relative to the recipe's folder); `recipe plan` sizes the "
+                       f"mixture from its files: fix the path, or declare data.examples and "
+                       f"data.tokens_per_example to plan without them")
+            return
         err(where, f"file not found: {s.location} (relative to the recipe's folder); plans fall back to declared "
                    f"sizes, `recipe run` needs it", severity="warning")
         return

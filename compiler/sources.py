@@ -88,6 +88,17 @@ def _get(item: Any, name: str, default=None):
     return getattr(item, name, default)
 
 
+def _text(item: Any, name: str) -> str:
+    """A string field of a raw source ("" when it is missing or of another type: the schema reports that)."""
+    value = _get(item, name)
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(item: Any, name: str) -> dict:
+    value = _get(item, name)
+    return {k: v for k, v in value.items() if isinstance(k, str)} if isinstance(value, dict) else {}
+
+
 def _one(item: Any, default_format: str, where: tuple) -> Source:
     if isinstance(item, str):
         if item.startswith(HUB_PREFIX):
@@ -99,16 +110,16 @@ def _one(item: Any, default_format: str, where: tuple) -> Source:
     common = dict(format=fmt, key=where, subset=_get(item, "subset"), split=_get(item, "split"),
                   revision=_get(item, "revision"), data_files=_get(item, "data_files"), weight=_get(item, "weight"),
                   max_examples=_get(item, "max_examples"),
-                  columns=tuple(sorted((_get(item, "columns") or {}).items())),
-                  roles=tuple(sorted((_get(item, "roles") or {}).items())), mapping=True)
-    if _get(item, "hub"):
-        hub = _get(item, "hub")
+                  columns=tuple(sorted(_mapping(item, "columns").items())),
+                  roles=tuple(sorted(_mapping(item, "roles").items())), mapping=True)
+    if _text(item, "hub"):
+        hub = _text(item, "hub")
         display = f"{HUB_PREFIX}{hub}" + (f"@{common['revision']}" if common["revision"] else "")
         return Source("hub", hub, display, **common)
-    if _get(item, "disk"):
-        disk = _get(item, "disk")
+    if _text(item, "disk"):
+        disk = _text(item, "disk")
         return Source("disk", disk, disk, **common)
-    path = _get(item, "path") or ""
+    path = _text(item, "path")
     return Source("glob" if GLOB_CHARS & set(path) else "file", path, path, **common)
 
 

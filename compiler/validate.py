@@ -63,13 +63,15 @@ def _hidden_rules(doc: Document, errors: list[dict]) -> list[Problem]:
     Drop the offending keys (so their defaults apply), validate again, keep the rule violations.
     """
     data = copy.deepcopy(doc.data)
+    dropped = set()
     for err in errors:
         _drop(data, tuple(err["loc"]))
+        dropped.add(dotted(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("@")))))
     try:
         Recipe.model_validate(data)
-    except ValidationError as exc:
+    except ValidationError as exc:  # a key that has its own error is not blamed again for being absent
         return [p for err in exc.errors(include_url=False) if err["type"] == "cross_field"
-                for p in _problems(err, doc)]
+                for p in _problems(err, doc) if p.key not in dropped]
     return []
 
 
@@ -127,6 +129,8 @@ def _problems(err: dict, doc: Document) -> list[Problem]:
     if kind == "string_pattern_mismatch" and loc == ("name",):
         return [located(doc, loc, f"{short(given)} is not a valid name: use letters, digits, '.', '_' "
                                   f"and '-', starting with a letter or digit", value=True)]
+    if kind == "string_pattern_mismatch" and loc[-1:] == ("hub",):
+        return [located(doc, loc, f"{short(given)} is not a hub dataset name; expected org/name", value=True)]
     if kind == "targets":
         return [located(doc, loc, err["msg"] + did_you_mean(given, ctx.get("choices", [])), value=True)]
     if kind in ("auto_or_int", "auto_or_bool"):

@@ -83,7 +83,7 @@ def load_schema(plan, plan_dir: Path) -> Optional[dict]:
     if not path:
         return None
     try:
-        return json.loads((plan_dir / path).read_text(encoding="utf-8"))
+        return json.loads((plan_dir / path).read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as exc:
         raise RecipeError(f"eval.json_schema: cannot read {path} as a JSON Schema ({exc})") from None
 

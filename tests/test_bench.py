@@ -383,3 +383,28 @@ def test_an_empty_sla_is_a_located_error(tmp_path, cli):
     recipe.write_text(text[:start] + "serving:\n  sla: {}\n" + text[text.index("output:"):])
     code, out, _ = cli("validate", recipe)
     assert code == 1 and "serving.sla sets no target" in out and "recipe.yaml:" in out
+
+
+def test_plan_bench_reports_of_the_wrong_shape_are_named_in_words(cli, tmp_path):
+    """--bench with a file that is not a bench report: exit 2 and what is wrong, not a Python exception's
+    text; a run directory whose only report is not a JSON object is 'no bench report', not a traceback."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "support-triage-llama3-8b.yaml"
+    report = tmp_path / "r.json"
+    for text, words in (("[]", "not a JSON object"), ("{}", "no 'endpoints'"), ('{"endpoints": []}', "no endpoint"),
+                        ('{"endpoints": [{"x": 1}]}', "no 'stats'"), ("{bad", "invalid JSON")):
+        report.write_text(text)
+        code, out, err = cli("plan", recipe, "--bench", report)
+        assert code == 2 and words in err and "Traceback" not in out + err, (text, err)
+        assert "subscriptable" not in err and "indices" not in err
+    report.write_text('{"endpoints": [{"stats": {"output_tokens_per_s": "fast"}}], "load": {}}')
+    code, out, err = cli("plan", recipe, "--bench", report)
+    assert code == 2 and "not a `recipe bench` report" in err and "Traceback" not in out + err, err
+    report.write_text('{"endpoints": [{"stats": {"output_tokens_per_s": 5}}], "load": {}, "hardware": [1]}')
+    code, out, err = cli("plan", recipe, "--bench", report)
+    assert code == 2 and "not a `recipe bench` report" in err and "Traceback" not in out + err, err
+    code, _, err = cli("plan", recipe, "--bench", tmp_path / "missing.json")
+    assert code == 2 and "no such file" in err and "Errno" not in err, err
+    (tmp_path / "run" / "bench" / "x").mkdir(parents=True)
+    (tmp_path / "run" / "bench" / "x" / "bench_report.json").write_text("[]")
+    code, out, err = cli("plan", recipe, "--bench", tmp_path / "run")
+    assert code == 2 and "no bench report under" in err and "Traceback" not in out + err, err

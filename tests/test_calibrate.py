@@ -138,3 +138,48 @@ def test_a_plan_is_stale_once_the_calibration_it_used_changes(cli, project):
     calibrated = compile_file(str(recipe)).plan  # planned with the calibration: fresh again
     lock.write(calibrated, project / "plan.json")
     assert lock.staleness(lock.read(project / "plan.json")) == []
+
+
+def test_a_report_that_is_not_one_says_what_is_wrong_in_words(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for text, words in (("{bad", "invalid JSON"), ("[]", "a JSON object"),
+                        ('{"measured": {}}', "no 'planned_vs_measured'"), ('{"x": 1}', "no 'planned_vs_measured'")):
+        (run / "run_report.json").write_text(text)
+        code, out, err = cli("calibrate", run)
+        assert code == 1 and words in err and "Error" not in err.replace("error:", ""), (text, err)
+    good = json.loads('{"planned_vs_measured": {"tokens_per_second": {}}, "measured": 5}')
+    for broken in (good, dict(good, measured={"peak_memory_kind": "torch.cuda", "steps": 3, "wall_seconds": 9},
+                                planned_vs_measured={"time_model": {"modelled_seconds_per_step": 1}})):
+        (run / "run_report.json").write_text(json.dumps(broken))
+        code, out, err = cli("calibrate", run)
+        assert code == 1 and "not a run report" in err and "Traceback" not in out + err
+
+
+def test_an_output_that_cannot_be_written_is_a_usage_error(cli, project):
+    plan = compile_file(str(project / "recipes" / "r.yaml")).plan
+    fake_run(project / "runs" / "a", plan, 0.6, steps=20)
+    (project / "adir").mkdir()
+    for target, words in ((project / "adir", "is a directory"), (project / "recipes" / "r.yaml" / "c.json",
+                                                                 "not a directory")):
+        code, out, err = cli("calibrate", project / "runs" / "a", "-o", target, cwd=project)
+        assert code == 2 and words in err and "Traceback" not in out + err, err
+    assert list((project / "adir").iterdir()) == []
+
+
+def test_calibration_file_problems_say_what_to_do(project, monkeypatch):
+    from recipe_ft.schemas.errors import RecipeError
+
+    recipe = str(project / "recipes" / "r.yaml")
+    monkeypatch.setenv("RECIPE_CALIBRATION", str(project / "nowhere.json"))
+    with pytest.raises(RecipeError) as info:
+        compile_file(recipe)
+    assert "RECIPE_CALIBRATION" in info.value.message and "no such file" in info.value.message
+    assert "delete it" not in info.value.message and "Errno" not in info.value.message
+    monkeypatch.delenv("RECIPE_CALIBRATION")
+    (project / ".recipe").mkdir()
+    (project / ".recipe" / "calibration.json").write_text("[1]")
+    with pytest.raises(RecipeError) as info:
+        compile_file(recipe)
+    assert "not a calibration file" in info.value.message and "not a JSON object" in info.value.message
+    assert "TypeError" not in info.value.message

@@ -110,6 +110,42 @@ def test_every_command_has_help(cli, command):
     assert code == 0 and out.startswith(f"usage: recipe {command} ") and err == ""
 
 
+def test_output_paths_that_cannot_be_written_are_clean_errors(cli, tmp_path):
+    """schema -o and launch -o onto a directory, under a file or into a place that is not writable:
+    exit 2, the path and what to do, no traceback, nothing written; a missing folder is created."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("mine\n")
+    for args, words in [(("schema", "-o", tmp_path / "adir"), "is a directory"),
+                        (("schema", "-o", tmp_path / "afile" / "s.json"), "not a directory"),
+                        (("launch", RECIPE, "-o", tmp_path / "afile"), "not a directory"),
+                        (("launch", RECIPE, "-o", tmp_path / "afile" / "sub"), "not a directory")]:
+        code, out, err = cli(*args)
+        assert code == 2 and words in err and "Traceback" not in out + err, (args, out, err)
+        assert f"-o {args[-1]}" in err
+    assert (tmp_path / "afile").read_text() == "mine\n" and list((tmp_path / "adir").iterdir()) == []
+    assert cli("schema", "-o", tmp_path / "new" / "s.json")[0] == 0
+    assert (tmp_path / "new" / "s.json").read_text().startswith("{")
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
+    """`recipe validate DIR | head -1`: the pipe closes early; the command stops quietly (exit 1, as
+    rich does for `recipe plan`), without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    for i in range(400):
+        (tmp_path / f"r{i:03}.yaml").write_text("task: chat\n")
+    for args in (["validate", str(tmp_path)], ["schema"]):
+        proc = subprocess.Popen([sys.executable, "-m", "recipe_ft", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away
+        err = proc.stderr.read().decode()
+        proc.wait()
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
+        assert proc.returncode in (0, 1), (args, proc.returncode)
+
+
 def test_commands_that_load_models_without_the_training_stack_say_so_in_one_line(cli, tmp_path, monkeypatch):
     """demo writes nothing; eval and export --merge stop before loading (they were tracebacks)."""
     import importlib.util

@@ -96,3 +96,39 @@ def test_split_is_deterministic_and_disjoint():
     assert split_eval(rows, 0.1, seed=42) == (train, held)
     assert split_eval(rows, 0.1, seed=43)[1] != held
     assert duplicates(train + [held[0]], held) == 1
+
+
+def test_a_utf8_byte_order_mark_is_read_past_in_every_format(tmp_path, cli):
+    """Excel's "CSV UTF-8" and Windows editors start files with a byte-order mark: the CSV header's first
+    column used to be '\\ufeffprompt' ('missing prompt' on every row), the first JSONL line invalid JSON.
+    validate, plan and run read them all as the same records."""
+    bom = b"\xef\xbb\xbf"
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    (tmp_path / "d.jsonl").write_bytes(bom + ((chat + "\n") * 3).encode())
+    (tmp_path / "d.json").write_bytes(bom + f"[{chat}, {chat}]".encode())
+    (tmp_path / "d.csv").write_bytes(bom + b"prompt,completion\na,b\nc,d\n")
+    assert len(read_records(tmp_path / "d.jsonl", "d.jsonl", "chat").rows) == 3
+    assert len(read_records(tmp_path / "d.json", "d.json", "chat").rows) == 2
+    assert len(read_records(tmp_path / "d.csv", "d.csv", "prompt_completion").rows) == 2
+    for name, fmt in (("d.jsonl", "chat"), ("d.json", "chat"), ("d.csv", "prompt_completion")):
+        recipe = tmp_path / f"r-{name}.yaml"
+        recipe.write_text(f"task: chat\nmodel: {{base: Qwen/Qwen2.5-0.5B-Instruct}}\ndata: {{train: {name}, "
+                          f"format: {fmt}}}\nbudget: {{gpu: L4}}\n")
+        assert cli("validate", recipe)[0] == 0, name
+        code, out, err = cli("plan", recipe, "--format", "json")
+        assert code == 0, (name, out, err)
+        assert json.loads(out)["data"]["examples"] == (3 if name == "d.jsonl" else 2), name
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path, cli):
+    """PowerShell's `>` writes UTF-16: say so, and what to do, for a recipe and for a data file."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\ndata: {train: d.jsonl}\n"
+                       .encode("utf-16"))
+    code, out, _ = cli("validate", recipe)
+    assert code == 1 and "the file is UTF-16" in out and "save it as UTF-8" in out
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    (tmp_path / "d.jsonl").write_bytes(((chat + "\n") * 2).encode("utf-16"))
+    recipe.write_text("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\ndata: {train: d.jsonl}\n")
+    code, out, _ = cli("validate", recipe)
+    assert code == 1 and "d.jsonl:1: the file is UTF-16" in out and "save it as UTF-8" in out

@@ -363,3 +363,4 @@ def test_unknown_name_without_close_match(tmp_path):
     with pytest.raises(ModelNotFound) as err:
         resolve_model("zzzz-nothing-like-it", tmp_path)
     assert "did you mean" not in err.value.message
+

@@ -152,7 +152,15 @@ def test_a_plan_whose_gpu_lacks_the_stack_says_why_not_zero_time(tmp_path, cli):
 def test_a_plan_without_data_or_declared_sizes_says_it_assumed_them(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("task: chat\nmodel:\n  base: meta-llama/Meta-Llama-3-8B-Instruct\ndata:\n  train: missing.jsonl\n")
-    plan = compile_file(str(path)).plan
+    with pytest.raises(RecipeError) as info:  # validation refuses it: nothing says how much to plan
+        compile_file(str(path))
+    assert "data.train: file not found: missing.jsonl" in str(info.value.problems[0])
+    from recipe_ft.compiler.planner import compile_plan  # the planner alone, unvalidated, still says so
+    from recipe_ft.schemas.recipe import Recipe
+
+    unchecked = Recipe.model_validate({"task": "chat", "model": {"base": "meta-llama/Meta-Llama-3-8B-Instruct"},
+                                       "data": {"train": "missing.jsonl"}})
+    plan = compile_plan(unchecked, path).plan
     assert plan.data.examples == 0 and plan.data.counted_with == "assumed"  # not "declared": nothing was
     reason = next(d.reason for d in plan.decisions if d.what == "data")
     assert reason.startswith("not measured") and "declared in the recipe" not in reason
@@ -337,3 +345,38 @@ def test_training_cost_counts_every_gpu(tmp_path):
     assert two.cost.usd == pytest.approx(2 * 2.0 * two.time.hours, abs=0.01), \
         "training cost must count both GPUs (GPU-hours x price), not one"
     assert two.time.hours < one.time.hours < 2 * two.time.hours  # two GPUs: faster, but not free
+
+
+def test_output_path_mistakes_are_clean_errors_and_nothing_is_overwritten(tmp_path, cli):
+    """-o onto a directory, under a file, onto the recipe or its data, or without .json: exit 2, no
+    traceback, the file the user made untouched, no plan printed first."""
+    path = write(tmp_path, recipe(method="qlora", budget="  gpu: L4"))
+    (tmp_path / "adir").mkdir()
+    recipe_text, data_text = Path(path).read_text(), (tmp_path / "train.jsonl").read_text()
+    cases = {tmp_path / "adir": "is a directory", tmp_path / "r.yaml" / "plan.json": "is not a directory",
+             tmp_path / "r.yaml": "end in .json", tmp_path / "train.jsonl": "end in .json"}
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}\n')
+    cases[notes] = "not a plan file"
+    for target, words in cases.items():
+        code, out, err = cli("plan", path, "-o", target)
+        assert code == 2 and words in err and "Traceback" not in out + err, (target, out, err)
+        assert out == "", target  # refused before the plan is printed
+    assert Path(path).read_text() == recipe_text and (tmp_path / "train.jsonl").read_text() == data_text
+    assert notes.read_text() == '{"mine": 1}\n' and list((tmp_path / "adir").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "notes.json", "r.yaml", "train.jsonl"]
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", path, "-o", plan_file)[0] == 0
+    assert cli("plan", path, "-o", plan_file)[0] == 0  # a plan file it wrote is replaced
+    assert lock.read(plan_file).name == "r"
+
+
+def test_no_price_under_a_cost_limit_names_the_price_knobs(tmp_path):
+    """Spot prices at a provider that sells none: every option is 'over budget' for want of a price;
+    raising max_cost_usd cannot help, so the suggestion must not say it does."""
+    text = recipe(method="qlora", budget="  gpu: H100-80GB\n  provider: lambda\n  spot: true\n  max_cost_usd: 100")
+    compiled = compile_file(write(tmp_path, text))
+    assert compiled.exit_code == 3
+    first = compiled.suggestions[0]
+    assert "raise budget.max_cost_usd" not in first, first
+    assert "no spot price at lambda" in first and "budget.prices" in first and "budget.spot" in first, first
