@@ -329,9 +329,12 @@ def _drop_stdout() -> None:
 
 
 def _report(exc: RecipeError) -> None:
+    """A command's error on stderr: stdout is for what the command makes (a plan: `--format json > plan.json`
+    must not fill the file with the error and show nothing). `recipe validate` prints its findings on
+    stdout, as linters do."""
     if exc.problems:
         for problem in exc.problems:
-            print(problem)
+            print(problem, file=sys.stderr)
         if not isinstance(exc, UsageError):
             return
     print(f"error: {exc.message}", file=sys.stderr)

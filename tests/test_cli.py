@@ -88,7 +88,7 @@ def test_user_errors_exit_with_their_code_and_no_traceback(cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: classification\nmodel: {base: nope}\nmethod: {rnak: 8}\n")
     code, out, err = cli("plan", str(bad))
-    assert code == 1 and "Traceback" not in err and "bad.yaml:3:" in out
+    assert code == 1 and "Traceback" not in err and "bad.yaml:3:" in err and not out  # errors on stderr
 
 
 def test_interrupt_exits_130_without_a_traceback(cli, monkeypatch):

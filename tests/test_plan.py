@@ -189,16 +189,16 @@ def test_unknown_model_is_a_located_error(tmp_path, cli):
     path = write(tmp_path, recipe(base="meta-llama/Llama-3-8B-Instruct"))
     code, out, err = cli("plan", path)
     assert code == 1
-    assert f"{path}:3:9: model.base:" in out and "did you mean 'meta-llama/Meta-Llama-3-8B-Instruct'" in out
+    assert f"{path}:3:9: model.base:" in err and "did you mean 'meta-llama/Meta-Llama-3-8B-Instruct'" in err
     assert "Traceback" not in out + err
-    code, out, _ = cli("plan", write(tmp_path, recipe(base="tiiuae/falcon-7b")))  # no close name: the sentence ends
-    assert code == 1 and "(relative to the recipe file). For another model, set model.base" in out
+    code, _, err = cli("plan", write(tmp_path, recipe(base="tiiuae/falcon-7b")))  # no close name: the sentence ends
+    assert code == 1 and "(relative to the recipe file). For another model, set model.base" in err
 
 
 def test_unknown_target_module_is_a_located_error(tmp_path, cli):
     path = write(tmp_path, recipe(method="lora", extra="  targets: [q_proj, vv_proj]\n"))
-    code, out, _ = cli("plan", path)
-    assert code == 1 and "method.targets" in out and "did you mean 'v_proj'" in out
+    code, _, err = cli("plan", path)
+    assert code == 1 and "method.targets" in err and "did you mean 'v_proj'" in err
 
 
 def test_markdown_output(cli):

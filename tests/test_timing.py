@@ -167,4 +167,4 @@ def test_bf16_pure_is_refused_under_deepspeed_at_its_line(tmp_path, cli):
         + "distributed:\n  strategy: deepspeed\n"
     code, out, err = cli("plan", write(tmp_path, text))
     assert code == 1 and "Traceback" not in err
-    assert "r.yaml:13:" in out and "fp32 master weights" in out
+    assert "r.yaml:13:" in err and "fp32 master weights" in err

@@ -264,13 +264,13 @@ def test_missing_train_file_is_an_error_when_nothing_declares_the_size(cli, mini
     assert code == 1 and f"{minimal}:5:10: data.train: file not found: train.jsonl" in out
     assert "declare data.examples" in out
     code, out, err = cli("plan", minimal)
-    assert code == 1 and f"{minimal}:5:10: data.train: file not found" in out and "Traceback" not in out + err
+    assert code == 1 and f"{minimal}:5:10: data.train: file not found" in err and "Traceback" not in out + err
     code, out, _ = cli("validate", minimal, "--set", "data.examples=1000")
     assert code == 0 and "warning: file not found" in out
     mix = ["--set", "data.train=[{path: a.jsonl, weight: 1}, {path: b.jsonl, weight: 1}]"]
-    code, out, _ = cli("plan", minimal, *mix, "--set", "data.examples=1000")
-    assert code == 1 and "--set:1:" in out and "data.train[0].path: file not found: a.jsonl" in out
-    assert "data.train[1].path: file not found: b.jsonl" in out
+    code, _, err = cli("plan", minimal, *mix, "--set", "data.examples=1000")
+    assert code == 1 and "--set:1:" in err and "data.train[0].path: file not found: a.jsonl" in err
+    assert "data.train[1].path: file not found: b.jsonl" in err
     code, out, err = cli("plan", minimal, *mix, "--set", "data.examples=1000", "--set", "data.tokens_per_example=100")
     assert code == 0, out + err
 
@@ -385,6 +385,7 @@ def test_mistakes_only_the_model_reveals_are_found_by_validate_all_at_once(cli, 
     for command in ("validate", "plan"):
         code, out, err = cli(command, minimal, *args)
         assert code == 1 and "Traceback" not in out + err, (command, out, err)
+        out = out if command == "validate" else err  # validate's findings on stdout, as linters do; plan's on stderr
         lines = out.splitlines()
         assert any(l.startswith("--set:1:16: method.targets: no module named 'vv_proj' (did you mean 'v_proj'?)")
                    for l in lines), (command, out)
