@@ -24,7 +24,7 @@ from ..schemas.plan import (Adapter, Alternative, BuildPlan, CostPlan, DataPlan,
 from ..schemas.recipe import BudgetSpec, Recipe
 from . import build as build_mod
 from . import calibration, catalogs, datacache, datasize, economics, hardware, memory, models, preference, source_size, sources, timing
-from .architecture import Architecture, attention_implementations, parameter_count
+from .architecture import Architecture, attention_implementations, parameter_count, parameter_targets
 from .choose import LORA_MARGIN, Option, price_option, rank_key
 from ..schemas.errors import Problem, RecipeError
 from ..schemas.money import usd
@@ -133,6 +133,13 @@ def resolve_model(recipe: Recipe, recipe_path: Path, doc: Optional[Document]) ->
     targeted = []
     try:
         targeted = [] if recipe.method.name == "full" else memory.resolve_targets(arch, _targets(recipe))
+        if recipe.method.name != "full" and not targeted and not parameter_targets(arch):
+            # e.g. GPT-2's Conv1D projections: peft would adapt them, but nothing here sizes them, and a plan
+            # of 0 trainable parameters is not the run peft would make
+            errors.append(_located(doc, ("method", "name"), (
+                f"method.name: a {arch.family} model has no nn.Linear module in its decoder layers for LoRA, "
+                f"QLoRA or DoRA to adapt (its projections are another module type, such as GPT-2's Conv1D); use "
+                f"method.name full, or another model")))
     except RecipeError as exc:
         errors.append(_located(doc, ("method", "targets"), exc.message))
 

@@ -257,7 +257,7 @@ def test_a_cache_folder_that_cannot_be_written_still_plans(cli, project, tmp_pat
 def test_without_the_train_extra_the_error_says_what_to_install(cli, project, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` fails as if not installed
     code, out, err = _plan(cli, project)
-    said = out + err  # a located problem (recipe.yaml:line:col: model.base: ...) goes to stdout
+    said = out + err
     assert code == 1 and "Traceback" not in said
     assert "model.base" in said and "model_type 'exaone4'" in said and "pip install 'recipe-ft[train]'" in said
 
@@ -285,3 +285,18 @@ def test_the_compiler_alone_asks_for_transformers(tmp_path):
     finally:
         descriptor.set_deriver(old)
     assert "exaone4" in err.value.message and "[train]" in err.value.message
+
+
+def test_a_model_without_linear_projections_is_refused_for_lora_not_planned_with_nothing_to_train(cli, project):
+    """GPT-2's projections are Conv1D, not nn.Linear: a LoRA plan of it said '0 trainable, 0 module types'
+    with exit 0. It is now an error at method.name that says what to do; full fine-tuning still plans."""
+    gpt2 = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 64, "n_head": 4,
+            "vocab_size": 128, "n_positions": 256, "bos_token_id": 1, "eos_token_id": 2}
+    (project.parent / "exaone" / "config.json").write_text(json.dumps(gpt2))
+    code, out, err = _plan(cli, project)
+    assert code == 1 and not out and "Traceback" not in err
+    assert "method.name: a gpt2 model has no nn.Linear module" in err and "use method.name full" in err
+    code, out, err = cli("plan", "--format", "json", project, "--set", "model.base=exaone", "--set", "budget.gpu=L4",
+                         "--set", "method.name=full")
+    assert code in (0, 3), err
+    assert json.loads(out)["model"]["trainable_parameters"] == json.loads(out)["model"]["parameters"]
