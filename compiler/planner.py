@@ -511,6 +511,10 @@ def _decisions(recipe: Recipe, chosen: Option, auto: bool, size, pinned_mbs, pin
         if single and not single[0].fits:
             why += f"; one {gpu.name} would need {single[0].memory.required_bytes / gib:.0f} GiB"
         d.append(Decision(what="strategy", choice=chosen.strategy, reason=why))
+    elif recipe.distributed.strategy != "auto":  # pinned, but one GPU: said, not silently dropped
+        d.append(Decision(what="strategy", choice="single", reason=(
+            f"distributed.strategy {recipe.distributed.strategy} is not used: the plan runs on one GPU "
+            f"({why_count}), a single process with nothing to shard or replicate")))
     s = chosen.shape
     memory_fits = mem.required_bytes <= gpu.memory_bytes  # (an option may fit and still not run: no bitsandbytes)
     d.append(Decision(what="micro_batch_size", choice=str(s.micro_batch_size),

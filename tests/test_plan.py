@@ -380,3 +380,18 @@ def test_no_price_under_a_cost_limit_names_the_price_knobs(tmp_path):
     first = compiled.suggestions[0]
     assert "raise budget.max_cost_usd" not in first, first
     assert "no spot price at lambda" in first and "budget.prices" in first and "budget.spot" in first, first
+
+
+def test_a_pinned_strategy_on_one_gpu_is_said_not_dropped(cli, tmp_path):
+    """distributed.strategy: fsdp with budget.max_gpus: 1 planned a single process and said nothing about
+    the strategy it dropped; a strategy decision now says it is not used and why."""
+    path = write(tmp_path, recipe(method="qlora", extra="distributed:\n  strategy: fsdp\n"))
+    code, out, err = cli("plan", "--format", "json", path)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["distributed"]["strategy"] == "single"
+    strategy = [d for d in plan["decisions"] if d["what"] == "strategy"]
+    assert len(strategy) == 1 and strategy[0]["choice"] == "single"
+    assert "distributed.strategy fsdp is not used" in strategy[0]["reason"] and "budget.max_gpus is 1" in strategy[0]["reason"]
+    code, out, _ = cli("plan", "--format", "json", write(tmp_path, recipe(method="qlora")))  # auto: no such line
+    assert not [d for d in json.loads(out)["decisions"] if d["what"] == "strategy"]
