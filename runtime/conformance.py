@@ -116,6 +116,12 @@ def check(plan, trainer, precision: str) -> dict:
         live = _torch_name(dict(trainable)[wrong[0]].dtype)
         problems.append(f"{_names(wrong)}: trainable in {live}, the plan has {want}")
 
+    if precision != planned_precision:  # a CPU trains an fp16 plan in fp32: said, not passed for the plan
+        checked.append(f"precision: {precision} (the plan's {planned_precision} does not train on this device; "
+                       f"weights and activations take the room of {precision})")
+    else:
+        checked.append(f"precision: {precision}")
+
     attention = getattr(base.config, "_attn_implementation", None)
     checked.append(f"attention: {attention}")
     if attention != build.attention:

@@ -85,6 +85,22 @@ def test_conforming_run_reports_the_check(tiny, tmp_path, cli):
     assert any(line.startswith("attention: sdpa") for line in c["checked"])
 
 
+def test_an_fp16_plan_on_a_cpu_says_it_trains_in_fp32(tiny, tmp_path, cli):
+    """A CPU has no fp16 training: the plan's fp16 runs in fp32 (twice the planned weights), and the run
+    says so on its console and in its report instead of passing for the plan."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU trains fp16 as planned")
+    root = fresh_copy(tiny, tmp_path / "qs").parent
+    code, out, err = cli("run", root / "recipe.yaml", "--set", "training.precision=fp16", "--set",
+                         "training.epochs=1", "--set", "training.max_steps=1")
+    assert code == 0, out + err
+    assert "the plan's fp16 runs in fp32 on this CPU" in out + err
+    c = json.loads((root / "runs" / "quickstart" / "run_report.json").read_text())["conformance"]
+    assert any(line.startswith("precision: fp32 (the plan's fp16") for line in c["checked"])
+
+
 @pytest.mark.parametrize("family", SUPPORTED_FAMILIES)
 def test_compiler_tables_match_the_installed_transformers(family):
     """The compiler's per-family facts (no torch import there) against the transformers classes."""
