@@ -61,8 +61,7 @@ def write(plan: Plan, path: Path) -> None:
     check_target(path)
     directory = path.resolve().parent
     recipe = os.path.relpath(Path(plan.lock.recipe_path).resolve(), directory)
-    plan = plan.model_copy(update={"lock": plan.lock.model_copy(
-        update={"recipe_path": recipe, "plan_sha256": content_sha256(json.loads(plan.model_dump_json()))})})
+    plan = seal(plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": recipe})}))
     text = plan.model_dump_json(indent=2) + "\n"
     import tempfile  # only `-o` writes: `recipe plan` alone does not need it
 
@@ -87,6 +86,12 @@ def content_sha256(data: dict) -> str:
     """sha256 of a plan's JSON without its lock, in a canonical form (key order and spacing do not count)."""
     rest = {k: v for k, v in data.items() if k != "lock"}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(plan: Plan) -> Plan:
+    """The plan with the sha256 of its content in its lock, which `recipe run` checks (edited)."""
+    digest = content_sha256(json.loads(plan.model_dump_json()))
+    return plan.model_copy(update={"lock": plan.lock.model_copy(update={"plan_sha256": digest})})
 
 
 def edited(path: Path) -> bool:

@@ -390,7 +390,9 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
         log("no complete checkpoint to resume from: starting from the beginning")
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:  # what `recipe export` reads
-        outdir.atomic_write(run_dir / "plan.json", plan.model_dump_json(indent=2) + "\n")
+        from ..compiler.lock import seal  # `recipe run` refuses the file once edited by hand, as a `recipe plan -o` one
+
+        outdir.atomic_write(run_dir / "plan.json", seal(plan).model_dump_json(indent=2) + "\n")
     sharded = plan.distributed.strategy in ("fsdp", "deepspeed")
 
     from .evaluate import evaluate, gate, load_schema

@@ -404,3 +404,15 @@ def test_a_launch_with_another_number_of_processes_than_the_plan_is_refused(proj
         preflight(one, project.parent)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert preflight(one, project.parent).kind == "cpu"
+
+
+def test_the_run_directory_plan_edited_by_hand_is_refused(cli, project):
+    """runs/NAME/plan.json (what the run trained) carries its content's sha256 as `recipe plan -o` files do:
+    run again after a hand edit, it is refused, not trained as edited."""
+    assert run_cli(cli, project, "training.max_steps=1", "data.eval=null")[0] == 0
+    ran = project.parent / "runs" / "quickstart" / "plan.json"
+    data = json.loads(ran.read_text())
+    data["adapter"]["rank"] = 4
+    ran.write_text(json.dumps(data, indent=2))
+    code, out, err = cli("run", ran, "--fresh")
+    assert code == 1 and "edited after `recipe plan` wrote it" in err and "Traceback" not in out + err
