@@ -171,8 +171,10 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
             if not counted.complete:
                 notes.append(f"{recipe.data.train}: records counted in full, {counted.checked:,} sampled "
                              f"records checked and measured; `recipe run` checks every record")
-    if recipe.data.eval_fraction and count:
-        count -= math.floor(count * recipe.data.eval_fraction)
+    if recipe.data.eval_fraction and count:  # as runtime.data.split_eval holds out
+        from .source_size import held_out
+
+        count -= held_out(count, recipe.data.eval_fraction)
     if declared_n and count and declared_n != count:
         notes.append(f"data.examples declares {declared_n}; the file has {count}")
     clipped = [min(n, max_len) for n in lengths]

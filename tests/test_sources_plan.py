@@ -105,3 +105,18 @@ def test_the_sample_is_tokenized_with_a_cached_hub_tokenizer(offline_hub):
     assert counted.counted_with == "tokenizer"
     # 20 + 3 words, 2 messages x 5 and 8 overhead: 41 tokens; characters / 4 gives more
     assert counted.tokens_per_example == 41 and heuristic.tokens_per_example > 41
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.02, 0.5])
+def test_eval_fraction_of_a_plain_file_holds_out_what_the_run_holds_out(tmp_path, fraction):
+    """The plan counts the training examples `recipe run` keeps after data.eval_fraction's split:
+    24 records at 0.15 hold out 4 (not 3), at 0.02 one (not none)."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "d.jsonl").write_text((json.dumps(row) + "\n") * 24)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + f"data:\n  train: d.jsonl\n  eval_fraction: {fraction}\n"
+                      "training: {batch_size: 4, micro_batch_size: 4, epochs: 1}\n")
+    plan = compile_file(str(recipe)).plan
+    records, _ = data_mod.read_sources(plan.recipe, tmp_path)
+    assert plan.data.examples == len(records.rows) == 24 - len(records.held_out)
+    assert plan.training.steps == -(-len(records.rows) // 4)
