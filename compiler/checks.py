@@ -205,7 +205,8 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
         return
     if bad:
         word = records.where_word(path)
-        shown = "; ".join(f"{display}:{n}: {m}" if word == "line" else f"{word} {n}: {m}" for n, m in bad[:3]) \
+        shown = "; ".join(f"{display}:{n}: {m}" if word == "line" else f"{display} {word} {n}: {m}"
+                           for n, m in bad[:3]) \
             + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         # a warning where `recipe plan` would not fail: records skipped, or a stand-in file with declared sizes
         err(("data", key), f"{len(bad)} bad record(s) in the first {SAMPLE_RECORDS}: {shown}"

@@ -132,3 +132,20 @@ def test_a_utf16_file_is_named_as_such(tmp_path, cli):
     recipe.write_text("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\ndata: {train: d.jsonl}\n")
     code, out, _ = cli("validate", recipe)
     assert code == 1 and "d.jsonl:1: the file is UTF-16" in out and "save it as UTF-8" in out
+
+
+@pytest.mark.parametrize("name", ["d.parquet", "d.json"])
+def test_validate_names_the_file_of_a_bad_row(tmp_path, cli, name):
+    """A bad Parquet row or JSON record is located with its file, as a JSONL line is (`d.jsonl:3`): it
+    said only 'row 2: missing 'completion''."""
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": None}]
+    if name.endswith(".parquet"):
+        pytest.importorskip("datasets").Dataset.from_list(rows).to_parquet(str(tmp_path / name))
+    else:
+        (tmp_path / name).write_text(json.dumps(rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"task: chat\nmodel: {{base: Qwen/Qwen2.5-0.5B-Instruct}}\ndata: {{train: {name}, "
+                      f"format: prompt_completion}}\nbudget: {{gpu: L4}}\n")
+    code, out, err = cli("validate", recipe)
+    word = "row" if name.endswith(".parquet") else "record"
+    assert code != 0 and f"{name} {word} 2: " in out + err, out + err
