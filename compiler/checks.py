@@ -174,10 +174,11 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
         renders = compile_pair(template["prompt"], template["completion"])
     convert = record_check(data.get("format", "chat"))
     declared = key == "train" and bool(data.get("examples")) and bool(data.get("tokens_per_example"))
-    bad, good, rendered = [], 0, 0
+    bad, good, rendered, whole = [], 0, 0, True
     try:
         for n, (lineno, row, error) in enumerate(records.raw(path, display)):
             if n >= SAMPLE_RECORDS:
+                whole = False
                 break
             error = record_error(row, error, convert)
             if error is None and renders is not None and rendered < SAMPLE_RENDERS:
@@ -209,11 +210,13 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
                            for n, m in bad[:3]) \
             + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         # a warning where `recipe plan` would not fail: records skipped, or a stand-in file with declared sizes
+        none_usable = whole and not good and renders is None  # plan and run refuse a file with no usable record
         err(("data", key), f"{len(bad)} bad record(s) in the first {SAMPLE_RECORDS}: {shown}"
-                           + ("; data.on_error: skip leaves them out" if skip else
+                           + ("; no usable record is left" if none_usable and skip else
+                              "; data.on_error: skip leaves them out" if skip else
                               " (set data.on_error: skip to leave them out)")
                            + ("; plans use the declared sizes, `recipe run` refuses them" if declared and not skip else ""),
-            severity="warning" if skip or declared else "error")
+            severity="warning" if (skip or declared) and not none_usable else "error")
     elif not good and renders is None:
         err(("data", key), f"{display}: no records")
 

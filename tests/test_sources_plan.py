@@ -120,3 +120,34 @@ def test_eval_fraction_of_a_plain_file_holds_out_what_the_run_holds_out(tmp_path
     records, _ = data_mod.read_sources(plan.recipe, tmp_path)
     assert plan.data.examples == len(records.rows) == 24 - len(records.held_out)
     assert plan.training.steps == -(-len(records.rows) // 4)
+
+
+def test_a_source_whose_records_are_all_bad_says_why(cli, tmp_path):
+    """With data.on_error: skip (and in validate's sample of a listed source) a source with no usable
+    record said only 'no usable records (all 3 were bad)': it shows the first bad record and what is wrong."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 3)
+    (tmp_path / "pc.jsonl").write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: [pc.jsonl, chat.jsonl]\n  format: prompt_completion\n"
+                      "  on_error: skip\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "chat.jsonl: no usable records (all 3 were bad; chat.jsonl:1: missing 'prompt'" in out + err, \
+        out + err
+
+
+def test_a_plain_file_with_no_usable_record_is_an_error_even_with_skip(cli, tmp_path):
+    """validate said 'ok' (a warning) for a file whose every record is bad under data.on_error: skip;
+    `recipe plan` and `recipe run` then refused it."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: chat.jsonl\n  format: prompt_completion\n"
+                      "  on_error: skip\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "no usable record is left" in out + err and "warning:" not in out + err, out + err
+    with pytest.raises(RecipeError):
+        compile_file(str(recipe))
+    (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 2 + json.dumps({"prompt": "a", "completion": "b"}))
+    code, out, err = cli("validate", str(recipe))  # one usable record: skipping the others is a warning
+    assert code == 0 and "warning:" in out + err, out + err
