@@ -210,7 +210,8 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
                            for n, m in bad[:3]) \
             + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         # a warning where `recipe plan` would not fail: records skipped, or a stand-in file with declared sizes
-        none_usable = whole and not good and renders is None  # plan and run refuse a file with no usable record
+        # plan (unless sizes are declared) and run refuse a file with no usable record
+        none_usable = whole and not good and renders is None and not declared
         err(("data", key), f"{len(bad)} bad record(s) in the first {SAMPLE_RECORDS}: {shown}"
                            + ("; no usable record is left" if none_usable and skip else
                               "; data.on_error: skip leaves them out" if skip else
