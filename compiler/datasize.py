@@ -98,8 +98,14 @@ def best_fit_decreasing(lengths, capacity: int) -> int:
     return len(free)
 
 
-def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
-    """The text an example becomes, and its count of chat messages (for template overhead)."""
+def example_text(row: dict, fmt: str, template=None, system_prompt: Optional[str] = None) -> tuple[str, int]:
+    """The text an example becomes, and its count of chat messages (for template overhead); a
+    conversation with data.system_prompt where it has no system message, as `recipe run` trains it."""
+    if system_prompt and fmt in ("chat", "sharegpt", "alpaca"):
+        from .convert import Converter
+
+        messages = Converter(fmt, system_prompt=system_prompt)(row)["messages"]
+        return "\n".join(str(m.get("content", "")) for m in messages), len(messages)
     if fmt == "chat":
         messages = row.get("messages") or []
         parts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
@@ -229,6 +235,7 @@ def count_file(recipe: Recipe, path: Path, model_dir: Optional[Path], display: O
     tokenizer_file = _tokenizer_file(model_dir)
     template = recipe.data.template
     settings = dict(version=CACHE_VERSION, format=recipe.data.format, on_error=recipe.data.on_error,
+                    system_prompt=recipe.data.system_prompt,
                     template=[template.prompt, template.completion] if template is not None else None,
                     tokenizer=datacache.digest(tokenizer_file) if tokenizer_file else None,
                     sample=SAMPLE_ROWS, full_bytes=FULL_CHECK_BYTES, lengths=need_lengths)
@@ -291,6 +298,7 @@ def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, in
         class TemplateError(Exception):  # jinja2 stays unimported when no template renders
             pass
     convert = record_check(recipe.data.format)
+    system_prompt = recipe.data.system_prompt
     sample = SAMPLE_ROWS
 
     def encode(text: str, messages: int) -> int:
@@ -315,7 +323,7 @@ def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, in
                 continue
         elif error is None:
             try:
-                text, messages = example_text(row, recipe.data.format, templates) \
+                text, messages = example_text(row, recipe.data.format, templates, system_prompt) \
                     if len(lengths) < sample and (need_lengths or templates is not None) else (None, 0)
             except TemplateError as exc:
                 from .templates import describe

@@ -151,3 +151,20 @@ def test_a_plain_file_with_no_usable_record_is_an_error_even_with_skip(cli, tmp_
     (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 2 + json.dumps({"prompt": "a", "completion": "b"}))
     code, out, err = cli("validate", str(recipe))  # one usable record: skipping the others is a warning
     assert code == 0 and "warning:" in out + err, out + err
+
+
+@pytest.mark.parametrize("train", ["d.jsonl", "[d.jsonl]"])
+def test_the_plan_counts_the_system_prompt_the_run_adds(tmp_path, train):
+    """data.system_prompt is added to every conversation without a system message; the plan's tokens per
+    example left it out (and a cached count of the file without it was reused)."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "d.jsonl").write_text((json.dumps(row) + "\n") * 4)
+    recipe = tmp_path / "r.yaml"
+    base = "task: chat\n" + HEAD + f"data:\n  train: {train}\n"
+    recipe.write_text(base)
+    without = compile_file(str(recipe)).plan.data.tokens_per_example
+    recipe.write_text(base + "  system_prompt: " + "Answer in one short sentence. " * 14 + "\n")  # 420 characters
+    plan = compile_file(str(recipe)).plan
+    records, _ = data_mod.read_sources(plan.recipe, tmp_path)
+    assert records.rows[0]["messages"][0]["role"] == "system"
+    assert plan.data.tokens_per_example >= without + 100, (without, plan.data.tokens_per_example)
