@@ -90,7 +90,9 @@ def markdown(report: dict) -> str:
         lines += [f"Note: {mem['note']}.", ""]
     d = report["data"]
     lines += [f"Data: {d.get('train_examples')} training examples ({d.get('train_skipped')} skipped, "
-              f"{d.get('train_truncated')} truncated), "
+              f"{d.get('train_truncated')} truncated" +
+              (f", {d['train_dropped']} left out: truncation cut their whole answer" if d.get("train_dropped") else "")
+              + "), "
               f"{d.get('eval_examples')} held out; format {d.get('format')}, trained as {d.get('as')}.", ""]
     c = report.get("conformance")
     if c:

@@ -117,6 +117,11 @@ def test_truncated_examples_are_counted(cli, project):
     data = report(project)["data"]
     assert 0 < data["train_truncated"] < 48
     assert 0 < data["train_dropped"] <= data["train_truncated"]  # answers cut off entirely are dropped
+    # said where a user looks, not only in the JSON: the log warns, the report's data line counts them
+    dropped = data["train_dropped"]
+    assert f"warning: {dropped} of {data['train_examples']} training examples are left out" in out + err, out + err
+    md = (project.parent / "runs" / "quickstart" / "run_report.md").read_text()
+    assert f"{dropped} left out: truncation cut their whole answer" in md, md
 
 
 def test_truncation_that_leaves_nothing_is_a_clear_error(cli, project):
