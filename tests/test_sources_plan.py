@@ -168,3 +168,16 @@ def test_the_plan_counts_the_system_prompt_the_run_adds(tmp_path, train):
     records, _ = data_mod.read_sources(plan.recipe, tmp_path)
     assert records.rows[0]["messages"][0]["role"] == "system"
     assert plan.data.tokens_per_example >= without + 100, (without, plan.data.tokens_per_example)
+
+
+def test_max_examples_of_a_hub_source_with_bad_rows_counts_usable_ones(offline_hub):
+    """`recipe run` takes a source's first max_examples usable records, reading past bad ones: 3 bad
+    rows then 20 good with max_examples 10 train on 10; the plan said 7."""
+    good = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    _hub(offline_hub, "mixed", [{"messages": []}] * 3 + [good] * 20)
+    recipe = offline_hub / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/mixed, max_examples: 10}\n"
+                      "  on_error: skip\n")
+    plan = compile_file(str(recipe)).plan
+    records, report = data_mod.read_sources(plan.recipe, offline_hub)
+    assert plan.data.examples == len(records.rows) == 10 and report[0]["skipped"] == 3
