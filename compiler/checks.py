@@ -190,7 +190,8 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
                 env, prompt, completion = renders
                 for part, t in (("prompt", prompt), ("completion", completion)):
                     try:
-                        render(env, t, row)
+                        if not render(env, t, row).strip() and part == "completion":
+                            error = "the completion template renders empty"  # `recipe run` refuses it
                     except TemplateError as exc:
                         where = f"{display}:{lineno}" if records.where_word(path) == "line" else \
                             f"{display} {records.where_word(path)} {lineno}"

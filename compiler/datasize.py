@@ -30,7 +30,7 @@ from . import datacache, datacount, records
 
 SAMPLE_ROWS = 2000
 FULL_CHECK_BYTES = 8 << 20  # files up to 8 MiB: every record checked at plan time; larger: a sample
-CACHE_VERSION = 1  # bump when a measurement's meaning changes
+CACHE_VERSION = 2  # bump when a measurement's meaning changes (2: templates checked as `recipe run` renders them)
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD_TOKENS = 5  # role header and end-of-turn tokens per chat message
 EXAMPLE_OVERHEAD_TOKENS = 8  # BOS, template scaffolding, EOS
@@ -298,6 +298,10 @@ def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, in
         class TemplateError(Exception):  # jinja2 stays unimported when no template renders
             pass
     convert = record_check(recipe.data.format)
+    if templates is not None:  # rendered as `recipe run` renders them: a sandbox refusal or an empty completion is bad
+        from .convert import Converter
+
+        convert = Converter("template", recipe.data.template)
     system_prompt = recipe.data.system_prompt
     sample = SAMPLE_ROWS
 

@@ -149,3 +149,20 @@ def test_validate_names_the_file_of_a_bad_row(tmp_path, cli, name):
     code, out, err = cli("validate", recipe)
     word = "row" if name.endswith(".parquet") else "record"
     assert code != 0 and f"{name} {word} 2: " in out + err, out + err
+
+
+def test_a_template_that_renders_an_empty_completion_is_caught_before_the_run(tmp_path, cli):
+    """`recipe run` refuses a record whose completion template renders empty; validate said ok and the plan
+    counted it (3 examples where the run, with data.on_error: skip, trains on 2)."""
+    (tmp_path / "d.csv").write_text("q,a\nhello,world\nfoo,\nbar,baz\n")
+    recipe = tmp_path / "r.yaml"
+    text = ("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\nbudget: {gpu: L4}\ndata: {train: d.csv, "
+            "format: template, template: {prompt: 'Q: {{ q }}', completion: ' {{ a }}'}%s}\n")
+    recipe.write_text(text % "")
+    code, out, err = cli("validate", recipe)
+    assert code != 0 and "d.csv:3: the completion template renders empty" in out + err, out + err
+    code, out, err = cli("plan", recipe)
+    assert code != 0 and "d.csv:3: the completion template renders empty" in out + err, out + err
+    recipe.write_text(text % ", on_error: skip")
+    code, out, err = cli("plan", recipe, "--format", "json")
+    assert code == 0 and json.loads(out)["data"]["examples"] == 2, out + err
