@@ -166,3 +166,20 @@ def test_a_template_that_renders_an_empty_completion_is_caught_before_the_run(tm
     recipe.write_text(text % ", on_error: skip")
     code, out, err = cli("plan", recipe, "--format", "json")
     assert code == 0 and json.loads(out)["data"]["examples"] == 2, out + err
+
+
+def test_json_lines_in_a_json_file_is_named_as_such(tmp_path, cli):
+    """A .json file holding JSON Lines (as `datasets` writes with to_json) said 'record 2: invalid JSON
+    (Extra data)'; it says what the file holds and what to do."""
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    (tmp_path / "d.json").write_text((chat + "\n") * 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\ndata: {train: d.json}\nbudget: {gpu: L4}\n")
+    code, out, err = cli("validate", recipe)
+    assert code != 0 and "holds JSON Lines (one record per line), not a JSON array of records: rename it d.jsonl" \
+        in out + err and "Extra data" not in out + err, out + err
+    with pytest.raises(RecipeError) as info:
+        read_records(tmp_path / "d.json", "d.json", "chat")
+    assert "rename it d.jsonl" in info.value.message
+    (tmp_path / "d.json").write_text("[" + chat + "]\n{")  # a broken array stays a JSON error
+    assert "invalid JSON" in cli("validate", recipe)[1]
