@@ -181,3 +181,26 @@ def test_max_examples_of_a_hub_source_with_bad_rows_counts_usable_ones(offline_h
     plan = compile_file(str(recipe)).plan
     records, report = data_mod.read_sources(plan.recipe, offline_hub)
     assert plan.data.examples == len(records.rows) == 10 and report[0]["skipped"] == 3
+
+
+def test_a_hub_dataset_with_several_subsets_asks_for_one(cli, offline_hub):
+    """datasets' 'Config name is missing.' (its first line) left out which subsets there are."""
+    repo = offline_hub / "hub" / "datasets--acme--langs"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    snap = repo / "snapshots" / COMMIT
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    for lang, n in (("en", 3), ("fr", 5)):
+        (snap / lang).mkdir(parents=True)
+        datasets.Dataset.from_list([row] * n).to_parquet(str(snap / lang / "train-00000-of-00001.parquet"))
+    (snap / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {lang}\n  data_files:\n  - split: train\n    path: {lang}/*.parquet\n" for lang in ("en", "fr"))
+        + "---\n")
+    recipe = offline_hub / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/langs}\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "hf://acme/langs: it has several subsets (en, fr); choose one with subset: NAME" in out + err, \
+        out + err
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/langs, subset: fr}\n")
+    plan = compile_file(str(recipe)).plan
+    assert plan.data.examples == 5 == len(data_mod.read_sources(plan.recipe, offline_hub)[0].rows)
