@@ -354,6 +354,12 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
             raise RecipeError(f"no training example keeps a token to learn from after truncation to "
                               f"training.max_seq_len {plan.training.max_seq_len} ({counts['train_truncated']} of "
                               f"{len(train_rows)} are longer): raise training.max_seq_len")
+    from .run_report import trained_examples
+
+    kept = trained_examples(counts)
+    if kept is not None and plan.data.examples and kept != plan.data.examples:
+        log(f"warning: the plan counted {plan.data.examples} training examples ({plan.data.counted_with}); "
+            f"this run trains on {kept}: its steps, hours and cost scale with that")
     return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows, conformance)
 
 
