@@ -97,6 +97,7 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
 
     source_checks.check_chat_template(data, base_dir, err)
     source_checks.check_settings(data, err)
+    source_checks.check_overlap(data, base_dir, err)
     for key in ("train", "eval"):
         value = data.get(key)
         if value and not is_plain_file(value):  # lists, globs, mappings, hub and saved datasets

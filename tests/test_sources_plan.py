@@ -204,3 +204,24 @@ def test_a_hub_dataset_with_several_subsets_asks_for_one(cli, offline_hub):
     recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/langs, subset: fr}\n")
     plan = compile_file(str(recipe)).plan
     assert plan.data.examples == 5 == len(data_mod.read_sources(plan.recipe, offline_hub)[0].rows)
+
+
+def test_a_file_read_twice_or_also_held_out_is_a_warning(cli, tmp_path):
+    """A glob and a file it matches, or a training file given as data.eval too: validate said ok, and the
+    run's held-out set held examples it trained on."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "d").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "d" / f"{name}.jsonl").write_text((json.dumps(row) + "\n") * 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: ['d/*.jsonl', d/a.jsonl]\n  eval_fraction: 0.2\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0 and "data.train[1]: warning: d/a.jsonl is read by d/*.jsonl too: its examples count twice; " \
+                         "data.eval_fraction's held-out examples" in out + err, out + err
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: 'd/*.jsonl'\n  eval: d/b.jsonl\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0 and "data.eval: warning: d/b.jsonl is in data.train (d/*.jsonl) and data.eval" in out + err, \
+        out + err
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: d/a.jsonl\n  eval: d/b.jsonl\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0 and "warning:" not in out + err, out + err
