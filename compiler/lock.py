@@ -61,7 +61,7 @@ def write(plan: Plan, path: Path) -> None:
     check_target(path)
     directory = path.resolve().parent
     recipe = os.path.relpath(Path(plan.lock.recipe_path).resolve(), directory)
-    plan = plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": recipe})})
+    plan = seal(plan.model_copy(update={"lock": plan.lock.model_copy(update={"recipe_path": recipe})}))
     text = plan.model_dump_json(indent=2) + "\n"
     import tempfile  # only `-o` writes: `recipe plan` alone does not need it
 
@@ -80,6 +80,29 @@ def write(plan: Plan, path: Path) -> None:
         if isinstance(exc, OSError):
             raise UsageError(f"-o {path}: cannot write there ({exc.strerror}); nothing was written") from None
         raise
+
+
+def content_sha256(data: dict) -> str:
+    """sha256 of a plan's JSON without its lock, in a canonical form (key order and spacing do not count)."""
+    rest = {k: v for k, v in data.items() if k != "lock"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(plan: Plan) -> Plan:
+    """The plan with the sha256 of its content in its lock, which `recipe run` checks (edited)."""
+    digest = content_sha256(json.loads(plan.model_dump_json()))
+    return plan.model_copy(update={"lock": plan.lock.model_copy(update={"plan_sha256": digest})})
+
+
+def edited(path: Path) -> bool:
+    """The plan file's content differs from what `recipe plan -o` wrote (the sha256 in its lock); a plan
+    written before the lock held that sha256 cannot tell, and is not called edited."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        stored = data["lock"].get("plan_sha256")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # read() says what is wrong with the file
+    return stored is not None and stored != content_sha256(data)
 
 
 def read(path: Path) -> Plan:

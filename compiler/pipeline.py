@@ -61,6 +61,9 @@ def plan_for_run(target: str, overrides: list[str], replan: bool):
     if target.endswith(".json"):
         plan = lock.read(Path(target))
         reasons = lock.staleness(plan)
+        if lock.edited(Path(target)):  # the compiler decides: a plan changed by hand is not run as it is
+            reasons.insert(0, "it was edited after `recipe plan` wrote it (change the recipe, or --set, and re-plan "
+                              "instead: a plan's memory, time and cost hold only for what the compiler decided)")
         if reasons and not replan:
             raise RecipeError(f"{target} is stale: " + "; ".join(reasons) +
                               ". Re-plan with `recipe plan RECIPE -o PLAN`, or pass --replan")

@@ -41,6 +41,21 @@ def _is_experts(name: str) -> bool:
     return "." in name and name.rsplit(".", 1)[-1] == "experts"
 
 
+def _format(module) -> str:
+    """int8, or a 4-bit module's quant type (nf4 / fp4) as bitsandbytes stored it."""
+    if type(module).__name__ == "Linear8bitLt":
+        return "int8"
+    return str(getattr(getattr(module, "weight", None), "quant_type", None))
+
+
+def _own_name(path: str) -> str:
+    """A module's name in its layer ("q_proj"), the LoRA wrapper's base_layer read as the module it wraps."""
+    parts = path.split(".")
+    if parts[-1] == "base_layer" and len(parts) > 1:
+        parts = parts[:-1]
+    return parts[-1]
+
+
 def _modules_named(base, name: str) -> list[tuple[str, object]]:
     """(path, module) of each instance of a decoder-layer module; peft's LoRA wrapper unwrapped."""
     found = []
@@ -84,6 +99,10 @@ def check(plan, trainer, precision: str) -> dict:
             classes = sorted({type(m).__name__ for p, m in found if p in plain})
             problems.append(f"{_names(plain)}: planned quantized ({build.quantization}), built as "
                             f"{'/'.join(classes)} in 16 bits")
+        other_format = [p for p, m in found if p in quantized and _format(m) != build.quantization]
+        if row.quantized and other_format:
+            live = _format(dict(found)[other_format[0]])
+            problems.append(f"{_names(other_format)}: quantized as {live}, the plan has {build.quantization}")
         if not row.quantized and quantized:
             problems.append(f"{_names(quantized)}: built quantized ({type(found[0][1]).__name__}), the plan keeps "
                             f"them as {row.module_class} in {weights_dtype} ({row.reason})")
@@ -98,6 +117,14 @@ def check(plan, trainer, precision: str) -> dict:
             if wrong_dtype:
                 live = _torch_name(dict(found)[wrong_dtype[0]].weight.dtype)
                 problems.append(f"{_names(wrong_dtype)}: weights in {live}, the plan has {weights_dtype}")
+
+    # a quantized module in none of the plan's rows (the loop above visits only those): named, not passed
+    planned = {row.name for row in build.modules if row.quantized}
+    stray = [path for path, module in base.named_modules() if type(module).__name__ in QUANTIZED_CLASSES
+             and _own_name(path) not in planned]
+    if stray:
+        problems.append(f"{_names(stray)}: quantized ({type(base.get_submodule(stray[0])).__name__}), not in the "
+                        f"plan's quantized modules ({', '.join(sorted(planned)) or 'none'})")
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     count = sum(p.numel() for _, p in trainable)
@@ -115,6 +142,12 @@ def check(plan, trainer, precision: str) -> dict:
     if wrong:
         live = _torch_name(dict(trainable)[wrong[0]].dtype)
         problems.append(f"{_names(wrong)}: trainable in {live}, the plan has {want}")
+
+    if precision != planned_precision:  # a CPU trains an fp16 plan in fp32: said, not passed for the plan
+        checked.append(f"precision: {precision} (the plan's {planned_precision} does not train on this device; "
+                       f"weights and activations take the room of {precision})")
+    else:
+        checked.append(f"precision: {precision}")
 
     attention = getattr(base.config, "_attn_implementation", None)
     checked.append(f"attention: {attention}")

@@ -151,7 +151,30 @@ def _attention(plan: Plan, device: Device) -> None:
                           f"pip install flash-attn --no-build-isolation")
 
 
+def _processes(plan: Plan) -> None:
+    """This launch starts as many processes as the plan runs: other counts train another batch size
+    (per-process micro batches x accumulation x processes) than the plan's, and nothing else would say so."""
+    try:
+        here = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        here = 1
+    planned = plan.distributed.processes
+    if here == planned:
+        return
+    if planned > 1:
+        raise RecipeError(
+            f"the plan runs {planned} processes ({plan.distributed.strategy}), and this launch has {here}"
+            f"{'' if 'WORLD_SIZE' in os.environ else ' (no launcher set WORLD_SIZE)'}: it would train "
+            f"{here}/{planned} of the planned batch. Run `recipe run PLAN` without --worker (it starts the plan's "
+            f"processes: torchrun on a CPU; `accelerate launch --cpu` starts one whatever --num_processes says), "
+            f"or plan for {here} with --set budget.gpu_count={here}")
+    raise RecipeError(f"the plan runs 1 process, and this launch has {here} (WORLD_SIZE={here}): each would train "
+                      f"the whole planned batch. Run `recipe run PLAN` without a launcher, or plan for {here} "
+                      f"processes with --set budget.gpu_count={here}")
+
+
 def preflight(plan: Plan, plan_dir: Path) -> Device:
+    _processes(plan)
     _packages(plan)
     _model_files(plan)
     device = _device(plan)

@@ -289,6 +289,9 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     run_dir = (plan_dir / plan.output_dir).resolve()
     model_dir = plan.model.path or plan.model.name
     log(f"device: {device.describe()}")
+    if device.precision != plan.training.precision:
+        log(f"note: the plan's {plan.training.precision} runs in {device.precision} on this {device.kind.upper()} "
+            f"(no {plan.training.precision} training here): the planned memory does not apply")
     set_seed(plan.recipe.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=plan.recipe.model.trust_remote_code,
                                               revision=plan.recipe.model.revision)
@@ -343,7 +346,7 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
                 except OSError:
                     pass
     enforce_conformance(conformance)  # a model that differs from its plan never trains
-    log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
+    log(f"model matches the plan: {'; '.join(conformance['checked'][-5:])}")
     if not plan.training.packing and plan.preference is None:  # trl drops examples whose trained tokens were all truncated away
         counts["train_dropped"] = len(train_rows) - len(trainer.train_dataset)
         if counts["train_dropped"] and len(trainer.train_dataset):
@@ -397,7 +400,9 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
         log("no complete checkpoint to resume from: starting from the beginning")
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:  # what `recipe export` reads
-        outdir.atomic_write(run_dir / "plan.json", plan.model_dump_json(indent=2) + "\n")
+        from ..compiler.lock import seal  # `recipe run` refuses the file once edited by hand, as a `recipe plan -o` one
+
+        outdir.atomic_write(run_dir / "plan.json", seal(plan).model_dump_json(indent=2) + "\n")
     sharded = plan.distributed.strategy in ("fsdp", "deepspeed")
 
     from .evaluate import evaluate, gate, load_schema

@@ -200,6 +200,9 @@ class Lock(Frozen):
         default_factory=dict, description="A local model's config.json and tokenizer files, by path")
     catalogs: dict[str, str]
     tool_version: str
+    plan_sha256: Optional[str] = Field(
+        default=None, description="The plan file's content without its lock, as `recipe plan -o` wrote it: "
+                                  "`recipe run` refuses a plan edited by hand")
 
 
 class ApiSide(Frozen):

@@ -58,6 +58,40 @@ def test_falcon_qlora_live_model_matches_a_plan_that_keeps_falconlinear(tmp_path
     assert "query_key_value" in text and "FalconLinear" in text and "planned quantized" in text
 
 
+def test_a_quantized_module_the_plan_does_not_list_is_caught(tmp_path):
+    """Every module bitsandbytes quantized is one the plan quantizes, in the plan's format: a quantized
+    module outside the plan's rows (which the row-by-row comparison never visits) is named, not passed,
+    and so is nf4 where the plan has fp4."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from families import tiny_config
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+    cfg = tiny_config("llama")
+    cfg["intermediate_size"] = 128  # bitsandbytes' CPU 4-bit kernels want widths in multiples of 64
+    config = AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "llama")
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "llama", dtype=torch.bfloat16, attn_implementation="sdpa",
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_compute_dtype=torch.bfloat16))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    build = decide(from_config(cfg, "llama"), "qlora", "bf16", "sdpa", False, 4, "nf4", "adamw", 0)
+    build = build.model_copy(update={"trainable_parameters": 0})
+    trainer = SimpleNamespace(model=model, args=SimpleNamespace(packing=False, padding_free=False))
+    plan = SimpleNamespace(build=build, training=SimpleNamespace(precision="bf16"))
+    assert check(plan, trainer, "bf16")["ok"]
+    plan.build = build.model_copy(update={"modules": [m for m in build.modules if m.name != "down_proj"]})
+    result = check(plan, trainer, "bf16")
+    assert not result["ok"]
+    text = " ".join(result["problems"])
+    assert "model.layers.0.mlp.down_proj" in text and "not in the plan" in text
+    plan.build = build.model_copy(update={"quantization": "fp4"})  # bitsandbytes built nf4
+    result = check(plan, trainer, "bf16")
+    assert not result["ok"] and "quantized as nf4, the plan has fp4" in " ".join(result["problems"])
+
+
 def test_run_stops_before_training_when_the_model_differs_from_its_plan(tiny, tmp_path, cli):
     root = fresh_copy(tiny, tmp_path / "qs").parent
     plan = compile_file(str(root / "recipe.yaml"), ["training.epochs=1"]).plan
@@ -83,6 +117,22 @@ def test_conforming_run_reports_the_check(tiny, tmp_path, cli):
     assert c["ok"] and not c["problems"]
     assert any(line.startswith("q_proj:") for line in c["checked"])
     assert any(line.startswith("attention: sdpa") for line in c["checked"])
+
+
+def test_an_fp16_plan_on_a_cpu_says_it_trains_in_fp32(tiny, tmp_path, cli):
+    """A CPU has no fp16 training: the plan's fp16 runs in fp32 (twice the planned weights), and the run
+    says so on its console and in its report instead of passing for the plan."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU trains fp16 as planned")
+    root = fresh_copy(tiny, tmp_path / "qs").parent
+    code, out, err = cli("run", root / "recipe.yaml", "--set", "training.precision=fp16", "--set",
+                         "training.epochs=1", "--set", "training.max_steps=1")
+    assert code == 0, out + err
+    assert "the plan's fp16 runs in fp32 on this CPU" in out + err
+    c = json.loads((root / "runs" / "quickstart" / "run_report.json").read_text())["conformance"]
+    assert any(line.startswith("precision: fp32 (the plan's fp16") for line in c["checked"])
 
 
 @pytest.mark.parametrize("family", SUPPORTED_FAMILIES)

@@ -223,6 +223,32 @@ def test_lock_file_round_trips_and_goes_stale(tmp_path, cli):
     assert any("recipe" in r for r in lock.staleness(plan))
 
 
+def test_a_plan_file_edited_by_hand_is_refused_not_run(tmp_path, cli):
+    """The compiler decides: `recipe run plan.json` on a plan whose rank, micro batch or optimizer was
+    changed in the JSON (the recipe untouched) refuses it before loading anything; --replan runs the
+    recipe's own plan instead. A plan rewritten unchanged (other indentation) still runs."""
+    from recipe_ft.compiler.pipeline import plan_for_run
+
+    path = write(tmp_path, recipe(method="qlora", budget="  gpu: L4"))
+    out_file = tmp_path / "plan.json"
+    assert cli("plan", path, "-o", out_file)[0] == 0
+    data = json.loads(out_file.read_text())
+    out_file.write_text(json.dumps(data))  # reformatted, same content
+    assert plan_for_run(str(out_file), [], False)[0].adapter.rank == data["adapter"]["rank"]
+    for section, key, value in (("adapter", "rank", 4), ("training", "micro_batch_size", 64),
+                                ("training", "optimizer", "paged_adamw_32bit"), ("adapter", "dropout", 0.3)):
+        edited = json.loads(json.dumps(data))
+        edited[section][key] = value
+        out_file.write_text(json.dumps(edited, indent=2))
+        with pytest.raises(RecipeError, match="edited after `recipe plan` wrote it"):
+            plan_for_run(str(out_file), [], False)
+        code, out, err = cli("run", out_file)
+        assert code != 0 and "edited after `recipe plan` wrote it" in err and "--replan" in err
+        assert "Traceback" not in out + err
+        replanned = plan_for_run(str(out_file), [], True)[0]
+        assert getattr(getattr(replanned, section), key) == data[section][key]
+
+
 def test_lock_file_errors(tmp_path):
     bad = tmp_path / "plan.json"
     bad.write_text("{not json")

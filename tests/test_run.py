@@ -393,3 +393,38 @@ def test_preflight_needs_weights(project):
     plan = compile_file(str(project)).plan
     with pytest.raises(RecipeError, match="no weights"):
         preflight(plan, project.parent)
+
+
+def test_a_launch_with_another_number_of_processes_than_the_plan_is_refused(project, cli, monkeypatch):
+    """A 2-process plan run as one process (`recipe run plan --worker` without a launcher, or `accelerate
+    launch --cpu --num_processes 2`, which starts one) would train half the planned batch; a 1-process plan
+    under a 2-process launcher twice it. Refused before any model is loaded, saying what to run instead."""
+    from recipe_ft.runtime.preflight import preflight
+
+    two = compile_file(str(project), ["budget.gpu_count=2", "budget.max_gpus=2"]).plan
+    assert two.distributed.processes == 2
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RecipeError, match="the plan runs 2 processes.*this launch has 1"):
+        preflight(two, project.parent)
+    code, out, err = cli("run", project, "--set", "budget.gpu_count=2", "--set", "budget.max_gpus=2", "--worker")
+    assert code != 0 and "this launch has 1" in err and "Traceback" not in out + err
+    assert not (project.parent / "runs").exists()
+    one = compile_file(str(project)).plan
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(RecipeError, match="the plan runs 1 process.*this launch has 2"):
+        preflight(one, project.parent)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert preflight(one, project.parent).kind == "cpu"
+
+
+def test_the_run_directory_plan_edited_by_hand_is_refused(cli, project):
+    """runs/NAME/plan.json (what the run trained) carries its content's sha256 as `recipe plan -o` files do:
+    run again after a hand edit, it is refused, not trained as edited."""
+    assert run_cli(cli, project, "training.max_steps=1", "data.eval=null")[0] == 0
+    ran = project.parent / "runs" / "quickstart" / "plan.json"
+    data = json.loads(ran.read_text())
+    data["adapter"]["rank"] = 4
+    ran.write_text(json.dumps(data, indent=2))
+    code, out, err = cli("run", ran, "--fresh")
+    assert code == 1 and "edited after `recipe plan` wrote it" in err and "Traceback" not in out + err
