@@ -130,7 +130,7 @@ def launch(recipe: str, target: str, set_: list[str], output: Optional[Path]) ->
         raise UsageError(f"-o {output}: not a directory; give -o a folder for the launch files")
     if output is not None:
         lock.check_can_create(output / "plan.json")  # before planning: a bad -o is refused first
-    plan, plan_dir = plan_for_run(recipe, set_, False)
+    plan, plan_dir = plan_for_run(recipe, set_)
     out = output or (plan_dir / plan.output_dir / "launch")
     check_out_dir(out, file_names(plan, target))  # nothing the user wrote is overwritten
     plan_file = out / "plan.json"
@@ -153,7 +153,7 @@ def eval_(recipe: str, adapter: Optional[Path], set_: list[str], format: str) ->
     from ..compiler.pipeline import plan_for_run
     from ..runtime.run import score
 
-    plan, plan_dir = plan_for_run(recipe, set_, False)
+    plan, plan_dir = plan_for_run(recipe, set_)
     _needs_training_stack("eval", ("torch", "transformers", "peft"))
     return score(plan, plan_dir, adapter, format)
 
@@ -221,7 +221,7 @@ def demo(directory: Path, train_now: bool, force: bool, preference: bool) -> int
     from ..compiler.pipeline import plan_for_run
     from ..runtime.run import execute
 
-    plan, plan_dir = plan_for_run(str(recipe_path), [], False)
+    plan, plan_dir = plan_for_run(str(recipe_path), [])
     return execute(plan, plan_dir, False)
 
 

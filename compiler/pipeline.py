@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 from ..schemas.errors import Problem, RecipeError, UsageError
 from .load import Document, read
@@ -53,9 +54,10 @@ def compile_file(path: str, overrides: list[str] = ()):
     return compile_plan(result.recipe, Path(path), doc, tuple(overrides))
 
 
-def plan_for_run(target: str, overrides: list[str], replan: bool):
+def plan_for_run(target: str, overrides: list[str], replan: Optional[bool] = None):
     """The plan `recipe run` executes: compiled from a recipe, or a lock file that is still fresh.
-    Returns (plan, the directory its relative paths are relative to)."""
+    Returns (plan, the directory its relative paths are relative to). `replan`: the command's --replan
+    (None: the command has no such flag, and a stale plan's message does not offer it)."""
     from . import lock
 
     if target.endswith(".json"):
@@ -66,7 +68,8 @@ def plan_for_run(target: str, overrides: list[str], replan: bool):
                               "instead: a plan's memory, time and cost hold only for what the compiler decided)")
         if reasons and not replan:
             raise RecipeError(f"{target} is stale: " + "; ".join(reasons) +
-                              ". Re-plan with `recipe plan RECIPE -o PLAN`, or pass --replan")
+                              ". Re-plan with `recipe plan RECIPE -o PLAN`, or " +
+                              ("pass --replan" if replan is not None else "give the recipe instead of the plan"))
         if not reasons and not overrides:
             return plan, Path(plan.lock.recipe_path).resolve().parent
         target, overrides = plan.lock.recipe_path, list(plan.lock.overrides) + list(overrides)

@@ -247,6 +247,9 @@ def test_a_plan_file_edited_by_hand_is_refused_not_run(tmp_path, cli):
         assert "Traceback" not in out + err
         replanned = plan_for_run(str(out_file), [], True)[0]
         assert getattr(getattr(replanned, section), key) == data[section][key]
+    code, _, err = cli("launch", out_file, "-o", tmp_path / "launch")  # launch has no --replan: not offered
+    assert code == 1 and "edited after `recipe plan` wrote it" in err
+    assert "--replan" not in err and "give the recipe instead of the plan" in err
 
 
 def test_lock_file_errors(tmp_path):
