@@ -72,6 +72,8 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
         if plan.training.micro_batch_size < 2:
             raise RecipeError("training.micro_batch_size: KTO needs at least 2 (its KL term pairs each example with "
                               "another in the same micro batch)")
+    one_form(train_rows, "train")
+    one_form(eval_rows, "eval")
     from peft import PeftModel
 
     kwargs = dict(model=model, args=config(plan, sft_args, objective), train_dataset=Dataset.from_list(train_rows),
@@ -85,6 +87,14 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
         return Trainer(**kwargs)
     except ValueError as exc:  # trl's own checks of a combination of settings
         raise RecipeError(f"trl's {Trainer.__name__} refuses these settings: {exc}") from None
+
+
+def one_form(rows: list, key: str) -> None:
+    """Each file's records keep one form (compiler/pairs.same_form); sources of data.train (or eval)
+    must too: trl cannot hold string and message-list prompts in one data set."""
+    if len({isinstance(r["prompt"], list) for r in rows}) > 1:
+        raise RecipeError(f"data.{key}: its sources mix plain (string) and conversational (message-list) records; "
+                          f"use one form in all of them")
 
 
 def _counting_pairs(Trainer):

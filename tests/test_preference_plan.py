@@ -90,12 +90,44 @@ def test_pairs_convert_to_trl_format(tmp_path):
     whole = {"chosen": CHAT + [{"role": "assistant", "content": "shipping"}],
              "rejected": CHAT + [{"role": "assistant", "content": "billing"}]}
     path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in (PAIR, whole, {"prompt": CHAT, "chosen": "a", "rejected": "b"})))
+    path.write_text("\n".join(json.dumps(r) for r in (whole, {"prompt": CHAT, "chosen": "a", "rejected": "b"})))
     records = read_records(path, "pairs.jsonl", "preference")
     assert records.kind == "preference"
-    assert records.rows[0] == PAIR
-    assert records.rows[1] == {"prompt": CHAT, "chosen": whole["chosen"][-1:], "rejected": whole["rejected"][-1:]}
-    assert records.rows[2]["chosen"] == [{"role": "assistant", "content": "a"}]
+    assert records.rows[0] == {"prompt": CHAT, "chosen": whole["chosen"][-1:], "rejected": whole["rejected"][-1:]}
+    assert records.rows[1]["chosen"] == [{"role": "assistant", "content": "a"}]
+    path.write_text(json.dumps(PAIR))
+    assert read_records(path, "pairs.jsonl", "preference").rows == [PAIR]
+
+
+@pytest.mark.parametrize("fmt,first,second", [
+    ("preference", PAIR, {"prompt": CHAT, "chosen": "a", "rejected": "b"}),
+    ("preference", {"prompt": CHAT, "chosen": "a", "rejected": "b"}, PAIR),
+    ("kto", {"prompt": "hi", "completion": "hello", "label": True},
+     {"prompt": CHAT, "completion": "go away", "label": False}),
+])
+def test_plain_and_conversational_records_in_one_file_are_located(tmp_path, fmt, first, second):
+    """trl (and Arrow) cannot hold a string prompt and a message-list prompt in one data set: `recipe
+    run` crashed in datasets with a traceback, after validate and plan had passed."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    with pytest.raises(RecipeError) as exc:
+        read_records(path, "pairs.jsonl", fmt)
+    assert "pairs.jsonl:2: " in exc.value.message and "one form" in exc.value.message, exc.value.message
+    found = problems(write(tmp_path, "", rows=(first, second), fmt=fmt,
+                           ) if fmt == "preference" else write(tmp_path, "training:\n  objective: kto\n",
+                                                                 rows=(first, second), fmt=fmt))
+    assert any(k == "data.train" and "pairs.jsonl:2" in m and "one form" in m for _, k, m in found), found
+
+
+def test_a_prompt_repeated_at_the_start_of_both_replies_is_located(tmp_path):
+    """trl puts the prompt before each reply: a reply that repeats it trains on the prompt twice."""
+    row = {"prompt": "Classify: my parcel is late", "chosen": "Classify: my parcel is late shipping",
+           "rejected": "Classify: my parcel is late\nbilling"}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(PAIR) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(RecipeError) as exc:
+        read_records(path, "pairs.jsonl", "preference")
+    assert "pairs.jsonl:2: " in exc.value.message and "repeat the prompt" in exc.value.message, exc.value.message
 
 
 def test_kto_records(tmp_path):

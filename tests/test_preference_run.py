@@ -190,6 +190,17 @@ def test_kto_held_out_rows_are_paired_by_prompt():
     assert pairs_of(rows) == [("a", "good", "bad"), ("a", "good", "worse")]
 
 
+def test_sources_mixing_plain_and_conversational_pairs_are_refused():
+    from recipe_ft.runtime.preference import one_form
+    from recipe_ft.schemas.errors import RecipeError
+
+    chat = {"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": "b"}
+    one_form([chat, chat], "train")
+    with pytest.raises(RecipeError) as exc:
+        one_form([chat, {"prompt": "hi", "chosen": "a", "rejected": "b"}], "train")
+    assert exc.value.message.startswith("data.train: its sources mix plain"), exc.value.message
+
+
 def test_missing_or_foreign_adapter_is_a_clear_error(cli, project):
     code, out, err = run(cli, project, "model.adapter=nowhere")
     assert code == 1 and "model.adapter: no PEFT adapter at nowhere" in err and "Traceback" not in err
