@@ -162,6 +162,7 @@ def plan_section(recipe, arch: Architecture, shape, memory_estimate, estimate_sf
             f"against {sft.allocated_peak_bytes / gib:.2f} GiB for SFT at the same micro batch ({ratio:.2f}x)")
     loss = (recipe.training.loss_type or "sigmoid") if shape.objective == "dpo" else None
     section = PreferencePlan(objective=shape.objective, beta=recipe.training.beta, loss_type=loss,
+                             label_smoothing=recipe.training.label_smoothing if loss else None,
                              sequences_per_example=SEQUENCES_PER_EXAMPLE[shape.objective], reference=shape.reference,
                              precompute_ref_log_probs=precompute, sft_allocated_peak_bytes=sft.allocated_peak_bytes,
                              note=note)

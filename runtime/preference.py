@@ -50,6 +50,8 @@ def config(plan, sft_args, objective: str):
     shared["beta"] = p.beta
     if objective == "dpo":
         shared["loss_type"] = [p.loss_type or "sigmoid"]
+        if p.label_smoothing is not None:
+            shared["label_smoothing"] = p.label_smoothing
     if objective in ("dpo", "kto"):
         shared["precompute_ref_log_probs"] = p.precompute_ref_log_probs
     if objective == "orpo":

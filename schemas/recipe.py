@@ -30,6 +30,7 @@ Objective = Literal["sft", "dpo", "orpo", "kto"]
 # trl 1.16 DPOConfig.loss_type
 DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
+SMOOTHED_LOSSES = ("exo_pair", "robust")  # the DPO losses that read trl's label_smoothing
 PREFERENCE_FORMATS = ("preference", "kto")
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
@@ -272,6 +273,9 @@ class TrainingSpec(Section):
     beta: PositiveFloat = Field(0.1, description="Preference objectives: how far from the reference (dpo, kto) "
                                                  "or the odds-ratio weight (orpo)")
     loss_type: Optional[DpoLoss] = Field(None, description="DPO loss variant (trl's loss_type); default sigmoid")
+    label_smoothing: Optional[float] = Field(
+        None, ge=0, lt=0.5, description="DPO loss_type exo_pair or robust: the share of pairs assumed mislabelled "
+                                        "(needed by both; the EXO paper recommends 0.001)")
     precompute_ref_log_probs: AutoBool = Field(
         "auto", description="Score the reference once before training (auto: when the plan says it saves memory)")
 
@@ -280,6 +284,14 @@ class TrainingSpec(Section):
         problems = []
         if self.loss_type is not None and self.objective not in (None, "dpo"):
             problems.append(("loss_type", f"training.loss_type is a DPO setting (objective is '{self.objective}')"))
+        smoothed = self.loss_type in SMOOTHED_LOSSES
+        if smoothed and not self.label_smoothing:
+            problems.append(("loss_type", f"loss_type {self.loss_type} needs training.label_smoothing > 0 (the share "
+                                          f"of pairs assumed mislabelled; the EXO paper recommends 0.001)"
+                                          + (": at 0 robust is plain sigmoid" if self.loss_type == "robust" else "")))
+        if self.label_smoothing is not None and not smoothed:
+            problems.append(("label_smoothing", f"training.label_smoothing is used only by DPO's loss_type exo_pair "
+                                                f"and robust (loss_type is {self.loss_type or 'sigmoid'})"))
         mbs = self.micro_batch_size
         if isinstance(mbs, int) and mbs > self.batch_size:
             problems.append(("micro_batch_size", f"micro_batch_size {mbs} is larger than batch_size "

@@ -38,11 +38,25 @@ def test_preference_recipe_is_valid_and_defaults_to_dpo(tmp_path):
     assert any(d.what == "reference" for d in plan.decisions)
 
 
+def test_label_smoothing_reaches_the_plan_for_exo_pair_and_robust(tmp_path):
+    for loss in ("exo_pair", "robust"):
+        path = write(tmp_path, f"training:\n  loss_type: {loss}\n  label_smoothing: 0.001\n")
+        assert problems(path) == []
+        p = compile_file(path).plan.preference
+        assert p.loss_type == loss and p.label_smoothing == 0.001
+
+
 @pytest.mark.parametrize("body,line,key,words", [
     ("training:\n  objective: kto\n", 6, "data.format", "unpaired"),
     ("training:\n  loss_type: ipo\n  objective: orpo\n", 10, "training.loss_type", "DPO setting"),
     ("eval:\n  metric: exact_match\n", 10, "eval.metric", "preference_accuracy"),
     ("training:\n  loss_type: sideways\n", 10, "training.loss_type", "sigmoid"),
+    # trl refuses exo_pair without label smoothing (the run failed after loading the model) and robust
+    # without it is sigmoid; the recipe had no way to set it
+    ("training:\n  loss_type: exo_pair\n", 10, "training.loss_type", "training.label_smoothing"),
+    ("training:\n  loss_type: robust\n", 10, "training.loss_type", "training.label_smoothing"),
+    ("training:\n  loss_type: ipo\n  label_smoothing: 0.1\n", 11, "training.label_smoothing", "exo_pair"),
+    ("training:\n  loss_type: robust\n  label_smoothing: 0.5\n", 11, "training.label_smoothing", "0.5"),
 ])
 def test_recipe_mistakes_are_located(tmp_path, body, line, key, words):
     found = problems(write(tmp_path, body))

@@ -190,6 +190,16 @@ def test_kto_held_out_rows_are_paired_by_prompt():
     assert pairs_of(rows) == [("a", "good", "bad"), ("a", "good", "worse")]
 
 
+def test_label_smoothing_reaches_trl(project, tmp_path):
+    from trl import SFTConfig
+
+    from recipe_ft.runtime.preference import config
+
+    plan, _ = plan_for_run(str(project), ["training.loss_type=exo_pair", "training.label_smoothing=0.001"], False)
+    args = config(plan, SFTConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, bf16=False), "dpo")
+    assert args.loss_type == ["exo_pair"] and args.label_smoothing == 0.001
+
+
 def test_sources_mixing_plain_and_conversational_pairs_are_refused():
     from recipe_ft.runtime.preference import one_form
     from recipe_ft.schemas.errors import RecipeError
