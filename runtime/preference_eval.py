@@ -122,3 +122,17 @@ def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8
                          "prediction": f"{'chosen' if m > 0 else 'rejected'} preferred (log-prob margin {m:+.2f})"})
     return {"metric": "preference_accuracy", "score": details["score"], "details": details, "examples": examples,
             "examples_scored": n, "max_new_tokens": 0}
+
+
+def against_base(plan, base: Optional[dict], tuned: Optional[dict]) -> None:
+    """Full fine-tuning: the reference is the base model, scored on the same pairs before training,
+    so the mean reward margin is beta x the change in the mean log-prob margin (a mean is linear).
+    Filled in where the tuned model had no adapter to disable; reward_accuracy, per pair, stays None."""
+    p = plan.preference
+    if not base or not tuned or p is None or p.reference == "none":
+        return
+    b, t = base["details"], tuned["details"]
+    if t.get("mean_reward_margin") is not None or b.get("total") != t.get("total"):
+        return
+    t["mean_reward_margin"] = p.beta * (t["mean_logp_margin"] - b["mean_logp_margin"])
+    b["mean_reward_margin"] = 0.0

@@ -480,6 +480,10 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
     if session.eval_rows and not state["stop"] and not sharded:
         log("scoring the tuned model on the held-out set")
         evaluation["tuned"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
+        if plan.preference is not None:
+            from .preference_eval import against_base
+
+            against_base(plan, evaluation.get("baseline"), evaluation["tuned"])
     if not state["stop"]:
         evaluation["gate"] = gate(plan, evaluation.get("tuned"))
     curve = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}

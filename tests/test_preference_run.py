@@ -200,6 +200,22 @@ def test_label_smoothing_reaches_trl(project, tmp_path):
     assert args.loss_type == ["exo_pair"] and args.label_smoothing == 0.001
 
 
+def test_full_fine_tuning_reports_the_reward_margin_against_the_base(project):
+    """Full fine-tuning's reference is the base, scored on the same pairs before training: the run
+    report had no reward margin at all for it (only adapters, disabled, gave one)."""
+    from recipe_ft.runtime.preference_eval import against_base
+
+    plan, _ = plan_for_run(str(project), ["method.name=full", "training.beta=0.5"], False)
+    base = {"details": {"total": 4, "mean_logp_margin": 2.0, "mean_reward_margin": None}}
+    tuned = {"details": {"total": 4, "mean_logp_margin": 5.0, "mean_reward_margin": None}}
+    against_base(plan, base, tuned)
+    assert tuned["details"]["mean_reward_margin"] == pytest.approx(1.5) and base["details"]["mean_reward_margin"] == 0
+    plan, _ = plan_for_run(str(project), ["method.name=full", "training.objective=orpo"], False)
+    tuned["details"]["mean_reward_margin"] = None
+    against_base(plan, base, tuned)  # ORPO has no reference: no reward to report
+    assert tuned["details"]["mean_reward_margin"] is None
+
+
 def test_sources_mixing_plain_and_conversational_pairs_are_refused():
     from recipe_ft.runtime.preference import one_form
     from recipe_ft.schemas.errors import RecipeError
