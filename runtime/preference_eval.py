@@ -136,3 +136,22 @@ def against_base(plan, base: Optional[dict], tuned: Optional[dict]) -> None:
         return
     t["mean_reward_margin"] = p.beta * (t["mean_logp_margin"] - b["mean_logp_margin"])
     b["mean_reward_margin"] = 0.0
+
+
+def check_scorable(plan, rows: list[dict], log) -> None:
+    """KTO held-out records are scored in pairs, by prompt. When none pairs, say so before training:
+    a RecipeError when eval.min_score would gate on the score, else a warning."""
+    from .evaluate import MAX_EXAMPLES
+
+    if not rows or "chosen" in rows[0] or pairs_of(rows[:MAX_EXAMPLES]):
+        return
+    where = "data.eval" if plan.recipe.data.eval else "the held-out split of data.train"
+    what = (f"{where}: none of the {len(rows[:MAX_EXAMPLES])} held-out KTO records' prompts has both a desirable and "
+            f"an undesirable completion, so preference_accuracy (is the desirable one more likely?) has no pair "
+            f"to score")
+    if plan.recipe.eval.min_score is not None:
+        from ..schemas.errors import RecipeError
+
+        raise RecipeError(f"{what}; eval.min_score cannot be checked: give some prompts a completion of each kind "
+                          f"in the held-out data, or remove eval.min_score")
+    log(f"warning: {what}; held-out scoring is skipped")

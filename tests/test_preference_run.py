@@ -216,6 +216,24 @@ def test_full_fine_tuning_reports_the_reward_margin_against_the_base(project):
     assert tuned["details"]["mean_reward_margin"] is None
 
 
+def test_kto_held_out_data_without_pairs_is_said_before_training(cli, project):
+    """KTO data usually holds one completion per prompt: held-out scoring pairs them by prompt, found
+    none, and the run trained to the end, then failed its gate with 'no held-out examples to score'."""
+    _kto_data(project)
+    rows = [json.loads(line) for line in (project.parent / "data" / "eval_kto.jsonl").read_text().splitlines()]
+    (project.parent / "data" / "eval_unpaired.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[::2]))
+    sets = ["training.objective=kto", "data.format=kto", "data.train=data/train_kto.jsonl",
+            "data.eval=data/eval_unpaired.jsonl", "training.max_steps=1"]
+    code, out, err = run(cli, project, *sets, "eval.min_score=0.8")
+    assert code == 1, out + err
+    assert "data.eval: none of the 32 held-out KTO records' prompts has both" in err and "Traceback" not in err
+    assert "scoring the base model" not in out + err
+    assert not (project.parent / "runs" / "preference").exists()
+    code, out, err = run(cli, project, *sets)
+    assert code == 0, out + err
+    assert "held-out scoring is skipped" in out + err
+
+
 def test_sources_mixing_plain_and_conversational_pairs_are_refused():
     from recipe_ft.runtime.preference import one_form
     from recipe_ft.schemas.errors import RecipeError
