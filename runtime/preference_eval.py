@@ -6,7 +6,7 @@
 - mean_reward_margin and reward_accuracy: DPO's implicit reward, beta x (log-ratio to the reference
   of chosen - of rejected), where the model carries an adapter (the reference is the model with its
   adapter disabled, or the frozen "ref" copy of an adapter trained further). For the base model the
-  margin is 0 by definition.
+  margin is 0 by definition. ORPO, which has no reference, gets none.
 
 KTO held-out data ({prompt, completion, label}) is paired by prompt: each desirable completion
 against each undesirable one to the same prompt.
@@ -96,7 +96,8 @@ def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8
     items = [(p, c) for p, c, _ in triples] + [(p, r) for p, _, r in triples]
     try:
         logps = sequence_logps(model, tokenizer, items, max_len, batch_size)
-        reference = _reference(model)
+        has_reference = plan.preference is None or plan.preference.reference != "none"  # ORPO has none
+        reference = _reference(model) if has_reference else None
         ref_logps = None
         if reference is not None:
             with reference():

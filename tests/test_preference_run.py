@@ -234,6 +234,24 @@ def test_kto_held_out_data_without_pairs_is_said_before_training(cli, project):
     assert "held-out scoring is skipped" in out + err
 
 
+def test_orpo_reports_no_reward_against_a_reference_it_does_not_have(project):
+    """ORPO's plan says 'reference: none', but the run reported a 'mean reward margin vs the reference'
+    (the adapter disabled, scaled by ORPO's odds-ratio weight)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipe_ft.runtime.preference_eval import evaluate_pairs
+
+    path = str(project.parent / "tiny-llama")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=2, target_modules=["q_proj"]))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = [json.loads(line) for line in (project.parent / "data" / "eval.jsonl").read_text().splitlines()[:2]]
+    for objective, has_reward in (("dpo", True), ("orpo", False)):
+        plan, _ = plan_for_run(str(project), [f"training.objective={objective}"], False)
+        details = evaluate_pairs(plan, model, tokenizer, rows)["details"]
+        assert (details["mean_reward_margin"] is not None) is has_reward, (objective, details)
+
+
 def test_sources_mixing_plain_and_conversational_pairs_are_refused():
     from recipe_ft.runtime.preference import one_form
     from recipe_ft.schemas.errors import RecipeError
