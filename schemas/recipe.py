@@ -30,6 +30,7 @@ Objective = Literal["sft", "dpo", "orpo", "kto"]
 # trl 1.16 DPOConfig.loss_type
 DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
+KTO_MIN_MICRO_BATCH = 2  # KTO's KL term pairs each example with another of its micro batch
 SMOOTHED_LOSSES = ("exo_pair", "robust")  # the DPO losses that read trl's label_smoothing
 PREFERENCE_FORMATS = ("preference", "kto")
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
@@ -455,6 +456,15 @@ def _preference_rules(recipe: "Recipe") -> list[tuple[str, str]]:
                                                f"preference); kto data trains with objective kto"))
     if preference and fmt == "preference" and objective == "kto":
         problems.append(("data.format", "objective 'kto' trains on unpaired data: data.format: kto"))
+    if preference and objective_of(recipe) == "kto":
+        mbs = recipe.training.micro_batch_size
+        if isinstance(mbs, int) and mbs < KTO_MIN_MICRO_BATCH:
+            problems.append(("training.micro_batch_size", f"KTO needs a micro batch of at least {KTO_MIN_MICRO_BATCH} "
+                                                          f"(its KL term pairs each example with another of the same "
+                                                          f"micro batch)"))
+        elif recipe.training.batch_size < KTO_MIN_MICRO_BATCH:
+            problems.append(("training.batch_size", f"KTO needs a batch of at least {KTO_MIN_MICRO_BATCH} (its KL "
+                                                    f"term pairs each example with another of the same micro batch)"))
     metric = recipe.eval.metric
     if preference and metric not in (None, "preference_accuracy"):
         problems.append(("eval.metric", f"task 'preference' is scored with preference_accuracy, not '{metric}'"))

@@ -208,3 +208,18 @@ def test_orpo_holds_full_logits(tmp_path):
     vocab = orpo.model.vocab_size
     assert orpo.memory.components["logits_and_loss"] == 2 * 4 * 1024 * vocab * (2 + 4 + 4)
     assert orpo.memory.allocated_peak_bytes > dpo.memory.allocated_peak_bytes
+
+
+KTO_ROWS = ({"prompt": "hi", "completion": "hello", "label": True}, {"prompt": "hi", "completion": "go", "label": False})
+
+
+def test_kto_never_plans_a_micro_batch_of_one(tmp_path):
+    """KTO's KL term pairs each example with another of its micro batch: the runtime refuses a micro
+    batch of 1 (after loading the model), yet the plan pinned or chose one (LoRA 8B on an L4)."""
+    body = ("method:\n  name: lora\ntraining:\n  max_seq_len: 2048\n  batch_size: 16\n  micro_batch_size: 1\n"
+            "budget:\n  gpu: L4\n  max_gpus: 1\n")
+    found = problems(write(tmp_path, body, rows=KTO_ROWS, fmt="kto"))
+    assert any(k == "training.micro_batch_size" and "KTO" in m for _, k, m in found), found
+    plan = compile_file(write(tmp_path, body.replace("  micro_batch_size: 1\n", ""), rows=KTO_ROWS, fmt="kto")).plan
+    assert plan.preference.objective == "kto" and plan.training.micro_batch_size >= 2
+
