@@ -456,7 +456,14 @@ def _preference_rules(recipe: "Recipe") -> list[tuple[str, str]]:
                                                f"preference); kto data trains with objective kto"))
     if preference and fmt == "preference" and objective == "kto":
         problems.append(("data.format", "objective 'kto' trains on unpaired data: data.format: kto"))
-    if preference and objective_of(recipe) == "kto":
+    resolved, t = objective_of(recipe), recipe.training
+    if t.loss_type is not None and objective is None and resolved == "sft":
+        problems.append(("training.loss_type", "training.loss_type is a DPO setting (the objective is sft; DPO "
+                                               "needs task: preference)"))
+    if isinstance(t.precompute_ref_log_probs, bool) and resolved not in ("dpo", "kto"):
+        problems.append(("training.precompute_ref_log_probs", f"objective {resolved} has no reference model to "
+                                                              f"precompute (only dpo and kto have one): remove it"))
+    if preference and resolved == "kto":
         mbs = recipe.training.micro_batch_size
         if isinstance(mbs, int) and mbs < KTO_MIN_MICRO_BATCH:
             problems.append(("training.micro_batch_size", f"KTO needs a micro batch of at least {KTO_MIN_MICRO_BATCH} "

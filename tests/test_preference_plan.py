@@ -63,6 +63,23 @@ def test_recipe_mistakes_are_located(tmp_path, body, line, key, words):
     assert any(ln == line and path == key and words in msg for ln, path, msg in found), found
 
 
+@pytest.mark.parametrize("objective,setting,key", [
+    ("orpo", "precompute_ref_log_probs: true", "training.precompute_ref_log_probs"),
+    (None, "precompute_ref_log_probs: false", "training.precompute_ref_log_probs"),
+    (None, "loss_type: ipo", "training.loss_type"),
+])
+def test_reference_and_loss_settings_where_nothing_reads_them_are_located(tmp_path, objective, setting, key):
+    """A pinned precompute_ref_log_probs on ORPO (no reference) or on SFT, or a DPO loss_type on an SFT
+    task, was silently dropped."""
+    body = "training:\n" + (f"  objective: {objective}\n" if objective else "") + f"  {setting}\n"
+    path = write(tmp_path, body)
+    if objective is None:
+        text = open(path).read().replace("task: preference", "task: chat").replace("format: preference", "format: chat")
+        open(path, "w").write(text)
+    found = problems(path)
+    assert any(k == key and ("no reference" in m or "DPO setting" in m) for _, k, m in found), found
+
+
 def test_preference_data_needs_the_preference_task(tmp_path):
     path = write(tmp_path, "")
     text = open(path).read().replace("task: preference", "task: chat")
