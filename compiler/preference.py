@@ -56,11 +56,12 @@ def doubled(shape):
 
 
 def reference_weight_bytes(arch: Architecture, shape) -> int:
-    """A second model, loaded in the policy's dtype (fp32 master weights under full fine-tuning);
-    under FSDP / ZeRO-3 trl shards it across the ranks as it does the policy."""
+    """A second model, loaded in the policy's dtype (fp32 master weights under full fine-tuning, bf16
+    ones under bf16-pure); under FSDP / ZeRO-3 trl shards it across the ranks as it does the policy."""
     if shape.reference != "second_model":
         return 0
-    per = 4 if shape.method == "full" or shape.precision == "fp32" else 2
+    fp32 = (shape.method == "full" and shape.precision != "bf16-pure") or shape.precision == "fp32"
+    per = 4 if fp32 else 2
     total = parameter_count(arch).total * per
     return total // shape.processes if shape.shards_weights else total  # trl shards it like the policy
 

@@ -99,6 +99,17 @@ def test_with_an_adapter_no_second_model_is_built_for_the_reference(project, mon
     assert [kind for kind, _ in counted.loads] == ["from_pretrained", "create_model_from_path"]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-pure"])
+def test_the_planned_reference_weights_are_what_trl_holds(project, precision):
+    """trl builds the second model in the policy's dtype: bf16 under bf16-pure, where the plan counted
+    fp32 (twice the bytes)."""
+    plan, session = prepared(project, "method.name=full", "training.precompute_ref_log_probs=false",
+                             f"training.precision={precision}", "training.max_steps=1")
+    ref = session.trainer.ref_model
+    held = sum(p.numel() * p.element_size() for p in ref.parameters())
+    assert plan.memory.components["reference_weights"] == held, (precision, plan.memory.components, held)
+
+
 def test_full_fine_tuning_precomputes_the_reference(project, monkeypatch):
     counted = Constructions(monkeypatch)
     plan, session = prepared(project, "method.name=full", "training.max_steps=1")
