@@ -46,6 +46,11 @@ def _ids(tokenizer, prompt, completion, max_len: int) -> tuple[list[int], int]:
     return full[:max_len], min(len(head), max_len)
 
 
+def _has_reply(tokenizer, prompt, completion, max_len: int) -> bool:
+    ids, head = _ids(tokenizer, prompt, completion, max_len)
+    return len(ids) > head
+
+
 def sequence_logps(model, tokenizer, items: list[tuple], max_len: int, batch_size: int = 8) -> list[float]:
     """Sum of the completion's token log-probabilities for each (prompt, completion)."""
     import torch
@@ -87,12 +92,15 @@ def _reference(model):
 
 
 def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8) -> Optional[dict]:
+    max_len = plan.training.max_seq_len
     triples = pairs_of(rows)
+    scorable = [t for t in triples if all(_has_reply(tokenizer, t[0], side, max_len) for side in t[1:])]
+    skipped = len(triples) - len(scorable)  # as trl drops them: the prompt fills max_seq_len
+    triples = scorable
     if not triples:
         return None
     was_training = model.training
     model.eval()
-    max_len = plan.training.max_seq_len
     items = [(p, c) for p, c, _ in triples] + [(p, r) for p, _, r in triples]
     try:
         logps = sequence_logps(model, tokenizer, items, max_len, batch_size)
@@ -109,7 +117,7 @@ def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8
     margins = [c - r for c, r in zip(chosen, rejected)]
     correct = sum(1 for m in margins if m > 0)
     details = {"score": correct / n, "correct": correct, "total": n, "mean_logp_margin": sum(margins) / n,
-               "mean_reward_margin": None, "reward_accuracy": None}
+               "mean_reward_margin": None, "reward_accuracy": None, "skipped_truncated": skipped}
     if ref_logps is not None:
         beta = plan.preference.beta if plan.preference else plan.recipe.training.beta
         rewards = [beta * ((c - rc) - (r - rr)) for c, r, rc, rr in zip(chosen, rejected, ref_logps[:n], ref_logps[n:])]

@@ -263,6 +263,22 @@ def test_orpo_reports_no_reward_against_a_reference_it_does_not_have(project):
         assert (details["mean_reward_margin"] is not None) is has_reward, (objective, details)
 
 
+def test_pairs_whose_replies_are_truncated_away_are_not_scored(project):
+    """trl drops pairs whose prompt fills max_seq_len; held-out scoring compared two empty replies
+    (margin 0) and counted the pair as rejected-preferred, lowering base and tuned accuracy alike."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipe_ft.runtime.preference_eval import evaluate_pairs
+
+    path = str(project.parent / "tiny-llama")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    rows = [json.loads(line) for line in (project.parent / "data" / "eval.jsonl").read_text().splitlines()[:2]]
+    long = {**rows[0], "prompt": [{"role": "user", "content": " ".join(["order blank page"] * 200)}]}
+    plan, _ = plan_for_run(str(project), [], False)
+    details = evaluate_pairs(plan, model, tokenizer, rows + [long])["details"]
+    assert details["total"] == 2 and details["skipped_truncated"] == 1, details
+
+
 def test_sources_mixing_plain_and_conversational_pairs_are_refused():
     from recipe_ft.runtime.preference import one_form
     from recipe_ft.schemas.errors import RecipeError
