@@ -82,13 +82,24 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
                   eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
                   peft_config=None if isinstance(model, PeftModel) else peft_config, callbacks=callbacks)
     if objective in ("dpo", "kto"):
-        kwargs["ref_model"] = None  # adapter: disabled for the reference; full: trl loads or precomputes it
+        kwargs["ref_model"] = _merged_reference(plan, model)
     if objective == "orpo":
         Trainer = _counting_pairs(Trainer)
     try:
         return Trainer(**kwargs)
     except ValueError as exc:  # trl's own checks of a combination of settings
         raise RecipeError(f"trl's {Trainer.__name__} refuses these settings: {exc}") from None
+
+
+def _merged_reference(plan, model):
+    """None (adapter: disabled for the reference; full: trl loads or precomputes it), except for full
+    fine-tuning from a merged adapter with a second model: trl would load the reference from the base's
+    path, without the adapter, so the reference is a frozen copy of the merged model instead."""
+    if plan.preference.reference != "second_model" or plan.recipe.model.adapter is None:
+        return None
+    import copy
+
+    return copy.deepcopy(model).requires_grad_(False).eval()
 
 
 def one_form(rows: list, key: str) -> None:

@@ -159,6 +159,21 @@ def test_start_from_an_sft_adapter_merged_or_stacked(project):
     assert stacked.trainer.ref_model is None
 
 
+def test_full_fine_tuning_from_a_merged_adapter_keeps_it_in_the_reference(project):
+    """Without precomputing, trl built the reference from the base's path: the model before the SFT
+    adapter, so DPO pulled the policy towards the pre-SFT model instead of the one it starts from."""
+    import torch
+
+    _sft_adapter(project)
+    _, session = prepared(project, "model.adapter=sft-adapter", "method.name=full",
+                          "training.precompute_ref_log_probs=false", "training.max_steps=1")
+    policy, ref = session.trainer.model, session.trainer.ref_model
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert ref is not None and ref is not policy
+    assert torch.equal(dict(ref.named_parameters())[name], dict(policy.named_parameters())[name])
+    assert not any(p.requires_grad for p in ref.parameters())
+
+
 def test_qlora_starts_from_an_adapter_merged_in_full_precision(project):
     pytest.importorskip("bitsandbytes")
     _sft_adapter(project)
