@@ -147,7 +147,9 @@ def launch(recipe: str, target: str, set_: list[str], output: Optional[Path]) ->
 def eval_(recipe: str, adapter: Optional[Path], set_: list[str], format: str) -> int:
     """Score a model (base, base + adapter, or merged) on the recipe's held-out data; exit 4 below min_score."""
     if adapter is not None and not adapter.is_dir():
-        raise UsageError(f"--adapter {adapter}: no such directory")
+        raise UsageError(f"--adapter {adapter}: " + ("a file; give the adapter's folder (RUN_DIR/adapter) or a merged "
+                                                    "model's (RUN_DIR/merged)" if adapter.exists() else
+                                                    "no such directory"))
     from ..compiler.pipeline import plan_for_run
     from ..runtime.run import score
 
@@ -159,7 +161,8 @@ def eval_(recipe: str, adapter: Optional[Path], set_: list[str], format: str) ->
 def export(run_dir: Path, merge: bool, output: Optional[Path]) -> int:
     """Write serving files (vLLM, Ollama) for a run; with --merge, a merged model checked against base + adapter."""
     if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such directory")
+        raise UsageError(f"{run_dir}: " + ("a file; give the run's folder (the plan's output_dir)" if run_dir.exists()
+                                           else "no such directory"))
     from ..runtime.run import export_run
 
     if merge:

@@ -33,8 +33,10 @@ def generated(file: str) -> bool:
 
 def expand(args: list[str]) -> list[str]:
     """Recipe files named by files, directories (searched recursively) and globs, in order; files this
-    tool generated (run directories, launch files) are skipped unless named one by one."""
+    tool generated (run directories, launch files) are skipped unless named one by one. Every argument
+    that names no recipe is reported, together, in one UsageError."""
     files: list[str] = []
+    bad: list[str] = []
     for arg in args:
         path = Path(arg)
         if path.is_dir():
@@ -46,7 +48,7 @@ def expand(args: list[str]) -> list[str]:
                 if name.lower().endswith(SUFFIXES) and not generated(os.path.join(root, name))
             )
             if not found:
-                raise UsageError(f"{arg}: no .yaml, .yml or .toml files in this directory")
+                bad.append(f"{arg}: no .yaml, .yml or .toml files in this directory")
             files += found
         elif path.is_file():
             files.append(arg)
@@ -54,10 +56,13 @@ def expand(args: list[str]) -> list[str]:
             found = sorted(f for f in glob.glob(arg, recursive=True)
                            if f.lower().endswith(SUFFIXES) and not generated(f))
             if not found:
-                raise UsageError(f"{arg}: the pattern matches no recipe files")
+                bad.append(f"{arg}: the pattern matches no recipe files")
             files += found
         elif path.exists():  # a named pipe or a device: reading it could wait forever
-            raise UsageError(f"{arg}: not a regular file; give a recipe file")
+            bad.append(f"{arg}: not a regular file; give a recipe file")
         else:
-            raise UsageError(f"{arg}: no such file or directory")
+            bad.append(f"{arg}: no such file or directory")
+    if bad:
+        raise UsageError("\n".join(bad) if len(bad) == 1 else
+                         f"{len(bad)} paths name no recipe:\n  " + "\n  ".join(bad))
     return list(dict.fromkeys(files))

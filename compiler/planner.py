@@ -601,10 +601,24 @@ def explain(recipe: Recipe, resolved: Resolved, workload: Workload, search: Sear
                              q.type if q else "nf4", t.optimizer, chosen.memory.trainable_params)
     decisions = _decisions(recipe, chosen, search.auto, workload.size, search.pinned_mbs, search.pinned_gc,
                            choice.options)
+    warnings = _warnings(recipe, workload.size, chosen.method, build, resolved.model.note)
+    if chosen.method != "full":
+        warnings += _rank_warning(recipe.method.rank, memory.resolve_targets(arch, chosen.shape.targets))
     return Explanation(decisions + ([preference_decision] if preference_decision else []),
-                       _alternatives(choice.options), _warnings(recipe, workload.size, chosen.method, build,
-                                                                 resolved.model.note), build,
-                       preference_plan)
+                       _alternatives(choice.options), warnings, build, preference_plan)
+
+
+def _rank_warning(rank: int, targeted: list) -> list[str]:
+    """A rank above a targeted module's smaller dimension adds adapter parameters, not capacity: the
+    update B @ A of a d_out x d_in module has rank at most min(d_in, d_out)."""
+    narrow = [m for m in targeted if rank > min(m.in_features, m.out_features)]
+    if not narrow:
+        return []
+    m = min(narrow, key=lambda m: min(m.in_features, m.out_features))
+    return [f"method.rank {rank} exceeds the smaller dimension of {m.name} ({m.in_features} x {m.out_features}"
+            f"{f' and {len(narrow) - 1} other module type' + 's' * (len(narrow) > 2) if len(narrow) > 1 else ''}): "
+            f"an update there has rank at most {min(m.in_features, m.out_features)}, so the extra rank adds "
+            f"parameters and memory without capacity; lower method.rank"]
 
 
 def _hardware(chosen: Option) -> Hardware:

@@ -162,3 +162,14 @@ def test_commands_that_load_models_without_the_training_stack_say_so_in_one_line
     assert code == 1 and "`recipe eval` needs the training stack (peft missing)" in err
     code, out, err = cli("export", tmp_path, "--merge")
     assert code == 1 and "`recipe export --merge` needs the training stack (peft missing)" in err
+
+
+def test_a_file_where_a_folder_is_expected_is_named_as_a_file(cli, tmp_path):
+    """eval --adapter FILE and export FILE said 'no such directory' of a file that exists."""
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
+    code, _, err = cli("eval", RECIPE, "--adapter", tmp_path / "adapter_model.safetensors")
+    assert code == 2 and "a file; give the adapter's folder" in err and "no such" not in err
+    code, _, err = cli("export", tmp_path / "adapter_model.safetensors")
+    assert code == 2 and "a file; give the run's folder" in err
+    code, _, err = cli("eval", RECIPE, "--adapter", tmp_path / "missing")
+    assert code == 2 and "no such directory" in err

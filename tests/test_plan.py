@@ -395,3 +395,14 @@ def test_a_pinned_strategy_on_one_gpu_is_said_not_dropped(cli, tmp_path):
     assert "distributed.strategy fsdp is not used" in strategy[0]["reason"] and "budget.max_gpus is 1" in strategy[0]["reason"]
     code, out, _ = cli("plan", "--format", "json", write(tmp_path, recipe(method="qlora")))  # auto: no such line
     assert not [d for d in json.loads(out)["decisions"] if d["what"] == "strategy"]
+
+
+def test_a_rank_above_a_targeted_modules_smaller_dimension_is_warned(cli, tmp_path):
+    """Llama-3-8B's k_proj is 4096 x 1024: rank 2048 adds parameters there, not capacity."""
+    code, out, err = cli("plan", "--format", "json", write(tmp_path, recipe(method="qlora", extra="")),
+                         "--set", "method.rank=2048")
+    assert code in (0, 3), err
+    warned = [w for w in json.loads(out)["warnings"] if w.startswith("method.rank 2048")]
+    assert len(warned) == 1 and "k_proj (4096 x 1024" in warned[0] and "at most 1024" in warned[0]
+    code, out, _ = cli("plan", "--format", "json", write(tmp_path, recipe(method="qlora")), "--set", "method.rank=1024")
+    assert not [w for w in json.loads(out)["warnings"] if w.startswith("method.rank")]

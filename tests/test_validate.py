@@ -100,6 +100,10 @@ def test_directories_and_globs(cli, tmp_path, minimal):
     assert code == 0 and out.count(": ok") == 2
     code, _, err = cli("validate", str(tmp_path / "*.toml"))
     assert code == 2 and "matches no recipe files" in err
+    # every path that names no recipe, at once (the first one used to stop the command)
+    code, out, err = cli("validate", str(tmp_path / "nope.yaml"), minimal, str(tmp_path / "*.toml"))
+    assert code == 2 and not out and "2 paths name no recipe" in err
+    assert "nope.yaml: no such file or directory" in err and "*.toml: the pattern matches no recipe files" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli("validate", empty)[0] == 2
