@@ -66,11 +66,7 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
     objective = plan.preference.objective
     _, Trainer = trainer_classes(objective)
     if objective == "kto":
-        from ..compiler.pairs import check_kto_balance
-
-        from ..compiler.sources import describe, parse
-
-        check_kto_balance(train_rows, describe(parse(plan.recipe.data.train, plan.recipe.data.format)))
+        check_data(plan, train_rows)
         if plan.training.micro_batch_size < 2:
             raise RecipeError("training.micro_batch_size: KTO needs at least 2 (its KL term pairs each example with "
                               "another in the same micro batch)")
@@ -89,6 +85,16 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
         return Trainer(**kwargs)
     except ValueError as exc:  # trl's own checks of a combination of settings
         raise RecipeError(f"trl's {Trainer.__name__} refuses these settings: {exc}") from None
+
+
+def check_data(plan, train_rows: list) -> None:
+    """What the training data must hold beyond each record being good: KTO needs both labels."""
+    if plan.preference.objective != "kto":
+        return
+    from ..compiler.pairs import check_kto_balance
+    from ..compiler.sources import describe, parse
+
+    check_kto_balance(train_rows, describe(parse(plan.recipe.data.train, plan.recipe.data.format)))
 
 
 def _merged_reference(plan, model):

@@ -303,9 +303,11 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
         f"{counts['eval_examples']} held out; trained as {kind}")
     if counts["duplicates_in_eval"]:
         log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
-    if plan.preference is not None:
+    if plan.preference is not None:  # before the model loads
+        from .preference import check_data
         from .preference_eval import check_scorable
 
+        check_data(plan, train_rows)
         check_scorable(plan, eval_rows, log)
     model = _model(plan, model_dir, device)
     run_dir_existed, checkpoints_existed = run_dir.exists(), (run_dir / "checkpoints").exists()

@@ -294,6 +294,18 @@ def test_pairs_whose_replies_are_truncated_away_are_not_scored(project):
     assert details["total"] == 2 and details["skipped_truncated"] == 1, details
 
 
+def test_kto_data_of_one_label_is_refused_before_the_model_loads(cli, project, monkeypatch):
+    counted = Constructions(monkeypatch)
+    _kto_data(project)
+    rows = (project.parent / "data" / "train_kto.jsonl").read_text().splitlines()
+    (project.parent / "data" / "good_only.jsonl").write_text("".join(r + "\n" for r in rows if '"label": true' in r))
+    code, out, err = run(cli, project, "training.objective=kto", "data.format=kto", "data.train=data/good_only.jsonl",
+                         "data.eval=null", "training.max_steps=1")
+    assert code == 1 and "every record is desirable (label true); KTO needs both kinds" in err, out + err
+    assert counted.loads == [] and "Traceback" not in err  # refused before loading the model
+    assert not (project.parent / "runs" / "preference").exists()
+
+
 def test_sources_mixing_plain_and_conversational_pairs_are_refused():
     from recipe_ft.runtime.preference import one_form
     from recipe_ft.schemas.errors import RecipeError
