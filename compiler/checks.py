@@ -97,6 +97,7 @@ def _check_data(data: dict, base_dir: Optional[Path], err) -> None:
 
     source_checks.check_chat_template(data, base_dir, err)
     source_checks.check_settings(data, err)
+    source_checks.check_overlap(data, base_dir, err)
     for key in ("train", "eval"):
         value = data.get(key)
         if value and not is_plain_file(value):  # lists, globs, mappings, hub and saved datasets
@@ -174,10 +175,11 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
         renders = compile_pair(template["prompt"], template["completion"])
     convert = record_check(data.get("format", "chat"))
     declared = key == "train" and bool(data.get("examples")) and bool(data.get("tokens_per_example"))
-    bad, good, rendered = [], 0, 0
+    bad, good, rendered, whole = [], 0, 0, True
     try:
         for n, (lineno, row, error) in enumerate(records.raw(path, display)):
             if n >= SAMPLE_RECORDS:
+                whole = False
                 break
             error = record_error(row, error, convert)
             if error is None and renders is not None and rendered < SAMPLE_RENDERS:
@@ -189,7 +191,8 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
                 env, prompt, completion = renders
                 for part, t in (("prompt", prompt), ("completion", completion)):
                     try:
-                        render(env, t, row)
+                        if not render(env, t, row).strip() and part == "completion":
+                            error = "the completion template renders empty"  # `recipe run` refuses it
                     except TemplateError as exc:
                         where = f"{display}:{lineno}" if records.where_word(path) == "line" else \
                             f"{display} {records.where_word(path)} {lineno}"
@@ -205,14 +208,18 @@ def _check_records(data: dict, key: str, path: Path, err) -> None:
         return
     if bad:
         word = records.where_word(path)
-        shown = "; ".join(f"{display}:{n}: {m}" if word == "line" else f"{word} {n}: {m}" for n, m in bad[:3]) \
+        shown = "; ".join(f"{display}:{n}: {m}" if word == "line" else f"{display} {word} {n}: {m}"
+                           for n, m in bad[:3]) \
             + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         # a warning where `recipe plan` would not fail: records skipped, or a stand-in file with declared sizes
+        # plan (unless sizes are declared) and run refuse a file with no usable record
+        none_usable = whole and not good and renders is None and not declared
         err(("data", key), f"{len(bad)} bad record(s) in the first {SAMPLE_RECORDS}: {shown}"
-                           + ("; data.on_error: skip leaves them out" if skip else
+                           + ("; no usable record is left" if none_usable and skip else
+                              "; data.on_error: skip leaves them out" if skip else
                               " (set data.on_error: skip to leave them out)")
                            + ("; plans use the declared sizes, `recipe run` refuses them" if declared and not skip else ""),
-            severity="warning" if skip or declared else "error")
+            severity="warning" if (skip or declared) and not none_usable else "error")
     elif not good and renders is None:
         err(("data", key), f"{display}: no records")
 

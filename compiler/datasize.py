@@ -30,7 +30,7 @@ from . import datacache, datacount, records
 
 SAMPLE_ROWS = 2000
 FULL_CHECK_BYTES = 8 << 20  # files up to 8 MiB: every record checked at plan time; larger: a sample
-CACHE_VERSION = 1  # bump when a measurement's meaning changes
+CACHE_VERSION = 2  # bump when a measurement's meaning changes (2: templates checked as `recipe run` renders them)
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD_TOKENS = 5  # role header and end-of-turn tokens per chat message
 EXAMPLE_OVERHEAD_TOKENS = 8  # BOS, template scaffolding, EOS
@@ -98,8 +98,14 @@ def best_fit_decreasing(lengths, capacity: int) -> int:
     return len(free)
 
 
-def example_text(row: dict, fmt: str, template=None) -> tuple[str, int]:
-    """The text an example becomes, and its count of chat messages (for template overhead)."""
+def example_text(row: dict, fmt: str, template=None, system_prompt: Optional[str] = None) -> tuple[str, int]:
+    """The text an example becomes, and its count of chat messages (for template overhead); a
+    conversation with data.system_prompt where it has no system message, as `recipe run` trains it."""
+    if system_prompt and fmt in ("chat", "sharegpt", "alpaca"):
+        from .convert import Converter
+
+        messages = Converter(fmt, system_prompt=system_prompt)(row)["messages"]
+        return "\n".join(str(m.get("content", "")) for m in messages), len(messages)
     if fmt == "chat":
         messages = row.get("messages") or []
         parts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
@@ -171,8 +177,10 @@ def measure(recipe: Recipe, recipe_dir: Path, model_dir: Optional[Path]) -> Data
             if not counted.complete:
                 notes.append(f"{recipe.data.train}: records counted in full, {counted.checked:,} sampled "
                              f"records checked and measured; `recipe run` checks every record")
-    if recipe.data.eval_fraction and count:
-        count -= math.floor(count * recipe.data.eval_fraction)
+    if recipe.data.eval_fraction and count:  # as runtime.data.split_eval holds out
+        from .source_size import held_out
+
+        count -= held_out(count, recipe.data.eval_fraction)
     if declared_n and count and declared_n != count:
         notes.append(f"data.examples declares {declared_n}; the file has {count}")
     clipped = [min(n, max_len) for n in lengths]
@@ -227,6 +235,7 @@ def count_file(recipe: Recipe, path: Path, model_dir: Optional[Path], display: O
     tokenizer_file = _tokenizer_file(model_dir)
     template = recipe.data.template
     settings = dict(version=CACHE_VERSION, format=recipe.data.format, on_error=recipe.data.on_error,
+                    system_prompt=recipe.data.system_prompt,
                     template=[template.prompt, template.completion] if template is not None else None,
                     tokenizer=datacache.digest(tokenizer_file) if tokenizer_file else None,
                     sample=SAMPLE_ROWS, full_bytes=FULL_CHECK_BYTES, lengths=need_lengths)
@@ -289,6 +298,11 @@ def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, in
         class TemplateError(Exception):  # jinja2 stays unimported when no template renders
             pass
     convert = record_check(recipe.data.format)
+    if templates is not None:  # rendered as `recipe run` renders them: a sandbox refusal or an empty completion is bad
+        from .convert import Converter
+
+        convert = Converter("template", recipe.data.template)
+    system_prompt = recipe.data.system_prompt
     sample = SAMPLE_ROWS
 
     def encode(text: str, messages: int) -> int:
@@ -313,7 +327,7 @@ def _check(recipe: Recipe, rows, tokenizer, need_lengths: bool) -> tuple[int, in
                 continue
         elif error is None:
             try:
-                text, messages = example_text(row, recipe.data.format, templates) \
+                text, messages = example_text(row, recipe.data.format, templates, system_prompt) \
                     if len(lengths) < sample and (need_lengths or templates is not None) else (None, 0)
             except TemplateError as exc:
                 from .templates import describe

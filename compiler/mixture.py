@@ -115,7 +115,10 @@ def read_source(source: Source, recipe_dir: Path, converter_for, on_error: str, 
         raise RecipeError(f"{source.display}: {len(out.problems)} bad record(s) of {out.read} (set data.on_error: "
                           f"skip to leave them out)\n" + "\n".join(shown))
     if not out.rows:
-        raise RecipeError(f"{source.display}: no usable records" + (f" (all {out.read} were bad)" if out.read else ""))
+        first = f"; {out.problems[0][0]}: {out.problems[0][1]}" if out.problems else ""
+        sampled = " in the first" if limit is not None and out.read >= limit else ""
+        raise RecipeError(f"{source.display}: no usable records" +
+                          (f" (all{sampled} {out.read} were bad{first})" if out.read else ""))
     return out
 
 

@@ -116,6 +116,10 @@ def _json(path: Path):
     try:
         records = json.loads(text)
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and _json_lines(text):
+            yield 1, None, ("holds JSON Lines (one record per line), not a JSON array of records: rename it "
+                            f"{path.stem}.jsonl")
+            return
         yield exc.lineno, None, f"invalid JSON ({exc.msg})"
         return
     except RecursionError:
@@ -126,6 +130,15 @@ def _json(path: Path):
         return
     for i, row in enumerate(records, start=1):
         yield i, row, None
+
+
+def _json_lines(text: str) -> bool:
+    """Whether a .json file's text is JSON Lines: its first line a whole JSON object."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        return isinstance(json.loads(first), dict)
+    except (json.JSONDecodeError, RecursionError):
+        return False
 
 
 def _csv(path: Path):

@@ -166,7 +166,8 @@ def _check_source(s: sources.Source, data: dict, base_dir: Path, template: Any, 
             column = next((f for f, c in s.columns if f"'{c}'" in message), None)
             sub = ("columns", column) if column else ()
         severity = "error"
-        if "no usable records" in message and data.get("on_error") == "skip":
+        if "no usable records (all in the first" in message and data.get("on_error") == "skip":
+            # only a sample was read: later records may be usable (a source read whole is refused by plan and run)
             severity = "warning"
         err(s.key + sub if sub else where, message, value=not sub or sub[0] != "columns", severity=severity)
         return
@@ -201,3 +202,32 @@ def _datasets_cached(s: sources.Source) -> bool:
         sources.hf_home() / "datasets"
     org, _, name = s.location.partition("/")
     return Path(root, f"{org}___{name}").is_dir()
+
+
+def check_overlap(data: dict, base_dir: Optional[Path], err) -> None:
+    """A local file read by two training sources (its examples count twice; with data.eval_fraction the
+    held-out examples of one are trained on through the other), or by data.train and data.eval."""
+    fmt = data.get("format", "chat")
+    if base_dir is None or not isinstance(fmt, str):
+        return
+    seen: dict = {}  # resolved file -> (key, source)
+    for key in ("train", "eval"):
+        for s in sources.parse(data.get(key), fmt, key):
+            if not s.local or not s.location:
+                continue
+            for path in sources.files_of(s, base_dir):
+                if not path.is_file():
+                    continue
+                first = seen.setdefault(path.resolve(), (key, s))
+                if first[1] is s:
+                    continue
+                name = path.relative_to(base_dir) if path.is_relative_to(base_dir) else path
+                if first[0] == "eval" or key == "eval":
+                    message = (f"{name} is in data.train ({first[1].display}) and data.eval: the held-out "
+                               f"scores are of examples the model trained on")
+                else:
+                    message = (f"{name} is read by {first[1].display} too: its examples count twice" +
+                               ("; data.eval_fraction's held-out examples of one are trained on through the other"
+                                if data.get("eval_fraction") else "") + " (use weight to repeat a source)")
+                err(s.key + (("path",) if s.mapping else ()), message, severity="warning")
+                break

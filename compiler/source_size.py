@@ -22,7 +22,7 @@ from ..schemas.recipe import Recipe
 from . import datacache, datasize, mixture, sources
 from .sources import Source
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: max_examples counts usable records, as `recipe run` does
 SAMPLE_SEED = 0  # the planning sample does not depend on the training seed
 
 
@@ -105,6 +105,8 @@ def _sampled(source: Source, recipe: Recipe, recipe_dir: Path, tokenizer) -> dic
     if not lengths:
         raise RecipeError(f"{source.display}: no usable records in a sample of {len(indices)}")
     usable = round(total * len(lengths) / max(1, len(indices)))
+    if source.max_examples is not None and bad:  # `recipe run` reads on past bad records until it has max_examples
+        usable = min(source.max_examples, round(opened.count * len(lengths) / max(1, len(indices))))
     return {"count": usable, "lengths": lengths, "sampled": len(indices)}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob as globmod
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -281,6 +282,10 @@ def load_dataset(source: Source, recipe_dir: Path, allow_download: bool = True):
         raise
     except Exception as exc:  # datasets' own errors: say which source and what it said
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        configs = re.search(r"available configs: \[(.*?)\]", str(exc))
+        if text.startswith("Config name is missing") and configs:
+            raise RecipeError(f"{source.display}: it has several subsets ({configs.group(1).replace(chr(39), '')}); "
+                              f"choose one with subset: NAME") from None
         raise RecipeError(f"{source.display}: cannot load it ({text})") from None
     return _split(loaded, source)
 

@@ -30,6 +30,13 @@ def _ratio(measured, planned):
     return None if not measured or not planned else round(measured / planned, 3)
 
 
+def trained_examples(counts: dict):
+    """Training examples the trainer kept (None when not counted)."""
+    if not counts or counts.get("train_examples") is None:
+        return None
+    return counts["train_examples"] - (counts.get("train_dropped") or 0)
+
+
 def build(plan: Plan, result, plan_sha256: str) -> dict:
     m = result.measured
     hours = m.get("wall_seconds", 0) / 3600
@@ -58,6 +65,10 @@ def build(plan: Plan, result, plan_sha256: str) -> dict:
                            "calibration": plan.time.calibration},
             "cost_usd": {"planned": plan.cost.usd,
                          "at_plan_price": None if price is None else round(hours * price, 4)},
+            # the data the plan counted against what the run trained on (after skips, the split, the
+            # mixture and trl leaving out examples truncation emptied)
+            "examples": {"planned": plan.data.examples, "measured": trained_examples(result.data_counts)},
+            "steps": {"planned": plan.training.steps, "measured": m.get("steps")},
         },
         "measured": m,
         "data": result.data_counts,
@@ -84,13 +95,19 @@ def markdown(report: dict) -> str:
              f"| tokens/s | {pm['tokens_per_second']['planned']:,.0f} on {pm['tokens_per_second']['planned_on']} | "
              f"{pm['tokens_per_second']['measured'] or 0:,.0f} |",
              f"| hours | {pm['hours']['planned']:.3f} | {pm['hours']['measured']:.4f} |",
-             f"| cost | {usd(pm['cost_usd']['planned'])} | {usd(pm['cost_usd']['at_plan_price'])} at the plan's price |",
-             ""]
+             f"| cost | {usd(pm['cost_usd']['planned'])} | {usd(pm['cost_usd']['at_plan_price'])} at the plan's price |"]
+    for key, label in (("examples", "training examples"), ("steps", "optimizer steps")):
+        if pm.get(key):
+            planned, measured = (("-" if v is None else f"{v:,}") for v in (pm[key]["planned"], pm[key]["measured"]))
+            lines.append(f"| {label} | {planned} | {measured} |")
+    lines += [""]
     if mem["note"]:
         lines += [f"Note: {mem['note']}.", ""]
     d = report["data"]
     lines += [f"Data: {d.get('train_examples')} training examples ({d.get('train_skipped')} skipped, "
-              f"{d.get('train_truncated')} truncated), "
+              f"{d.get('train_truncated')} truncated" +
+              (f", {d['train_dropped']} left out: truncation cut their whole answer" if d.get("train_dropped") else "")
+              + "), "
               f"{d.get('eval_examples')} held out; format {d.get('format')}, trained as {d.get('as')}.", ""]
     c = report.get("conformance")
     if c:

@@ -352,10 +352,20 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
     log(f"model matches the plan: {'; '.join(conformance['checked'][-4:])}")
     if not plan.training.packing and plan.preference is None:  # trl drops examples whose trained tokens were all truncated away
         counts["train_dropped"] = len(train_rows) - len(trainer.train_dataset)
+        if counts["train_dropped"] and len(trainer.train_dataset):
+            log(f"warning: {counts['train_dropped']} of {len(train_rows)} training examples are left out: "
+                f"truncation to training.max_seq_len {plan.training.max_seq_len} cut their whole answer (raise "
+                f"training.max_seq_len to train on them)")
         if len(trainer.train_dataset) == 0:
             raise RecipeError(f"no training example keeps a token to learn from after truncation to "
                               f"training.max_seq_len {plan.training.max_seq_len} ({counts['train_truncated']} of "
                               f"{len(train_rows)} are longer): raise training.max_seq_len")
+    from .run_report import trained_examples
+
+    kept = trained_examples(counts)
+    if kept is not None and plan.data.examples and kept != plan.data.examples:
+        log(f"warning: the plan counted {plan.data.examples} training examples ({plan.data.counted_with}); "
+            f"this run trains on {kept}: its steps, hours and cost scale with that")
     return Session(trainer, tokenizer, device, run_dir, counts, kind, state, eval_rows, conformance)
 
 

@@ -132,3 +132,54 @@ def test_a_utf16_file_is_named_as_such(tmp_path, cli):
     recipe.write_text("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\ndata: {train: d.jsonl}\n")
     code, out, _ = cli("validate", recipe)
     assert code == 1 and "d.jsonl:1: the file is UTF-16" in out and "save it as UTF-8" in out
+
+
+@pytest.mark.parametrize("name", ["d.parquet", "d.json"])
+def test_validate_names_the_file_of_a_bad_row(tmp_path, cli, name):
+    """A bad Parquet row or JSON record is located with its file, as a JSONL line is (`d.jsonl:3`): it
+    said only 'row 2: missing 'completion''."""
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": None}]
+    if name.endswith(".parquet"):
+        pytest.importorskip("datasets").Dataset.from_list(rows).to_parquet(str(tmp_path / name))
+    else:
+        (tmp_path / name).write_text(json.dumps(rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"task: chat\nmodel: {{base: Qwen/Qwen2.5-0.5B-Instruct}}\ndata: {{train: {name}, "
+                      f"format: prompt_completion}}\nbudget: {{gpu: L4}}\n")
+    code, out, err = cli("validate", recipe)
+    word = "row" if name.endswith(".parquet") else "record"
+    assert code != 0 and f"{name} {word} 2: " in out + err, out + err
+
+
+def test_a_template_that_renders_an_empty_completion_is_caught_before_the_run(tmp_path, cli):
+    """`recipe run` refuses a record whose completion template renders empty; validate said ok and the plan
+    counted it (3 examples where the run, with data.on_error: skip, trains on 2)."""
+    (tmp_path / "d.csv").write_text("q,a\nhello,world\nfoo,\nbar,baz\n")
+    recipe = tmp_path / "r.yaml"
+    text = ("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\nbudget: {gpu: L4}\ndata: {train: d.csv, "
+            "format: template, template: {prompt: 'Q: {{ q }}', completion: ' {{ a }}'}%s}\n")
+    recipe.write_text(text % "")
+    code, out, err = cli("validate", recipe)
+    assert code != 0 and "d.csv:3: the completion template renders empty" in out + err, out + err
+    code, out, err = cli("plan", recipe)
+    assert code != 0 and "d.csv:3: the completion template renders empty" in out + err, out + err
+    recipe.write_text(text % ", on_error: skip")
+    code, out, err = cli("plan", recipe, "--format", "json")
+    assert code == 0 and json.loads(out)["data"]["examples"] == 2, out + err
+
+
+def test_json_lines_in_a_json_file_is_named_as_such(tmp_path, cli):
+    """A .json file holding JSON Lines (as `datasets` writes with to_json) said 'record 2: invalid JSON
+    (Extra data)'; it says what the file holds and what to do."""
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    (tmp_path / "d.json").write_text((chat + "\n") * 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\nmodel: {base: Qwen/Qwen2.5-0.5B-Instruct}\ndata: {train: d.json}\nbudget: {gpu: L4}\n")
+    code, out, err = cli("validate", recipe)
+    assert code != 0 and "holds JSON Lines (one record per line), not a JSON array of records: rename it d.jsonl" \
+        in out + err and "Extra data" not in out + err, out + err
+    with pytest.raises(RecipeError) as info:
+        read_records(tmp_path / "d.json", "d.json", "chat")
+    assert "rename it d.jsonl" in info.value.message
+    (tmp_path / "d.json").write_text("[" + chat + "]\n{")  # a broken array stays a JSON error
+    assert "invalid JSON" in cli("validate", recipe)[1]

@@ -206,6 +206,8 @@ def test_kto_and_orpo_train(cli, project, objective):
     assert plan["preference"]["objective"] == objective
     report = json.loads((project.parent / "runs" / "preference" / "run_report.json").read_text())
     assert report["measured"]["tokens"] > 0 and report["measured"]["tokens_per_second"] > 0  # counted, not 0
+    examples = report["planned_vs_measured"]["examples"]
+    assert examples["planned"] == examples["measured"] == report["data"]["train_examples"], examples
 
 
 def test_kto_held_out_rows_are_paired_by_prompt():

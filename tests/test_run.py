@@ -117,6 +117,18 @@ def test_truncated_examples_are_counted(cli, project):
     data = report(project)["data"]
     assert 0 < data["train_truncated"] < 48
     assert 0 < data["train_dropped"] <= data["train_truncated"]  # answers cut off entirely are dropped
+    # said where a user looks, not only in the JSON: the log warns, the report's data line counts them
+    dropped = data["train_dropped"]
+    assert f"warning: {dropped} of {data['train_examples']} training examples are left out" in out + err, out + err
+    md = (project.parent / "runs" / "quickstart" / "run_report.md").read_text()
+    assert f"{dropped} left out: truncation cut their whole answer" in md, md
+    # the plan counted every example; the report sets the two side by side and the log says they differ
+    full = report(project)["planned_vs_measured"]["examples"]
+    assert full == {"planned": data["train_examples"], "measured": data["train_examples"] - dropped}, full
+    assert f"| training examples | {full['planned']} | {full['measured']} |" in md, md
+    assert report(project)["planned_vs_measured"]["steps"] == {"planned": 1, "measured": 1}
+    assert f"the plan counted {full['planned']} training examples (tokenizer); this run trains on " \
+           f"{full['measured']}" in out + err, out + err
 
 
 def test_truncation_that_leaves_nothing_is_a_clear_error(cli, project):

@@ -105,3 +105,123 @@ def test_the_sample_is_tokenized_with_a_cached_hub_tokenizer(offline_hub):
     assert counted.counted_with == "tokenizer"
     # 20 + 3 words, 2 messages x 5 and 8 overhead: 41 tokens; characters / 4 gives more
     assert counted.tokens_per_example == 41 and heuristic.tokens_per_example > 41
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.02, 0.5])
+def test_eval_fraction_of_a_plain_file_holds_out_what_the_run_holds_out(tmp_path, fraction):
+    """The plan counts the training examples `recipe run` keeps after data.eval_fraction's split:
+    24 records at 0.15 hold out 4 (not 3), at 0.02 one (not none)."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "d.jsonl").write_text((json.dumps(row) + "\n") * 24)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + f"data:\n  train: d.jsonl\n  eval_fraction: {fraction}\n"
+                      "training: {batch_size: 4, micro_batch_size: 4, epochs: 1}\n")
+    plan = compile_file(str(recipe)).plan
+    records, _ = data_mod.read_sources(plan.recipe, tmp_path)
+    assert plan.data.examples == len(records.rows) == 24 - len(records.held_out)
+    assert plan.training.steps == -(-len(records.rows) // 4)
+
+
+def test_a_source_whose_records_are_all_bad_says_why(cli, tmp_path):
+    """With data.on_error: skip (and in validate's sample of a listed source) a source with no usable
+    record said only 'no usable records (all 3 were bad)': it shows the first bad record and what is wrong."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 3)
+    (tmp_path / "pc.jsonl").write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: [pc.jsonl, chat.jsonl]\n  format: prompt_completion\n"
+                      "  on_error: skip\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "chat.jsonl: no usable records (all 3 were bad; chat.jsonl:1: missing 'prompt'" in out + err, \
+        out + err
+
+
+def test_a_plain_file_with_no_usable_record_is_an_error_even_with_skip(cli, tmp_path):
+    """validate said 'ok' (a warning) for a file whose every record is bad under data.on_error: skip;
+    `recipe plan` and `recipe run` then refused it."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: chat.jsonl\n  format: prompt_completion\n"
+                      "  on_error: skip\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "no usable record is left" in out + err and "warning:" not in out + err, out + err
+    with pytest.raises(RecipeError):
+        compile_file(str(recipe))
+    (tmp_path / "chat.jsonl").write_text((json.dumps(row) + "\n") * 2 + json.dumps({"prompt": "a", "completion": "b"}))
+    code, out, err = cli("validate", str(recipe))  # one usable record: skipping the others is a warning
+    assert code == 0 and "warning:" in out + err, out + err
+
+
+@pytest.mark.parametrize("train", ["d.jsonl", "[d.jsonl]"])
+def test_the_plan_counts_the_system_prompt_the_run_adds(tmp_path, train):
+    """data.system_prompt is added to every conversation without a system message; the plan's tokens per
+    example left it out (and a cached count of the file without it was reused)."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "d.jsonl").write_text((json.dumps(row) + "\n") * 4)
+    recipe = tmp_path / "r.yaml"
+    base = "task: chat\n" + HEAD + f"data:\n  train: {train}\n"
+    recipe.write_text(base)
+    without = compile_file(str(recipe)).plan.data.tokens_per_example
+    recipe.write_text(base + "  system_prompt: " + "Answer in one short sentence. " * 14 + "\n")  # 420 characters
+    plan = compile_file(str(recipe)).plan
+    records, _ = data_mod.read_sources(plan.recipe, tmp_path)
+    assert records.rows[0]["messages"][0]["role"] == "system"
+    assert plan.data.tokens_per_example >= without + 100, (without, plan.data.tokens_per_example)
+
+
+def test_max_examples_of_a_hub_source_with_bad_rows_counts_usable_ones(offline_hub):
+    """`recipe run` takes a source's first max_examples usable records, reading past bad ones: 3 bad
+    rows then 20 good with max_examples 10 train on 10; the plan said 7."""
+    good = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    _hub(offline_hub, "mixed", [{"messages": []}] * 3 + [good] * 20)
+    recipe = offline_hub / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/mixed, max_examples: 10}\n"
+                      "  on_error: skip\n")
+    plan = compile_file(str(recipe)).plan
+    records, report = data_mod.read_sources(plan.recipe, offline_hub)
+    assert plan.data.examples == len(records.rows) == 10 and report[0]["skipped"] == 3
+
+
+def test_a_hub_dataset_with_several_subsets_asks_for_one(cli, offline_hub):
+    """datasets' 'Config name is missing.' (its first line) left out which subsets there are."""
+    repo = offline_hub / "hub" / "datasets--acme--langs"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    snap = repo / "snapshots" / COMMIT
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    for lang, n in (("en", 3), ("fr", 5)):
+        (snap / lang).mkdir(parents=True)
+        datasets.Dataset.from_list([row] * n).to_parquet(str(snap / lang / "train-00000-of-00001.parquet"))
+    (snap / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {lang}\n  data_files:\n  - split: train\n    path: {lang}/*.parquet\n" for lang in ("en", "fr"))
+        + "---\n")
+    recipe = offline_hub / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/langs}\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code != 0 and "hf://acme/langs: it has several subsets (en, fr); choose one with subset: NAME" in out + err, \
+        out + err
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: {hub: acme/langs, subset: fr}\n")
+    plan = compile_file(str(recipe)).plan
+    assert plan.data.examples == 5 == len(data_mod.read_sources(plan.recipe, offline_hub)[0].rows)
+
+
+def test_a_file_read_twice_or_also_held_out_is_a_warning(cli, tmp_path):
+    """A glob and a file it matches, or a training file given as data.eval too: validate said ok, and the
+    run's held-out set held examples it trained on."""
+    row = {"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello!"}]}
+    (tmp_path / "d").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "d" / f"{name}.jsonl").write_text((json.dumps(row) + "\n") * 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: ['d/*.jsonl', d/a.jsonl]\n  eval_fraction: 0.2\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0 and "data.train[1]: warning: d/a.jsonl is read by d/*.jsonl too: its examples count twice; " \
+                         "data.eval_fraction's held-out examples" in out + err, out + err
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: 'd/*.jsonl'\n  eval: d/b.jsonl\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0 and "data.eval: warning: d/b.jsonl is in data.train (d/*.jsonl) and data.eval" in out + err, \
+        out + err
+    recipe.write_text("task: chat\n" + HEAD + "data:\n  train: d/a.jsonl\n  eval: d/b.jsonl\n")
+    code, out, err = cli("validate", str(recipe))
+    assert code == 0 and "warning:" not in out + err, out + err
