@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..schemas.money import usd as format_usd
+from ..schemas.recipe import KTO_MIN_MICRO_BATCH
 from .architecture import Architecture
 from .hardware import Candidate
 from .memory import MemoryEstimate, StepShape, estimate
@@ -56,6 +57,8 @@ def fit_step(base: StepShape, arch: Architecture, gpu: Candidate, count: int, ba
     without it, then the largest micro batch. Falls back to the smallest configuration (not fitting)."""
     per_device = max(1, batch_size // count)
     sizes = [pinned_mbs] if pinned_mbs else list(reversed(_powers_of_two(per_device)))
+    least = KTO_MIN_MICRO_BATCH if base.objective == "kto" else 1  # KTO's KL term needs a neighbour in the batch
+    sizes = [s for s in sizes if s >= least] or [least]
     checkpointing = [pinned_gc] if pinned_gc is not None else [False, True]
     capacity = gpu.memory_bytes * margin
     smallest = None

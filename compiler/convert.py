@@ -82,6 +82,7 @@ class Converter:
         self.system_prompt = system_prompt
         self.roles = {**SHAREGPT_ROLES, **(roles or {})}
         self.templates = None
+        self.form: Optional[str] = None  # preference / kto: the first good record's form, which the others keep
         if fmt == "template":  # sandboxed, with limits on ranges, sizes and time (compiler/templates.py)
             from .templates import compile_pair
 
@@ -126,6 +127,7 @@ class Converter:
             from . import pairs
 
             out = pairs.preference(row) if self.fmt == "preference" else pairs.kto(row)
+            self.form = pairs.same_form(out, self.form)
             if self.system_prompt and isinstance(out["prompt"], list):
                 out["prompt"] = _with_system(out["prompt"], self.system_prompt)
             return out

@@ -81,6 +81,9 @@ def preference(row: dict) -> dict:
                          "three")
     if _text(chosen).strip() == _text(rejected).strip():
         raise ValueError("'chosen' and 'rejected' are identical: the pair teaches nothing")
+    if isinstance(prompt, str) and all(side.lstrip().startswith(prompt.strip()) for side in (chosen, rejected)):
+        raise ValueError("'chosen' and 'rejected' both repeat the prompt: give only the replies (the prompt is put "
+                         "before each of them in training)")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
@@ -121,6 +124,17 @@ def kto(row: dict) -> dict:
     elif isinstance(completion, list):
         raise ValueError("'prompt' is a string but 'completion' is a message list: use one form for both")
     return {"prompt": prompt, "completion": completion, "label": LABELS[key]}
+
+
+def same_form(row: dict, form):
+    """The record's form ("conversational" or "plain"); ValueError when it is not `form`, the first
+    record's (trl, and Arrow under it, cannot hold string and message-list prompts in one data set)."""
+    mine = "conversational" if isinstance(row.get("prompt"), list) else "plain"
+    if form is not None and mine != form:
+        shape = {"conversational": "message lists", "plain": "strings"}
+        raise ValueError(f"this record is {mine} ({shape[mine]}) but the file's first records are {form} "
+                         f"({shape[form]}): use one form for every record of a file")
+    return mine
 
 
 def kind(fmt: str, row: dict) -> str:

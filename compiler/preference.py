@@ -56,11 +56,12 @@ def doubled(shape):
 
 
 def reference_weight_bytes(arch: Architecture, shape) -> int:
-    """A second model, loaded in the policy's dtype (fp32 master weights under full fine-tuning);
-    under FSDP / ZeRO-3 trl shards it across the ranks as it does the policy."""
+    """A second model, loaded in the policy's dtype (fp32 master weights under full fine-tuning, bf16
+    ones under bf16-pure); under FSDP / ZeRO-3 trl shards it across the ranks as it does the policy."""
     if shape.reference != "second_model":
         return 0
-    per = 4 if shape.method == "full" or shape.precision == "fp32" else 2
+    fp32 = (shape.method == "full" and shape.precision != "bf16-pure") or shape.precision == "fp32"
+    per = 4 if fp32 else 2
     total = parameter_count(arch).total * per
     return total // shape.processes if shape.shards_weights else total  # trl shards it like the policy
 
@@ -162,6 +163,7 @@ def plan_section(recipe, arch: Architecture, shape, memory_estimate, estimate_sf
             f"against {sft.allocated_peak_bytes / gib:.2f} GiB for SFT at the same micro batch ({ratio:.2f}x)")
     loss = (recipe.training.loss_type or "sigmoid") if shape.objective == "dpo" else None
     section = PreferencePlan(objective=shape.objective, beta=recipe.training.beta, loss_type=loss,
+                             label_smoothing=recipe.training.label_smoothing if loss else None,
                              sequences_per_example=SEQUENCES_PER_EXAMPLE[shape.objective], reference=shape.reference,
                              precompute_ref_log_probs=precompute, sft_allocated_peak_bytes=sft.allocated_peak_bytes,
                              note=note)

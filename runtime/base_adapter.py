@@ -38,8 +38,12 @@ def apply(plan, plan_dir: Path, model, load_model, run_dir: Path, log=print):
         log(f"model: {path} stacked on the base, trained further")
         return _load(model, path, trainable=True)
     if plan.method not in ("qlora", "qdora"):
+        merged = _load(model, path, trainable=False).merge_and_unload()
+        if plan.method == "full":  # PEFT froze the base's weights; full fine-tuning trains every one
+            log(f"model: {path} merged into the base, every weight trained")
+            return merged.requires_grad_(True)
         log(f"model: {path} merged into the base; a new adapter trains on top")
-        return _load(model, path, trainable=False).merge_and_unload()
+        return merged
     import torch
 
     from . import text_model

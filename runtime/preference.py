@@ -50,6 +50,8 @@ def config(plan, sft_args, objective: str):
     shared["beta"] = p.beta
     if objective == "dpo":
         shared["loss_type"] = [p.loss_type or "sigmoid"]
+        if p.label_smoothing is not None:
+            shared["label_smoothing"] = p.label_smoothing
     if objective in ("dpo", "kto"):
         shared["precompute_ref_log_probs"] = p.precompute_ref_log_probs
     if objective == "orpo":
@@ -64,27 +66,54 @@ def build(plan, model, tokenizer, train_rows: list, eval_rows: list, sft_args, p
     objective = plan.preference.objective
     _, Trainer = trainer_classes(objective)
     if objective == "kto":
-        from ..compiler.pairs import check_kto_balance
-
-        from ..compiler.sources import describe, parse
-
-        check_kto_balance(train_rows, describe(parse(plan.recipe.data.train, plan.recipe.data.format)))
+        check_data(plan, train_rows)
         if plan.training.micro_batch_size < 2:
             raise RecipeError("training.micro_batch_size: KTO needs at least 2 (its KL term pairs each example with "
                               "another in the same micro batch)")
+    one_form(train_rows, "train")
+    one_form(eval_rows, "eval")
     from peft import PeftModel
 
     kwargs = dict(model=model, args=config(plan, sft_args, objective), train_dataset=Dataset.from_list(train_rows),
                   eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
                   peft_config=None if isinstance(model, PeftModel) else peft_config, callbacks=callbacks)
     if objective in ("dpo", "kto"):
-        kwargs["ref_model"] = None  # adapter: disabled for the reference; full: trl loads or precomputes it
+        kwargs["ref_model"] = _merged_reference(plan, model)
     if objective == "orpo":
         Trainer = _counting_pairs(Trainer)
     try:
         return Trainer(**kwargs)
     except ValueError as exc:  # trl's own checks of a combination of settings
         raise RecipeError(f"trl's {Trainer.__name__} refuses these settings: {exc}") from None
+
+
+def check_data(plan, train_rows: list) -> None:
+    """What the training data must hold beyond each record being good: KTO needs both labels."""
+    if plan.preference.objective != "kto":
+        return
+    from ..compiler.pairs import check_kto_balance
+    from ..compiler.sources import describe, parse
+
+    check_kto_balance(train_rows, describe(parse(plan.recipe.data.train, plan.recipe.data.format)))
+
+
+def _merged_reference(plan, model):
+    """None (adapter: disabled for the reference; full: trl loads or precomputes it), except for full
+    fine-tuning from a merged adapter with a second model: trl would load the reference from the base's
+    path, without the adapter, so the reference is a frozen copy of the merged model instead."""
+    if plan.preference.reference != "second_model" or plan.recipe.model.adapter is None:
+        return None
+    import copy
+
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def one_form(rows: list, key: str) -> None:
+    """Each file's records keep one form (compiler/pairs.same_form); sources of data.train (or eval)
+    must too: trl cannot hold string and message-list prompts in one data set."""
+    if len({isinstance(r["prompt"], list) for r in rows}) > 1:
+        raise RecipeError(f"data.{key}: its sources mix plain (string) and conversational (message-list) records; "
+                          f"use one form in all of them")
 
 
 def _counting_pairs(Trainer):

@@ -6,7 +6,7 @@
 - mean_reward_margin and reward_accuracy: DPO's implicit reward, beta x (log-ratio to the reference
   of chosen - of rejected), where the model carries an adapter (the reference is the model with its
   adapter disabled, or the frozen "ref" copy of an adapter trained further). For the base model the
-  margin is 0 by definition.
+  margin is 0 by definition. ORPO, which has no reference, gets none.
 
 KTO held-out data ({prompt, completion, label}) is paired by prompt: each desirable completion
 against each undesirable one to the same prompt.
@@ -44,6 +44,11 @@ def _ids(tokenizer, prompt, completion, max_len: int) -> tuple[list[int], int]:
         head = tokenizer(prompt)["input_ids"]
         full = head + tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return full[:max_len], min(len(head), max_len)
+
+
+def _has_reply(tokenizer, prompt, completion, max_len: int) -> bool:
+    ids, head = _ids(tokenizer, prompt, completion, max_len)
+    return len(ids) > head
 
 
 def sequence_logps(model, tokenizer, items: list[tuple], max_len: int, batch_size: int = 8) -> list[float]:
@@ -87,16 +92,20 @@ def _reference(model):
 
 
 def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8) -> Optional[dict]:
+    max_len = plan.training.max_seq_len
     triples = pairs_of(rows)
+    scorable = [t for t in triples if all(_has_reply(tokenizer, t[0], side, max_len) for side in t[1:])]
+    skipped = len(triples) - len(scorable)  # as trl drops them: the prompt fills max_seq_len
+    triples = scorable
     if not triples:
         return None
     was_training = model.training
     model.eval()
-    max_len = plan.training.max_seq_len
     items = [(p, c) for p, c, _ in triples] + [(p, r) for p, _, r in triples]
     try:
         logps = sequence_logps(model, tokenizer, items, max_len, batch_size)
-        reference = _reference(model)
+        has_reference = plan.preference is None or plan.preference.reference != "none"  # ORPO has none
+        reference = _reference(model) if has_reference else None
         ref_logps = None
         if reference is not None:
             with reference():
@@ -108,7 +117,7 @@ def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8
     margins = [c - r for c, r in zip(chosen, rejected)]
     correct = sum(1 for m in margins if m > 0)
     details = {"score": correct / n, "correct": correct, "total": n, "mean_logp_margin": sum(margins) / n,
-               "mean_reward_margin": None, "reward_accuracy": None}
+               "mean_reward_margin": None, "reward_accuracy": None, "skipped_truncated": skipped}
     if ref_logps is not None:
         beta = plan.preference.beta if plan.preference else plan.recipe.training.beta
         rewards = [beta * ((c - rc) - (r - rr)) for c, r, rc, rr in zip(chosen, rejected, ref_logps[:n], ref_logps[n:])]
@@ -122,3 +131,36 @@ def evaluate_pairs(plan, model, tokenizer, rows: list[dict], batch_size: int = 8
                          "prediction": f"{'chosen' if m > 0 else 'rejected'} preferred (log-prob margin {m:+.2f})"})
     return {"metric": "preference_accuracy", "score": details["score"], "details": details, "examples": examples,
             "examples_scored": n, "max_new_tokens": 0}
+
+
+def against_base(plan, base: Optional[dict], tuned: Optional[dict]) -> None:
+    """Full fine-tuning: the reference is the base model, scored on the same pairs before training,
+    so the mean reward margin is beta x the change in the mean log-prob margin (a mean is linear).
+    Filled in where the tuned model had no adapter to disable; reward_accuracy, per pair, stays None."""
+    p = plan.preference
+    if not base or not tuned or p is None or p.reference == "none":
+        return
+    b, t = base["details"], tuned["details"]
+    if t.get("mean_reward_margin") is not None or b.get("total") != t.get("total"):
+        return
+    t["mean_reward_margin"] = p.beta * (t["mean_logp_margin"] - b["mean_logp_margin"])
+    b["mean_reward_margin"] = 0.0
+
+
+def check_scorable(plan, rows: list[dict], log) -> None:
+    """KTO held-out records are scored in pairs, by prompt. When none pairs, say so before training:
+    a RecipeError when eval.min_score would gate on the score, else a warning."""
+    from .evaluate import MAX_EXAMPLES
+
+    if not rows or "chosen" in rows[0] or pairs_of(rows[:MAX_EXAMPLES]):
+        return
+    where = "data.eval" if plan.recipe.data.eval else "the held-out split of data.train"
+    what = (f"{where}: none of the {len(rows[:MAX_EXAMPLES])} held-out KTO records' prompts has both a desirable and "
+            f"an undesirable completion, so preference_accuracy (is the desirable one more likely?) has no pair "
+            f"to score")
+    if plan.recipe.eval.min_score is not None:
+        from ..schemas.errors import RecipeError
+
+        raise RecipeError(f"{what}; eval.min_score cannot be checked: give some prompts a completion of each kind "
+                          f"in the held-out data, or remove eval.min_score")
+    log(f"warning: {what}; held-out scoring is skipped")

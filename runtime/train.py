@@ -306,6 +306,12 @@ def prepare(plan: Plan, plan_dir: Path, log=print) -> Session:
         f"{counts['eval_examples']} held out; trained as {kind}")
     if counts["duplicates_in_eval"]:
         log(f"warning: {counts['duplicates_in_eval']} held-out examples also appear in the training data")
+    if plan.preference is not None:  # before the model loads
+        from .preference import check_data
+        from .preference_eval import check_scorable
+
+        check_data(plan, train_rows)
+        check_scorable(plan, eval_rows, log)
     model = _model(plan, model_dir, device)
     run_dir_existed, checkpoints_existed = run_dir.exists(), (run_dir / "checkpoints").exists()
     stacked = plan.recipe.model.adapter is not None and plan.recipe.model.adapter_mode == "stack"
@@ -495,6 +501,10 @@ def _train(plan: Plan, plan_dir: Path, session: "Session", resume: bool, log) ->
     if session.eval_rows and not state["stop"] and not sharded:
         log("scoring the tuned model on the held-out set")
         evaluation["tuned"] = evaluate(plan, trainer.model, session.tokenizer, session.eval_rows, schema, batch)
+        if plan.preference is not None:
+            from .preference_eval import against_base
+
+            against_base(plan, evaluation.get("baseline"), evaluation["tuned"])
     if not state["stop"]:
         evaluation["gate"] = gate(plan, evaluation.get("tuned"))
     curve = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}

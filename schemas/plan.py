@@ -93,6 +93,7 @@ class PreferencePlan(Frozen):
     objective: str  # dpo | orpo | kto
     beta: float
     loss_type: Optional[str] = None
+    label_smoothing: Optional[float] = None  # DPO's exo_pair / robust: the share of pairs assumed flipped
     sequences_per_example: int  # chosen and rejected (or completion and KL completion) in one batch
     reference: str  # adapter_disabled | second_model | precomputed | none
     precompute_ref_log_probs: bool

@@ -30,6 +30,8 @@ Objective = Literal["sft", "dpo", "orpo", "kto"]
 # trl 1.16 DPOConfig.loss_type
 DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
+KTO_MIN_MICRO_BATCH = 2  # KTO's KL term pairs each example with another of its micro batch
+SMOOTHED_LOSSES = ("exo_pair", "robust")  # the DPO losses that read trl's label_smoothing
 PREFERENCE_FORMATS = ("preference", "kto")
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
@@ -272,6 +274,9 @@ class TrainingSpec(Section):
     beta: PositiveFloat = Field(0.1, description="Preference objectives: how far from the reference (dpo, kto) "
                                                  "or the odds-ratio weight (orpo)")
     loss_type: Optional[DpoLoss] = Field(None, description="DPO loss variant (trl's loss_type); default sigmoid")
+    label_smoothing: Optional[float] = Field(
+        None, ge=0, lt=0.5, description="DPO loss_type exo_pair or robust: the share of pairs assumed mislabelled "
+                                        "(needed by both; the EXO paper recommends 0.001)")
     precompute_ref_log_probs: AutoBool = Field(
         "auto", description="Score the reference once before training (auto: when the plan says it saves memory)")
 
@@ -280,6 +285,14 @@ class TrainingSpec(Section):
         problems = []
         if self.loss_type is not None and self.objective not in (None, "dpo"):
             problems.append(("loss_type", f"training.loss_type is a DPO setting (objective is '{self.objective}')"))
+        smoothed = self.loss_type in SMOOTHED_LOSSES
+        if smoothed and not self.label_smoothing:
+            problems.append(("loss_type", f"loss_type {self.loss_type} needs training.label_smoothing > 0 (the share "
+                                          f"of pairs assumed mislabelled; the EXO paper recommends 0.001)"
+                                          + (": at 0 robust is plain sigmoid" if self.loss_type == "robust" else "")))
+        if self.label_smoothing is not None and not smoothed:
+            problems.append(("label_smoothing", f"training.label_smoothing is used only by DPO's loss_type exo_pair "
+                                                f"and robust (loss_type is {self.loss_type or 'sigmoid'})"))
         mbs = self.micro_batch_size
         if isinstance(mbs, int) and mbs > self.batch_size:
             problems.append(("micro_batch_size", f"micro_batch_size {mbs} is larger than batch_size "
@@ -443,6 +456,22 @@ def _preference_rules(recipe: "Recipe") -> list[tuple[str, str]]:
                                                f"preference); kto data trains with objective kto"))
     if preference and fmt == "preference" and objective == "kto":
         problems.append(("data.format", "objective 'kto' trains on unpaired data: data.format: kto"))
+    resolved, t = objective_of(recipe), recipe.training
+    if t.loss_type is not None and objective is None and resolved == "sft":
+        problems.append(("training.loss_type", "training.loss_type is a DPO setting (the objective is sft; DPO "
+                                               "needs task: preference)"))
+    if isinstance(t.precompute_ref_log_probs, bool) and resolved not in ("dpo", "kto"):
+        problems.append(("training.precompute_ref_log_probs", f"objective {resolved} has no reference model to "
+                                                              f"precompute (only dpo and kto have one): remove it"))
+    if preference and resolved == "kto":
+        mbs = recipe.training.micro_batch_size
+        if isinstance(mbs, int) and mbs < KTO_MIN_MICRO_BATCH:
+            problems.append(("training.micro_batch_size", f"KTO needs a micro batch of at least {KTO_MIN_MICRO_BATCH} "
+                                                          f"(its KL term pairs each example with another of the same "
+                                                          f"micro batch)"))
+        elif recipe.training.batch_size < KTO_MIN_MICRO_BATCH:
+            problems.append(("training.batch_size", f"KTO needs a batch of at least {KTO_MIN_MICRO_BATCH} (its KL "
+                                                    f"term pairs each example with another of the same micro batch)"))
     metric = recipe.eval.metric
     if preference and metric not in (None, "preference_accuracy"):
         problems.append(("eval.metric", f"task 'preference' is scored with preference_accuracy, not '{metric}'"))

@@ -38,15 +38,46 @@ def test_preference_recipe_is_valid_and_defaults_to_dpo(tmp_path):
     assert any(d.what == "reference" for d in plan.decisions)
 
 
+def test_label_smoothing_reaches_the_plan_for_exo_pair_and_robust(tmp_path):
+    for loss in ("exo_pair", "robust"):
+        path = write(tmp_path, f"training:\n  loss_type: {loss}\n  label_smoothing: 0.001\n")
+        assert problems(path) == []
+        p = compile_file(path).plan.preference
+        assert p.loss_type == loss and p.label_smoothing == 0.001
+
+
 @pytest.mark.parametrize("body,line,key,words", [
     ("training:\n  objective: kto\n", 6, "data.format", "unpaired"),
     ("training:\n  loss_type: ipo\n  objective: orpo\n", 10, "training.loss_type", "DPO setting"),
     ("eval:\n  metric: exact_match\n", 10, "eval.metric", "preference_accuracy"),
     ("training:\n  loss_type: sideways\n", 10, "training.loss_type", "sigmoid"),
+    # trl refuses exo_pair without label smoothing (the run failed after loading the model) and robust
+    # without it is sigmoid; the recipe had no way to set it
+    ("training:\n  loss_type: exo_pair\n", 10, "training.loss_type", "training.label_smoothing"),
+    ("training:\n  loss_type: robust\n", 10, "training.loss_type", "training.label_smoothing"),
+    ("training:\n  loss_type: ipo\n  label_smoothing: 0.1\n", 11, "training.label_smoothing", "exo_pair"),
+    ("training:\n  loss_type: robust\n  label_smoothing: 0.5\n", 11, "training.label_smoothing", "0.5"),
 ])
 def test_recipe_mistakes_are_located(tmp_path, body, line, key, words):
     found = problems(write(tmp_path, body))
     assert any(ln == line and path == key and words in msg for ln, path, msg in found), found
+
+
+@pytest.mark.parametrize("objective,setting,key", [
+    ("orpo", "precompute_ref_log_probs: true", "training.precompute_ref_log_probs"),
+    (None, "precompute_ref_log_probs: false", "training.precompute_ref_log_probs"),
+    (None, "loss_type: ipo", "training.loss_type"),
+])
+def test_reference_and_loss_settings_where_nothing_reads_them_are_located(tmp_path, objective, setting, key):
+    """A pinned precompute_ref_log_probs on ORPO (no reference) or on SFT, or a DPO loss_type on an SFT
+    task, was silently dropped."""
+    body = "training:\n" + (f"  objective: {objective}\n" if objective else "") + f"  {setting}\n"
+    path = write(tmp_path, body)
+    if objective is None:
+        text = open(path).read().replace("task: preference", "task: chat").replace("format: preference", "format: chat")
+        open(path, "w").write(text)
+    found = problems(path)
+    assert any(k == key and ("no reference" in m or "DPO setting" in m) for _, k, m in found), found
 
 
 def test_preference_data_needs_the_preference_task(tmp_path):
@@ -90,12 +121,44 @@ def test_pairs_convert_to_trl_format(tmp_path):
     whole = {"chosen": CHAT + [{"role": "assistant", "content": "shipping"}],
              "rejected": CHAT + [{"role": "assistant", "content": "billing"}]}
     path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in (PAIR, whole, {"prompt": CHAT, "chosen": "a", "rejected": "b"})))
+    path.write_text("\n".join(json.dumps(r) for r in (whole, {"prompt": CHAT, "chosen": "a", "rejected": "b"})))
     records = read_records(path, "pairs.jsonl", "preference")
     assert records.kind == "preference"
-    assert records.rows[0] == PAIR
-    assert records.rows[1] == {"prompt": CHAT, "chosen": whole["chosen"][-1:], "rejected": whole["rejected"][-1:]}
-    assert records.rows[2]["chosen"] == [{"role": "assistant", "content": "a"}]
+    assert records.rows[0] == {"prompt": CHAT, "chosen": whole["chosen"][-1:], "rejected": whole["rejected"][-1:]}
+    assert records.rows[1]["chosen"] == [{"role": "assistant", "content": "a"}]
+    path.write_text(json.dumps(PAIR))
+    assert read_records(path, "pairs.jsonl", "preference").rows == [PAIR]
+
+
+@pytest.mark.parametrize("fmt,first,second", [
+    ("preference", PAIR, {"prompt": CHAT, "chosen": "a", "rejected": "b"}),
+    ("preference", {"prompt": CHAT, "chosen": "a", "rejected": "b"}, PAIR),
+    ("kto", {"prompt": "hi", "completion": "hello", "label": True},
+     {"prompt": CHAT, "completion": "go away", "label": False}),
+])
+def test_plain_and_conversational_records_in_one_file_are_located(tmp_path, fmt, first, second):
+    """trl (and Arrow) cannot hold a string prompt and a message-list prompt in one data set: `recipe
+    run` crashed in datasets with a traceback, after validate and plan had passed."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    with pytest.raises(RecipeError) as exc:
+        read_records(path, "pairs.jsonl", fmt)
+    assert "pairs.jsonl:2: " in exc.value.message and "one form" in exc.value.message, exc.value.message
+    found = problems(write(tmp_path, "", rows=(first, second), fmt=fmt,
+                           ) if fmt == "preference" else write(tmp_path, "training:\n  objective: kto\n",
+                                                                 rows=(first, second), fmt=fmt))
+    assert any(k == "data.train" and "pairs.jsonl:2" in m and "one form" in m for _, k, m in found), found
+
+
+def test_a_prompt_repeated_at_the_start_of_both_replies_is_located(tmp_path):
+    """trl puts the prompt before each reply: a reply that repeats it trains on the prompt twice."""
+    row = {"prompt": "Classify: my parcel is late", "chosen": "Classify: my parcel is late shipping",
+           "rejected": "Classify: my parcel is late\nbilling"}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(PAIR) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(RecipeError) as exc:
+        read_records(path, "pairs.jsonl", "preference")
+    assert "pairs.jsonl:2: " in exc.value.message and "repeat the prompt" in exc.value.message, exc.value.message
 
 
 def test_kto_records(tmp_path):
@@ -162,3 +225,18 @@ def test_orpo_holds_full_logits(tmp_path):
     vocab = orpo.model.vocab_size
     assert orpo.memory.components["logits_and_loss"] == 2 * 4 * 1024 * vocab * (2 + 4 + 4)
     assert orpo.memory.allocated_peak_bytes > dpo.memory.allocated_peak_bytes
+
+
+KTO_ROWS = ({"prompt": "hi", "completion": "hello", "label": True}, {"prompt": "hi", "completion": "go", "label": False})
+
+
+def test_kto_never_plans_a_micro_batch_of_one(tmp_path):
+    """KTO's KL term pairs each example with another of its micro batch: the runtime refuses a micro
+    batch of 1 (after loading the model), yet the plan pinned or chose one (LoRA 8B on an L4)."""
+    body = ("method:\n  name: lora\ntraining:\n  max_seq_len: 2048\n  batch_size: 16\n  micro_batch_size: 1\n"
+            "budget:\n  gpu: L4\n  max_gpus: 1\n")
+    found = problems(write(tmp_path, body, rows=KTO_ROWS, fmt="kto"))
+    assert any(k == "training.micro_batch_size" and "KTO" in m for _, k, m in found), found
+    plan = compile_file(write(tmp_path, body.replace("  micro_batch_size: 1\n", ""), rows=KTO_ROWS, fmt="kto")).plan
+    assert plan.preference.objective == "kto" and plan.training.micro_batch_size >= 2
+

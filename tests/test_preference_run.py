@@ -99,6 +99,17 @@ def test_with_an_adapter_no_second_model_is_built_for_the_reference(project, mon
     assert [kind for kind, _ in counted.loads] == ["from_pretrained", "create_model_from_path"]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-pure"])
+def test_the_planned_reference_weights_are_what_trl_holds(project, precision):
+    """trl builds the second model in the policy's dtype: bf16 under bf16-pure, where the plan counted
+    fp32 (twice the bytes)."""
+    plan, session = prepared(project, "method.name=full", "training.precompute_ref_log_probs=false",
+                             f"training.precision={precision}", "training.max_steps=1")
+    ref = session.trainer.ref_model
+    held = sum(p.numel() * p.element_size() for p in ref.parameters())
+    assert plan.memory.components["reference_weights"] == held, (precision, plan.memory.components, held)
+
+
 def test_full_fine_tuning_precomputes_the_reference(project, monkeypatch):
     counted = Constructions(monkeypatch)
     plan, session = prepared(project, "method.name=full", "training.max_steps=1")
@@ -148,6 +159,21 @@ def test_start_from_an_sft_adapter_merged_or_stacked(project):
     assert stacked.trainer.ref_model is None
 
 
+def test_full_fine_tuning_from_a_merged_adapter_keeps_it_in_the_reference(project):
+    """Without precomputing, trl built the reference from the base's path: the model before the SFT
+    adapter, so DPO pulled the policy towards the pre-SFT model instead of the one it starts from."""
+    import torch
+
+    _sft_adapter(project)
+    _, session = prepared(project, "model.adapter=sft-adapter", "method.name=full",
+                          "training.precompute_ref_log_probs=false", "training.max_steps=1")
+    policy, ref = session.trainer.model, session.trainer.ref_model
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert ref is not None and ref is not policy
+    assert torch.equal(dict(ref.named_parameters())[name], dict(policy.named_parameters())[name])
+    assert not any(p.requires_grad for p in ref.parameters())
+
+
 def test_qlora_starts_from_an_adapter_merged_in_full_precision(project):
     pytest.importorskip("bitsandbytes")
     _sft_adapter(project)
@@ -190,6 +216,107 @@ def test_kto_held_out_rows_are_paired_by_prompt():
     rows = [{"prompt": "a", "completion": "good", "label": True}, {"prompt": "a", "completion": "bad", "label": False},
             {"prompt": "a", "completion": "worse", "label": False}, {"prompt": "b", "completion": "x", "label": True}]
     assert pairs_of(rows) == [("a", "good", "bad"), ("a", "good", "worse")]
+
+
+def test_label_smoothing_reaches_trl(project, tmp_path):
+    from trl import SFTConfig
+
+    from recipe_ft.runtime.preference import config
+
+    plan, _ = plan_for_run(str(project), ["training.loss_type=exo_pair", "training.label_smoothing=0.001"], False)
+    args = config(plan, SFTConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, bf16=False), "dpo")
+    assert args.loss_type == ["exo_pair"] and args.label_smoothing == 0.001
+
+
+def test_full_fine_tuning_reports_the_reward_margin_against_the_base(project):
+    """Full fine-tuning's reference is the base, scored on the same pairs before training: the run
+    report had no reward margin at all for it (only adapters, disabled, gave one)."""
+    from recipe_ft.runtime.preference_eval import against_base
+
+    plan, _ = plan_for_run(str(project), ["method.name=full", "training.beta=0.5"], False)
+    base = {"details": {"total": 4, "mean_logp_margin": 2.0, "mean_reward_margin": None}}
+    tuned = {"details": {"total": 4, "mean_logp_margin": 5.0, "mean_reward_margin": None}}
+    against_base(plan, base, tuned)
+    assert tuned["details"]["mean_reward_margin"] == pytest.approx(1.5) and base["details"]["mean_reward_margin"] == 0
+    plan, _ = plan_for_run(str(project), ["method.name=full", "training.objective=orpo"], False)
+    tuned["details"]["mean_reward_margin"] = None
+    against_base(plan, base, tuned)  # ORPO has no reference: no reward to report
+    assert tuned["details"]["mean_reward_margin"] is None
+
+
+def test_kto_held_out_data_without_pairs_is_said_before_training(cli, project):
+    """KTO data usually holds one completion per prompt: held-out scoring pairs them by prompt, found
+    none, and the run trained to the end, then failed its gate with 'no held-out examples to score'."""
+    _kto_data(project)
+    rows = [json.loads(line) for line in (project.parent / "data" / "eval_kto.jsonl").read_text().splitlines()]
+    (project.parent / "data" / "eval_unpaired.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[::2]))
+    sets = ["training.objective=kto", "data.format=kto", "data.train=data/train_kto.jsonl",
+            "data.eval=data/eval_unpaired.jsonl", "training.max_steps=1"]
+    code, out, err = run(cli, project, *sets, "eval.min_score=0.8")
+    assert code == 1, out + err
+    assert "data.eval: none of the 32 held-out KTO records' prompts has both" in err and "Traceback" not in err
+    assert "scoring the base model" not in out + err
+    assert not (project.parent / "runs" / "preference").exists()
+    code, out, err = run(cli, project, *sets)
+    assert code == 0, out + err
+    assert "held-out scoring is skipped" in out + err
+
+
+def test_orpo_reports_no_reward_against_a_reference_it_does_not_have(project):
+    """ORPO's plan says 'reference: none', but the run reported a 'mean reward margin vs the reference'
+    (the adapter disabled, scaled by ORPO's odds-ratio weight)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipe_ft.runtime.preference_eval import evaluate_pairs
+
+    path = str(project.parent / "tiny-llama")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=2, target_modules=["q_proj"]))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = [json.loads(line) for line in (project.parent / "data" / "eval.jsonl").read_text().splitlines()[:2]]
+    for objective, has_reward in (("dpo", True), ("orpo", False)):
+        plan, _ = plan_for_run(str(project), [f"training.objective={objective}"], False)
+        details = evaluate_pairs(plan, model, tokenizer, rows)["details"]
+        assert (details["mean_reward_margin"] is not None) is has_reward, (objective, details)
+
+
+def test_pairs_whose_replies_are_truncated_away_are_not_scored(project):
+    """trl drops pairs whose prompt fills max_seq_len; held-out scoring compared two empty replies
+    (margin 0) and counted the pair as rejected-preferred, lowering base and tuned accuracy alike."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipe_ft.runtime.preference_eval import evaluate_pairs
+
+    path = str(project.parent / "tiny-llama")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    rows = [json.loads(line) for line in (project.parent / "data" / "eval.jsonl").read_text().splitlines()[:2]]
+    long = {**rows[0], "prompt": [{"role": "user", "content": " ".join(["order blank page"] * 200)}]}
+    plan, _ = plan_for_run(str(project), [], False)
+    details = evaluate_pairs(plan, model, tokenizer, rows + [long])["details"]
+    assert details["total"] == 2 and details["skipped_truncated"] == 1, details
+
+
+def test_kto_data_of_one_label_is_refused_before_the_model_loads(cli, project, monkeypatch):
+    counted = Constructions(monkeypatch)
+    _kto_data(project)
+    rows = (project.parent / "data" / "train_kto.jsonl").read_text().splitlines()
+    (project.parent / "data" / "good_only.jsonl").write_text("".join(r + "\n" for r in rows if '"label": true' in r))
+    code, out, err = run(cli, project, "training.objective=kto", "data.format=kto", "data.train=data/good_only.jsonl",
+                         "data.eval=null", "training.max_steps=1")
+    assert code == 1 and "every record is desirable (label true); KTO needs both kinds" in err, out + err
+    assert counted.loads == [] and "Traceback" not in err  # refused before loading the model
+    assert not (project.parent / "runs" / "preference").exists()
+
+
+def test_sources_mixing_plain_and_conversational_pairs_are_refused():
+    from recipe_ft.runtime.preference import one_form
+    from recipe_ft.schemas.errors import RecipeError
+
+    chat = {"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": "b"}
+    one_form([chat, chat], "train")
+    with pytest.raises(RecipeError) as exc:
+        one_form([chat, {"prompt": "hi", "chosen": "a", "rejected": "b"}], "train")
+    assert exc.value.message.startswith("data.train: its sources mix plain"), exc.value.message
 
 
 def test_missing_or_foreign_adapter_is_a_clear_error(cli, project):
