@@ -14,17 +14,24 @@ def execute(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = False) -> in
     """Train the plan, write the run report; returns the exit code (130 when interrupted)."""
     from .train import train
 
-    done = _completed(plan, plan_dir) if resume else None
+    done = _check_resume(plan, plan_dir) if resume else None
     if done is not None:
         return done
-    if resume:
-        _resumable(plan, plan_dir)
     result = train(plan, plan_dir, resume=resume, fresh=fresh)
     try:
         return _finish(plan, result)
     finally:
         if result.lock is not None:
             result.lock.release()
+
+
+def _check_resume(plan: Plan, plan_dir: Path):
+    """Before --resume loads anything: the exit code of a run this plan already completed (nothing to
+    do), else None once the checkpoints are known to be of the same model and adapter (RecipeError if not)."""
+    done = _completed(plan, plan_dir)
+    if done is None:
+        _resumable(plan, plan_dir)
+    return done
 
 
 def _completed(plan: Plan, plan_dir: Path):
@@ -130,11 +137,9 @@ def launch_processes(plan: Plan, plan_dir: Path, resume: bool, fresh: bool = Fal
         cpu = True
     run_dir = (plan_dir / plan.output_dir).resolve()
     outdir.check_run_dir(run_dir, resume, fresh, keep=(plan_dir, Path.cwd()))
-    done = _completed(plan, plan_dir) if resume else None
+    done = _check_resume(plan, plan_dir) if resume else None
     if done is not None:
         return done
-    if resume:
-        _resumable(plan, plan_dir)
     with outdir.RunLock.acquire(run_dir, fresh):
         plan_file = run_dir / "plan.json"
         lock.write(plan, plan_file)
