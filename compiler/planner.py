@@ -603,7 +603,7 @@ def explain(recipe: Recipe, resolved: Resolved, workload: Workload, search: Sear
                            choice.options)
     warnings = _warnings(recipe, workload.size, chosen.method, build, resolved.model.note)
     if chosen.method != "full":
-        warnings += _rank_warning(recipe.method.rank, memory.resolve_targets(arch, chosen.shape.targets))
+        warnings += _rank_warning(recipe.method.rank, resolved.targeted)
     return Explanation(decisions + ([preference_decision] if preference_decision else []),
                        _alternatives(choice.options), warnings, build, preference_plan)
 
