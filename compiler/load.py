@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schemas.errors import Problem, RecipeError, UsageError
+from .records import BOM, UTF16, UTF16_BOMS
 from .toml_positions import toml_positions
 
 Path_ = tuple  # a key path: ("method", "rank") or ("budget", "gpus", 1)
@@ -66,15 +67,13 @@ def read(path: Path, display: str | None = None) -> Document:
     if len(raw) > MAX_BYTES:
         raise RecipeError("invalid recipe", [Problem(display, 1, 1, "", f"the file is {len(raw):,} bytes; a recipe "
                                                                       f"is at most {MAX_BYTES:,} (put data in data files)")])
-    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors): not part of the text
-        raw = raw[3:]
+    raw = raw.removeprefix(BOM)  # a UTF-8 byte-order mark (Windows editors): not part of the text
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        message = ("the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
-                   if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else
+        message = (UTF16 if raw.startswith(UTF16_BOMS) else
                    f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}): save it as UTF-8")
         raise RecipeError("invalid recipe", [Problem(display, line, col, "", message)]) from None
     deep = too_deep(text)
